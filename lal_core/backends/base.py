@@ -1,0 +1,85 @@
+"""What a backend supplies: the parts of training and sampling that depend on the framework.
+
+Everything else (the schedule, batches, eval cadence, early stopping, checkpoints, events,
+logging, stop handling, the sampling loop) is written once, in `lal_core.trainer` and
+`lal_core.sampling`, and drives a `Backend` through these methods. Arrays cross this seam as
+numpy: int64 token batches in, float32 weights out, in the canonical checkpoint layout
+(the PyTorch module names, Linear weights as (out, in)).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from lal_core.config import ModelConfig, TrainConfig
+
+
+class Backend(ABC):
+    name: str  # "torch" or "mlx"
+    device: str  # for people: "cpu", "cuda", "mps", "mlx/cpu", "mlx/gpu"
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        self.cfg = cfg
+
+    # -- the model ---------------------------------------------------------------------------
+    @abstractmethod
+    def num_parameters(self) -> int:
+        """Trainable parameters, the tied embedding counted once."""
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """All weights as float32 numpy arrays under their canonical names."""
+
+    @abstractmethod
+    def load_state_dict(self, tensors: dict[str, np.ndarray]) -> None:
+        """Replace all weights (names and shapes already checked by the caller)."""
+
+    @abstractmethod
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        """Float32 logits (B, T, V) for int64 tokens x (B, T), in eval mode."""
+
+    # -- training ----------------------------------------------------------------------------
+    @abstractmethod
+    def setup_training(self, train_cfg: TrainConfig) -> None:
+        """Create the optimizer (AdamW, the recipe's betas and weight decay)."""
+
+    @abstractmethod
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
+        """One optimisation step at learning rate `lr`, clipped; returns the batch loss."""
+
+    @abstractmethod
+    def eval_loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        """Mean cross-entropy over the counted targets of a batch, without dropout or grads."""
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """The optimizer's moments and step count, for exact resume."""
+        raise NotImplementedError
+
+    def load_optimizer_state(self, tensors: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    # -- sampling ----------------------------------------------------------------------------
+    @abstractmethod
+    def start_generation(self, seed: int | None) -> None:
+        """Seed the sampler's random generator (None: a fresh random seed)."""
+
+    @abstractmethod
+    def prefill(self, tokens: list[int], use_cache: bool = True) -> Any:
+        """Run a context of at most block_size tokens; the last position's logits (V,).
+
+        With use_cache the keys and values are kept so `extend` can add one token at a time.
+        """
+
+    @abstractmethod
+    def extend(self, token: int) -> Any:
+        """Append one token to the cached context; its logits (V,)."""
+
+    @abstractmethod
+    def sample(self, logits: Any, temperature: float, top_k: int | None) -> tuple[int, float]:
+        """Draw a token from logits / temperature within the top k (temperature 0: argmax).
+
+        Returns the token and its probability under the distribution it was drawn from.
+        """

@@ -1,0 +1,145 @@
+"""Model and training configurations, with validation.
+
+A config is a small frozen dataclass; `validate()` raises `ConfigError` with one line that names
+the bad value, so the CLI and the dashboard can show it as it is.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from lal_core.errors import ConfigError
+
+VOCAB_SIZE = 50257  # r50k_base, the GPT-2 BPE
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    n_layer: int
+    n_head: int
+    n_embd: int
+    block_size: int
+    vocab_size: int = VOCAB_SIZE
+    dropout: float = 0.0
+    bias: bool = False  # no biases in Linear and LayerNorm, as in the SPEC's parameter counts
+
+    def validate(self) -> ModelConfig:
+        for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown model config keys: {', '.join(unknown)}")
+        try:
+            return cls(**data).validate()
+        except TypeError as exc:
+            raise ConfigError(f"incomplete model config: {exc}") from None
+
+
+MODEL_CONFIGS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig("tiny", n_layer=4, n_head=4, n_embd=128, block_size=128),
+    "small": ModelConfig("small", n_layer=6, n_head=6, n_embd=384, block_size=256),
+    "medium": ModelConfig("medium", n_layer=8, n_head=8, n_embd=512, block_size=512),
+    "lal": ModelConfig("lal", n_layer=12, n_head=12, n_embd=768, block_size=512),
+}
+
+
+def get_model_config(name: str, **overrides: Any) -> ModelConfig:
+    """The named config, with optional overrides (e.g. dropout=0.1)."""
+    if name not in MODEL_CONFIGS:
+        raise ConfigError(f"unknown config {name!r}; choose one of: {', '.join(MODEL_CONFIGS)}")
+    return replace(MODEL_CONFIGS[name], **overrides).validate()
+
+
+def count_parameters(cfg: ModelConfig) -> int:
+    """Parameters of the GPT with weight tying (the output head IS the token embedding)."""
+    C = cfg.n_embd
+    bias = 1 if cfg.bias else 0
+    embeddings = cfg.vocab_size * C + cfg.block_size * C
+    layer_norm = 2 * C if cfg.bias else C
+    attn = C * 3 * C + bias * 3 * C + C * C + bias * C
+    mlp = C * 4 * C + bias * 4 * C + 4 * C * C + bias * C
+    block = 2 * layer_norm + attn + mlp
+    return embeddings + cfg.n_layer * block + layer_norm
+
+
+def estimate_training_memory(cfg: ModelConfig, batch_size: int) -> int:
+    """Rough bytes for training in fp32: weights, grads and two Adam moments, plus activations.
+
+    The activation term counts the tensors a block keeps for backward (about 16 floats per
+    position per channel, plus the attention matrix) and the vocab-sized logits, which dominate
+    for small models. It is an estimate to compare configs, not a promise.
+    """
+    n = count_parameters(cfg)
+    states = 4 * n * 4
+    tokens = batch_size * cfg.block_size
+    per_layer = tokens * cfg.n_embd * 16 + batch_size * cfg.n_head * cfg.block_size**2 * 2
+    logits = tokens * cfg.vocab_size * 2  # the logits and their gradient
+    return 4 * (cfg.n_layer * per_layer + logits) + states
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe (SPEC): AdamW, warmup + cosine, clipping, eval, early stopping."""
+
+    batch_size: int = 16
+    max_iters: int = 5000
+    lr: float = 3e-4
+    min_lr: float = 0.0
+    warmup_iters: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_interval: int = 250
+    patience: int = 4
+    seed: int = 1337
+
+    def validate(self) -> TrainConfig:
+        positive = ("batch_size", "max_iters", "eval_interval", "patience")
+        for key in positive:
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(
+                    f"{key.replace('_', '-')} must be a positive integer, got {value}"
+                )
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.min_lr) and 0 <= self.min_lr <= self.lr):
+            raise ConfigError(f"min-lr must be between 0 and lr ({self.lr}), got {self.min_lr}")
+        if self.warmup_iters < 0:
+            raise ConfigError(f"warmup-iters must be 0 or more, got {self.warmup_iters}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight-decay must be 0 or more, got {self.weight_decay}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError(f"betas must be in [0, 1), got ({self.beta1}, {self.beta2})")
+        if not self.grad_clip > 0:
+            raise ConfigError(f"grad-clip must be positive, got {self.grad_clip}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known}).validate()

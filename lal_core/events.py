@@ -1,0 +1,108 @@
+"""Typed progress events from a training run, and the stop request.
+
+`train(..., on_event=callback)` calls the callback, on the training thread, with one of these
+events. The CLI prints them; the dashboard posts them to its UI thread as messages; SFT and
+every backend emit the same ones. `StopRequest.set()` from any thread makes the run stop after
+the step in progress, keeping its checkpoints and metrics.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class StopRequest:
+    """A thread-safe flag: set it from anywhere, the training or sampling loop checks it."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.reason = ""
+
+    def set(self, reason: str = "stop requested") -> None:
+        self.reason = reason
+        self._event.set()
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def clear(self) -> None:
+        self.reason = ""
+        self._event.clear()
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    run_id: str
+    run_dir: Path
+    model_config: dict[str, Any]
+    train_config: dict[str, Any]
+    backend: str
+    device: str
+    n_params: int
+    corpus: dict[str, Any]
+    header: str  # a line for people: config, parameters, device, data
+
+
+@dataclass(frozen=True)
+class StepDone:
+    iteration: int  # the step just taken (0-based)
+    loss: float
+    lr: float
+    tokens_per_sec: float  # of this step
+    elapsed: float  # seconds since the run started
+
+
+@dataclass(frozen=True)
+class EvalDone:
+    iteration: int
+    train_loss: float
+    val_loss: float
+    lr: float
+    is_best: bool
+    best_val: float
+    best_iter: int
+    tokens_per_sec: float  # mean over the steps since the previous eval
+    elapsed: float
+    eval_seconds: float
+    line: str  # the SPEC-shaped log line, with * on a new best
+
+
+@dataclass(frozen=True)
+class CheckpointSaved:
+    iteration: int
+    kind: str  # "best", "final" or "sft"
+    path: Path
+
+
+@dataclass(frozen=True)
+class EarlyStopped:
+    iteration: int
+    best_iter: int
+    best_val: float
+    patience: int
+    line: str
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    status: str  # "completed", "early_stopped" or "stopped"
+    iteration: int
+    best_val: float | None
+    best_iter: int | None
+    run_dir: Path
+    elapsed: float
+    line: str
+
+
+@dataclass(frozen=True)
+class RunFailed:
+    message: str
+    run_dir: Path | None = None
+    iteration: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+Event = RunStarted | StepDone | EvalDone | CheckpointSaved | EarlyStopped | RunFinished | RunFailed

@@ -1,0 +1,68 @@
+"""Shared fixtures: an isolated LAL_HOME per test, the offline tokenizer, small corpora.
+
+The offline files come from ../shared/data when it exists (this workplace and CI), or from
+TIKTOKEN_CACHE_DIR / LAL_TEST_CORPUS set by the caller. Nothing in lal itself depends on them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lal_core.config import ModelConfig
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED_DATA / "tiktoken-cache").is_dir():
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED_DATA / "tiktoken-cache")
+
+# A model small enough that a training step takes milliseconds; the 50,257-wide head dominates.
+MICRO = ModelConfig("micro", n_layer=2, n_head=2, n_embd=32, block_size=32)
+
+
+def shakespeare_path() -> Path | None:
+    candidates = [os.environ.get("LAL_TEST_CORPUS"), SHARED_DATA / "tinyshakespeare" / "input.txt"]
+    for c in candidates:
+        if c and Path(c).is_file():
+            return Path(c)
+    return None
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path, monkeypatch):
+    """Every test gets its own data/ and checkpoints/; LAL_DATA from outside never leaks in."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("LAL_HOME", str(home))
+    monkeypatch.delenv("LAL_DATA", raising=False)
+    monkeypatch.delenv("LAL_RUNS", raising=False)
+    return home
+
+
+@pytest.fixture(scope="session")
+def shakespeare() -> Path:
+    path = shakespeare_path()
+    if path is None:
+        pytest.skip("TinyShakespeare not found (set LAL_TEST_CORPUS)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_corpus(tmp_path_factory, shakespeare) -> Path:
+    """The first 60,000 characters of TinyShakespeare: about 15k tokens, 1.5k of them val."""
+    path = tmp_path_factory.mktemp("corpus") / "small.txt"
+    path.write_text(shakespeare.read_text()[:60_000])
+    return path
+
+
+@pytest.fixture
+def micro_cfg() -> ModelConfig:
+    return MICRO
+
+
+def random_tokens(shape, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 50257, size=shape, dtype=np.int64)

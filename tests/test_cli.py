@@ -1,0 +1,94 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from lal_core.cli import main
+
+
+def run_cli(*args, env=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, "-m", "lal_core.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.fixture
+def trained_run(small_corpus, isolated_home, capsys):
+    code = main(
+        [
+            "train",
+            "--config",
+            "tiny",
+            "--max-iters",
+            "4",
+            "--eval-interval",
+            "2",
+            "--batch-size",
+            "2",
+            "--data",
+            str(small_corpus),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    runs = list((isolated_home / "checkpoints").iterdir())
+    assert len(runs) == 1
+    return runs[0], out
+
+
+def test_train_writes_a_run_folder(trained_run):
+    run, out = trained_run
+    assert "Device: torch/cpu" in out
+    assert out.count("| val ") == 3 and "iter 4 " in out
+    assert str(run) in out
+    info = json.loads((run / "run.json").read_text())
+    assert info["model_config"]["name"] == "tiny" and info["status"] == "completed"
+
+
+def test_sample_streams_from_the_newest_run(trained_run, capsys):
+    code = main(["sample", "--prompt", "ROMEO:", "--tokens", "20", "--seed", "1"])
+    first = capsys.readouterr().out
+    assert code == 0 and first.startswith("ROMEO:") and len(first) > len("ROMEO:\n")
+    main(["sample", trained_run[0].name, "--prompt", "ROMEO:", "--tokens", "20", "--seed", "1"])
+    assert capsys.readouterr().out == first  # same seed, same text; run id works too
+
+
+def test_runs_lists_the_run(trained_run, capsys):
+    assert main(["runs"]) == 0
+    out = capsys.readouterr().out
+    assert trained_run[0].name in out and "tiny" in out and "completed" in out
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["train", "--config", "huge"], "invalid choice"),
+        (["train", "--batch-size", "0"], "batch-size"),
+        (["train", "--lr", "abc"], "not a number"),
+        (["train", "--data", "/no/such/file.txt"], "not found"),
+        (["sample", "no-such-run"], "no run"),
+        (["sample", "/no/such/model.safetensors"], "not found"),
+        (["sample", "--tokens", "0"], "at least 1"),
+        (["bogus"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_non_zero(args, words):
+    result = run_cli(*args, timeout=120)
+    assert result.returncode != 0
+    assert words in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_sample_with_a_damaged_checkpoint(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    result = run_cli("sample", str(bad))
+    assert result.returncode == 1 and "not a valid safetensors" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

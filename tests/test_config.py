@@ -1,0 +1,65 @@
+import pytest
+
+from lal_core.config import (
+    MODEL_CONFIGS,
+    ModelConfig,
+    TrainConfig,
+    count_parameters,
+    get_model_config,
+)
+from lal_core.errors import ConfigError
+from lal_core.model import GPT
+
+
+@pytest.mark.parametrize(
+    "name, millions", [("tiny", 7.2), ("small", 30.0), ("medium", 51.2), ("lal", 123.9)]
+)
+def test_parameter_counts(name, millions):
+    assert round(count_parameters(get_model_config(name)) / 1e6, 1) == millions
+
+
+@pytest.mark.parametrize("name", ["tiny", "small"])
+def test_counted_parameters_match_the_model(name):
+    cfg = get_model_config(name)
+    model = GPT(cfg)
+    # Weight tying: the head shares wte's storage, so it is counted once.
+    assert sum(p.numel() for p in model.parameters()) == count_parameters(cfg)
+
+
+def test_defaults_follow_the_recipe():
+    cfg = TrainConfig()
+    assert (cfg.lr, cfg.beta1, cfg.beta2, cfg.weight_decay) == (3e-4, 0.9, 0.95, 0.1)
+    assert (cfg.warmup_iters, cfg.max_iters, cfg.eval_interval, cfg.patience) == (100, 5000, 250, 4)
+    assert cfg.grad_clip == 1.0
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("batch_size", 0, "batch-size"),
+        ("lr", -1e-3, "lr"),
+        ("lr", 0.0, "lr"),
+        ("patience", 0, "patience"),
+        ("eval_interval", 0, "eval-interval"),
+        ("max_iters", -5, "max-iters"),
+    ],
+)
+def test_invalid_training_values(field, value, words):
+    with pytest.raises(ConfigError, match=words):
+        TrainConfig(**{field: value}).validate()
+
+
+def test_unknown_config_name_lists_the_choices():
+    with pytest.raises(ConfigError, match="tiny, small, medium, lal"):
+        get_model_config("huge")
+
+
+def test_heads_must_divide_width():
+    with pytest.raises(ConfigError, match="divisible"):
+        ModelConfig("odd", n_layer=1, n_head=3, n_embd=128, block_size=8).validate()
+
+
+def test_dropout_range():
+    with pytest.raises(ConfigError, match="dropout"):
+        get_model_config("tiny", dropout=1.0)
+    assert set(MODEL_CONFIGS) == {"tiny", "small", "medium", "lal"}

@@ -1,0 +1,70 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from conftest import random_tokens
+from lal_core.backends import make_backend
+from lal_core.config import get_model_config
+from lal_core.model import GPT
+
+
+def test_untrained_loss_is_uniform_guessing():
+    torch.manual_seed(0)
+    model = GPT(get_model_config("tiny")).eval()
+    x = torch.from_numpy(random_tokens((4, 128), seed=1))
+    y = torch.from_numpy(random_tokens((4, 128), seed=2))
+    with torch.no_grad():
+        _, loss = model(x, y)
+    assert abs(loss.item() - math.log(50257)) < 0.15
+
+
+def test_causal_a_later_token_does_not_change_earlier_logits(micro_cfg):
+    model = GPT(micro_cfg).eval()
+    x = torch.from_numpy(random_tokens((1, 16)))
+    x2 = x.clone()
+    x2[0, 10] = (x2[0, 10] + 1) % 50257
+    with torch.no_grad():
+        a, _ = model(x)
+        b, _ = model(x2)
+    assert torch.allclose(a[0, :10], b[0, :10], atol=1e-6)
+    assert not torch.allclose(a[0, 10:], b[0, 10:])
+
+
+def test_ignored_targets_count_for_nothing(micro_cfg):
+    torch.manual_seed(0)
+    model = GPT(micro_cfg)
+    x = torch.from_numpy(random_tokens((2, 16), seed=3))
+    y = torch.from_numpy(random_tokens((2, 16), seed=4))
+    ignored = torch.zeros_like(y, dtype=torch.bool)
+    ignored[:, :7] = True
+    y_masked = y.masked_fill(ignored, -1)
+
+    _, loss = model(x, y_masked)
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+
+    # The same loss computed by hand over the counted positions only.
+    logits, _ = model(x)
+    by_hand = F.cross_entropy(logits[~ignored], y[~ignored])
+    by_hand.backward()
+    assert loss.item() == pytest.approx(by_hand.item(), abs=1e-6)
+    for g, p in zip(grads, model.parameters(), strict=True):
+        assert torch.allclose(g, p.grad, atol=1e-7)
+
+    # And the ignored targets' values really do not matter.
+    model.zero_grad()
+    other = y_masked.clone()
+    _, loss_again = model(x, other)
+    assert loss_again.item() == pytest.approx(loss.item(), abs=1e-7)
+
+
+def test_backend_state_dict_has_canonical_names(micro_cfg):
+    from lal_core.checkpoint import expected_shapes
+
+    state = make_backend("torch", micro_cfg).state_dict()
+    assert {k: v.shape for k, v in state.items()} == expected_shapes(micro_cfg)
+    assert all(v.dtype == np.float32 for v in state.values())
