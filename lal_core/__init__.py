@@ -23,6 +23,7 @@ from lal_core.events import (
     RunFailed,
     RunFinished,
     RunStarted,
+    SFTEpochDone,
     StepDone,
     StopRequest,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "RunFailed",
     "RunFinished",
     "RunStarted",
+    "SFTEpochDone",
     "StepDone",
     "StopRequest",
     "TrainConfig",

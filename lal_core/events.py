@@ -98,6 +98,16 @@ class RunFinished:
 
 
 @dataclass(frozen=True)
+class SFTEpochDone:
+    epoch: int  # 1-based
+    epochs: int
+    masked_loss: float  # mean loss over the counted (answer) tokens of this epoch
+    skipped_batches: int  # batches whose targets were all ignored
+    elapsed: float
+    line: str
+
+
+@dataclass(frozen=True)
 class RunFailed:
     message: str
     run_dir: Path | None = None
@@ -105,4 +115,13 @@ class RunFailed:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Event = RunStarted | StepDone | EvalDone | CheckpointSaved | EarlyStopped | RunFinished | RunFailed
+Event = (
+    RunStarted
+    | StepDone
+    | EvalDone
+    | CheckpointSaved
+    | EarlyStopped
+    | SFTEpochDone
+    | RunFinished
+    | RunFailed
+)
