@@ -63,6 +63,10 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp)`, fsync, then rename over `path`: readers see the old or the new file whole.
 
@@ -73,6 +77,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
         write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -205,3 +210,60 @@ def _shape_key(cfg: ModelConfig) -> tuple:
 
 def _describe(cfg: ModelConfig) -> str:
     return f"{cfg.n_layer} layers, {cfg.n_head} heads, width {cfg.n_embd}, context {cfg.block_size}"
+
+
+# -- resumable training state ------------------------------------------------------------------
+STATE_FILE = "state.safetensors"
+
+
+def save_state(
+    path: Path,
+    weights: dict[str, np.ndarray],
+    optimizer: dict[str, np.ndarray],
+    cfg: ModelConfig,
+    trainer_state: dict[str, Any],
+) -> None:
+    """One atomic file with everything exact resume needs: weights ("w.<name>"), optimizer and
+    RNG arrays ("opt.<key>"), and the loop's own state as JSON in the header."""
+    tensors = {f"w.{k}": np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
+    tensors.update({f"opt.{k}": np.ascontiguousarray(v) for k, v in optimizer.items()})
+    header = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "kind": "training_state",
+        "model_config": json.dumps(cfg.to_dict()),
+        "trainer_state": json.dumps(trainer_state),
+    }
+
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=header)
+
+    try:
+        atomic_write(path, write)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write training state {path}: {exc.strerror}") from None
+
+
+def load_state(
+    path: Path, expected: ModelConfig
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, Any]]:
+    """(weights, optimizer arrays, trainer state) from a state file, checked against `expected`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent} has no saved training state ({path.name}) to resume")
+    meta = read_header(path)
+    cfg = read_model_config(path)
+    if _shape_key(cfg) != _shape_key(expected):
+        raise CheckpointError(f"{path} is for config {cfg.name}, not {expected.name}")
+    try:
+        trainer_state = json.loads(meta["trainer_state"])
+        with safe_open(str(path), framework="numpy") as f:
+            arrays = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
+    except (KeyError, json.JSONDecodeError, SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is damaged ({str(exc).splitlines()[0][:100]})") from None
+    weights = {k[2:]: v for k, v in arrays.items() if k.startswith("w.")}
+    optimizer = {k[4:]: v for k, v in arrays.items() if k.startswith("opt.")}
+    want = expected_shapes(cfg)
+    if {k: tuple(v.shape) for k, v in weights.items()} != want:
+        raise CheckpointError(f"{path} does not hold this model's weights")
+    return weights, optimizer, trainer_state

@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model, with early stopping and checkpoints")
-    t.add_argument("--config", default="tiny", choices=list(MODEL_CONFIGS))
-    t.add_argument("--backend", default="torch", choices=list(BACKENDS))
+    t.add_argument("--config", default=None, choices=list(MODEL_CONFIGS), help="default: tiny")
+    t.add_argument("--backend", default=None, choices=list(BACKENDS), help="default: torch")
     t.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best present)")
     t.add_argument("--max-iters", type=int, default=None)
     t.add_argument("--batch-size", type=int, default=None)
@@ -66,6 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
         "data/tinyshakespeare/input.txt, downloaded if missing)",
     )
     t.add_argument("--runs-dir", default=None, help="where run folders go (default: checkpoints/)")
+    t.add_argument(
+        "--resume",
+        default=None,
+        metavar="RUN",
+        help="continue a stopped or interrupted run from its last saved state "
+        "(with its own settings; only --max-iters and --device may change)",
+    )
 
     s = sub.add_parser("sample", help="stream text from a checkpoint")
     s.add_argument(
@@ -87,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("runs", help="list past runs")
     r.add_argument("--runs-dir", default=None)
+    _add_sft_parsers(sub, BACKENDS)
     return parser
 
 
@@ -141,6 +149,21 @@ class _StopOnSignals:
             signal.signal(sig, handler)
 
 
+TRAIN_DEFAULTS = {"config": "tiny", "backend": "torch"}
+RESUME_FLAGS = (
+    "config",
+    "backend",
+    "batch_size",
+    "lr",
+    "warmup_iters",
+    "eval_interval",
+    "patience",
+    "dropout",
+    "seed",
+    "data",
+)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -148,39 +171,57 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lal_core.events import StopRequest
     from lal_core.trainer import Trainer
 
-    overrides = {"dropout": args.dropout} if args.dropout is not None else {}
-    model_cfg = get_model_config(args.config, **overrides)
-    flags = {
-        k: getattr(args, k)
-        for k in (
-            "max_iters",
-            "batch_size",
-            "lr",
-            "warmup_iters",
-            "eval_interval",
-            "patience",
-            "seed",
-        )
-    }
-    train_cfg = replace(TrainConfig(), **{k: v for k, v in flags.items() if v is not None})
-    train_cfg.validate()
     stop = StopRequest()
-    trainer = Trainer(
-        model_cfg,
-        train_cfg,
-        backend=args.backend,
-        device=args.device,
-        data=args.data,
-        runs_root=args.runs_dir,
-        on_event=_Printer(),
-        stop=stop,
-    )
+    if args.resume:
+        given = [
+            f"--{k.replace('_', '-')}"
+            for k in RESUME_FLAGS
+            if getattr(args, k) not in (None, TRAIN_DEFAULTS.get(k))
+        ]
+        if given:
+            raise LalError(
+                f"--resume continues a run with its own settings; drop {', '.join(given)}"
+            )
+        trainer = Trainer.resume(
+            args.resume, args.runs_dir, args.max_iters, args.device, on_event=_Printer(), stop=stop
+        )
+    else:
+        overrides = {"dropout": args.dropout} if args.dropout is not None else {}
+        model_cfg = get_model_config(args.config or "tiny", **overrides)
+        flags = {
+            k: getattr(args, k)
+            for k in (
+                "max_iters",
+                "batch_size",
+                "lr",
+                "warmup_iters",
+                "eval_interval",
+                "patience",
+                "seed",
+            )
+        }
+        train_cfg = replace(TrainConfig(), **{k: v for k, v in flags.items() if v is not None})
+        train_cfg.validate()
+        trainer = Trainer(
+            model_cfg,
+            train_cfg,
+            backend=args.backend or "torch",
+            device=args.device,
+            data=args.data,
+            runs_root=args.runs_dir,
+            on_event=_Printer(),
+            stop=stop,
+        )
     with _StopOnSignals(stop):
         result = trainer.run_training()
     if result.status == "failed":
         return EXIT_ERROR
     if result.status == "stopped":
-        print(f"stopped ({stop.reason}); checkpoints and metrics saved in {result.run_dir}")
+        print(
+            f"stopped ({stop.reason}) at iter {result.iteration}; checkpoints and metrics are "
+            f"saved; resume with: lal train --resume {result.run_dir.name}",
+            flush=True,
+        )
         return EXIT_INTERRUPTED
     return 0
 
@@ -189,10 +230,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_sample(args: argparse.Namespace) -> int:
     from lal_core.runs import resolve_checkpoint
     from lal_core.sampling import check_sampling_args, load_for_sampling, stream
+    from lal_core.tokenizer import encode
 
     check_sampling_args(args.temperature, args.top_k, args.tokens)
+    if args.prompt == "":
+        raise LalError("the prompt is empty; give at least one character with --prompt")
     path = resolve_checkpoint(args.run, args.checkpoint, args.runs_dir)
     backend = load_for_sampling(path, args.backend, args.device)
+    n_prompt = len(encode(args.prompt))
+    if n_prompt > backend.cfg.block_size:
+        raise LalError(
+            f"the prompt is {n_prompt} tokens, longer than this model's context of "
+            f"{backend.cfg.block_size}; shorten it"
+        )
     out = sys.stdout
     out.write(args.prompt)
     for piece in stream(
@@ -230,7 +280,143 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "runs": cmd_runs}
+# -- sft and chat --------------------------------------------------------------------------
+def _add_sft_parsers(sub, backends) -> None:
+    f = sub.add_parser("sft", help="fine-tune a run's best checkpoint into a small chat model")
+    f.add_argument("run", nargs="?", default=None, help="run id or folder (default: the newest)")
+    f.add_argument("--epochs", type=_positive_int, default=5)
+    f.add_argument("--pairs", default=None, help='JSON lines {"question": ..., "answer": ...}')
+    f.add_argument(
+        "--repeat",
+        type=_positive_int,
+        default=None,
+        help="copies of each pair (default: 5, 1 for --pairs)",
+    )
+    f.add_argument("--lr", type=_float, default=None, help="constant learning rate (default: 1e-4)")
+    f.add_argument("--batch-size", type=_positive_int, default=None, help="default: 4")
+    f.add_argument("--seed", type=int, default=None, help="shuffling and the comparison's sampling")
+    f.add_argument("--backend", default="torch", choices=list(backends))
+    f.add_argument("--device", default=None)
+    f.add_argument("--tokens", type=_positive_int, default=60, help="per answer in the comparison")
+    f.add_argument("--runs-dir", default=None)
+
+    c = sub.add_parser("chat", help="ask the fine-tuned model a question")
+    c.add_argument("run", nargs="?", default=None, help="run id, folder or .safetensors file")
+    c.add_argument("question")
+    c.add_argument("--base", action="store_true", help="answer with the base (best) checkpoint")
+    c.add_argument("--tokens", type=_positive_int, default=100)
+    c.add_argument("--temperature", type=_float, default=0.8)
+    c.add_argument("--top-k", type=int, default=50)
+    c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--backend", default="torch", choices=list(backends))
+    c.add_argument("--device", default=None)
+    c.add_argument("--runs-dir", default=None)
+
+
+class _SFTPrinter(_Printer):
+    def __call__(self, event) -> None:
+        from lal_core.events import SFTEpochDone
+
+        if isinstance(event, SFTEpochDone):
+            if self.live:
+                sys.stderr.write("\r\x1b[K")
+            print(event.line, flush=True)
+        else:
+            super().__call__(event)
+
+
+def cmd_sft(args: argparse.Namespace) -> int:
+    import warnings
+
+    from lal_core import sft
+    from lal_core.events import StopRequest
+    from lal_core.sampling import load_for_sampling
+
+    stop = StopRequest()
+    seed = sft.DEFAULT_SEED if args.seed is None else args.seed
+    with warnings.catch_warnings(record=True) as caught, _StopOnSignals(stop):
+        warnings.simplefilter("always", sft.SFTWarning)
+        result = sft.run_sft(
+            args.run,
+            pairs=args.pairs,
+            repeat=args.repeat,
+            epochs=args.epochs,
+            batch_size=args.batch_size or sft.DEFAULT_BATCH_SIZE,
+            lr=sft.DEFAULT_LR if args.lr is None else args.lr,
+            seed=seed,
+            backend=args.backend,
+            device=args.device,
+            runs_root=args.runs_dir,
+            on_event=_SFTPrinter(),
+            stop=stop,
+        )
+    for w in caught:
+        print(f"lal: warning: {w.message}", file=sys.stderr)
+    if result.status == "failed":
+        print(f"lal: error: {result.message}", file=sys.stderr)
+        return EXIT_ERROR
+    if result.status == "stopped":
+        print(f"stopped ({stop.reason}); the partly fine-tuned weights are in {result.checkpoint}")
+        return EXIT_INTERRUPTED
+    assert result.checkpoint is not None and result.backend is not None
+    base = load_for_sampling(
+        result.checkpoint.with_name("best.safetensors"), args.backend, args.device
+    )
+    trained = [
+        p.question for p in (sft.load_pairs(args.pairs) if args.pairs else sft.builtin_pairs())
+    ]
+    rows = sft.compare(
+        base, result.backend, trained_questions=trained, max_new_tokens=args.tokens, seed=seed
+    )
+    print()
+    print(sft.format_comparison(rows), end="", flush=True)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lal_core.errors import CheckpointError
+    from lal_core.runs import find_run
+    from lal_core.sampling import check_sampling_args, load_for_sampling
+    from lal_core.sft import stream_answer
+
+    check_sampling_args(args.temperature, args.top_k, args.tokens)
+    if args.run and Path(args.run).is_file():
+        path = Path(args.run)
+    else:
+        run = find_run(args.run, args.runs_dir)
+        path = run.checkpoint("best" if args.base else "sft")
+        if not path.is_file() and args.base:
+            raise CheckpointError(f"run {run.run_id} has no best checkpoint ({path.name})")
+        if not path.is_file():
+            raise CheckpointError(
+                f"run {run.run_id} has no fine-tuned checkpoint yet; "
+                f"run first: lal sft {run.run_id}"
+            )
+    backend = load_for_sampling(path, args.backend, args.device)
+    out = sys.stdout
+    pieces = stream_answer(
+        backend, args.question, args.tokens, args.temperature, args.top_k, args.seed
+    )
+    started = False
+    for piece in pieces:
+        if not started:
+            piece = piece.lstrip()
+            started = bool(piece)
+        out.write(piece)
+        out.flush()
+    out.write("\n")
+    return 0
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "sample": cmd_sample,
+    "runs": cmd_runs,
+    "sft": cmd_sft,
+    "chat": cmd_chat,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -246,6 +432,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `lal sample | head` closed the pipe: not an error
         sys.stderr.close()
         return 0
+    except OSError as exc:  # the environment: a full disk, a folder without permission, ...
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"lal: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

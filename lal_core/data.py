@@ -168,14 +168,24 @@ class Corpus:
         }
 
 
-def load_corpus(path: str | os.PathLike | None = None, cache_dir: Path | None = None) -> Corpus:
-    """Find, read and tokenise the corpus (once: later calls read the cached tokens)."""
+def load_corpus(
+    path: str | os.PathLike | None = None,
+    cache_dir: Path | None = None,
+    block_size: int | None = None,
+) -> Corpus:
+    """Find, read and tokenise the corpus (once: later calls read the cached tokens).
+
+    With `block_size`, a corpus too short to train that context is refused before anything is
+    written.
+    """
     corpus_path = resolve_corpus(path)
     text, sha = _read_text(corpus_path)
     cache_dir = cache_dir or paths.data_dir() / "cache"
     cache = cache_dir / f"{sha}.{ENCODING_NAME}.bin"
     if not cache.is_file():
         tokens = _tokenise(text)
+        if block_size is not None:
+            check_corpus_fits(Corpus(corpus_path, sha, tokens), block_size)
         try:
             cache_dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tokens-")

@@ -9,12 +9,17 @@ nh = heads, hd = head size (C // nh), V = vocabulary size.
       -> final LayerNorm
       -> logits = x @ token_embedding^T  (weight tying)   (B, T, V)
 
+Training never holds the whole (B, T, V) logits tensor: `linear_cross_entropy`, at the end of
+this file, computes the head and the loss a few rows at a time (the logits are the biggest
+tensor by far: 411 MB for tiny at batch 16).
+
 The MLX twin of this file is `lal_core/backends/mlx_model.py`: same names, same shapes.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 import torch.nn as nn
@@ -129,10 +134,13 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         targets: torch.Tensor | None = None,
         cache: KVCache | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, V) and, with targets, the mean cross-entropy; a target of -1 is ignored.
+        last_only: bool = False,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(logits, None) without targets; (None, mean cross-entropy) with targets, where a
+        target of -1 is ignored.
 
-        With a cache, idx holds only the new positions and their logits come back.
+        Logits are (B, T, V), or (B, 1, V) with last_only (sampling needs only the last
+        position's). With a cache, idx holds only the new positions and their logits come back.
         """
         B, T = idx.shape
         start = cache.length if cache is not None else 0
@@ -143,11 +151,95 @@ class GPT(nn.Module):
             x = block(x, cache, layer)  # (B, T, C)
         if cache is not None:
             cache.length += T
+        if last_only:
+            x = x[:, -1:, :]  # (B, 1, C): the head is a third of small's weights; skip the rest
         x = self.ln_f(x)  # (B, T, C)
-        logits = F.linear(x, self.wte.weight)  # (B, T, V): a score for every next token
         if targets is None:
-            return logits, None
-        loss = F.cross_entropy(
-            logits.view(B * T, -1).float(), targets.reshape(B * T), ignore_index=-1
-        )
-        return logits, loss
+            return F.linear(x, self.wte.weight), None  # (B, T, V): a score for every next token
+        # The same head, x @ wte^T, and the mean cross-entropy, in row chunks: see below.
+        loss = linear_cross_entropy(x.reshape(B * T, -1), self.wte.weight, targets.reshape(B * T))
+        return None, loss
+
+
+# -- The loss, a chunk of rows at a time ------------------------------------------------------
+# Plainly: loss = F.cross_entropy(x @ W^T, targets, ignore_index=-1). That materialises the
+# (B*T, V) logits, keeps their softmax for backward, and allocates both afresh every step: for
+# tiny at batch 16, 2048 x 50,257 floats = 411 MB each, more than the rest of the step's memory
+# together, and on a CPU a good part of the step goes to page faults on that fresh memory.
+# Instead, for each chunk of rows: logits = x_c @ W^T into one reused buffer, softmax in place,
+# the chunk's loss, and right away its gradients (d loss / d logits = (softmax - onehot) / n),
+# grad_x_c = g @ W and grad_W += g^T @ x_c. Backward then only scales the stored gradients.
+# Same FLOPs as the plain loss (the backward matmuls move into forward), a fraction of the
+# memory. tests/test_speed.py checks loss and gradients against the plain formula.
+
+LOSS_CHUNK_ROWS = 512  # 512 x 50,257 floats: a 103 MB buffer, reused every chunk and every step
+
+
+@torch.compiler.disable
+def linear_cross_entropy(
+    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = LOSS_CHUNK_ROWS
+) -> torch.Tensor:
+    """Mean cross-entropy of the logits x @ weight^T (x: (N, C), weight: (V, C), targets: (N,),
+    -1 ignored), without the (N, V) logits. torch.compile leaves it out of its graph."""
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    return _LinearCrossEntropy.apply(x, weight, targets, chunk, needs_grad)
+
+
+_local = threading.local()  # the reused logits buffer, one per thread
+
+
+def _logits_buffer(rows: int, vocab: int, device: torch.device) -> torch.Tensor:
+    key = (str(device), rows, vocab)
+    if getattr(_local, "key", None) != key:  # a new shape replaces the old buffer
+        _local.key, _local.buffer = key, None
+        _local.buffer = torch.empty(rows, vocab, device=device, dtype=torch.float32)
+    return _local.buffer
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, targets, chunk, needs_grad):
+        N, V = x.shape[0], weight.shape[0]
+        device = x.device
+        # Under autocast the matmuls run in its 16-bit type; softmax and sums stay float32.
+        autocast_on = torch.is_autocast_enabled(device.type)
+        dtype = torch.get_autocast_dtype(device.type) if autocast_on else x.dtype
+        with torch.autocast(device.type, enabled=False):
+            xs, w = x.to(dtype), weight.to(dtype)
+            counted = targets != -1
+            n = counted.sum().clamp(min=1)
+            safe = targets.clamp(min=0).unsqueeze(1)  # (N, 1): -1 -> 0, masked out below
+            grad_x = torch.empty(x.shape, device=device, dtype=x.dtype) if needs_grad else None
+            grad_w = torch.zeros_like(weight) if needs_grad else None
+            buffer = _logits_buffer(min(chunk, N), V, device) if dtype == torch.float32 else None
+            total = torch.zeros((), device=device, dtype=torch.float32)
+            for s in range(0, N, chunk):
+                xc, rows = xs[s : s + chunk], min(chunk, N - s)
+                if buffer is not None:
+                    logits = torch.mm(xc, w.t(), out=buffer[:rows])  # (rows, V)
+                else:
+                    logits = torch.mm(xc, w.t()).float()
+                # loss = logsumexp(logits) - logits[target], computed stably, in place.
+                logits.sub_(logits.amax(dim=1, keepdim=True))
+                target_logit = logits.gather(1, safe[s : s + chunk]).squeeze(1)
+                sums = logits.exp_().sum(dim=1)  # logits now hold exp(logits - max)
+                keep = counted[s : s + chunk]
+                total += ((sums.log() - target_logit) * keep).sum()
+                if needs_grad:
+                    g = logits.div_(sums.unsqueeze(1))  # softmax, in place
+                    g.scatter_add_(1, safe[s : s + chunk], g.new_full((rows, 1), -1.0))
+                    g.mul_((keep / n).unsqueeze(1))  # ignored rows get no gradient
+                    if buffer is not None:  # float32: write into place, no new memory
+                        torch.mm(g, w, out=grad_x[s : s + chunk])
+                        grad_w.addmm_(g.t(), xc)
+                    else:
+                        g = g.to(dtype)
+                        grad_x[s : s + chunk] = torch.mm(g, w)
+                        grad_w += torch.mm(g.t(), xc).float()
+        ctx.save_for_backward(grad_x, grad_w)
+        return total / n
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_x, grad_w = ctx.saved_tensors
+        return grad_x * grad_loss, grad_w * grad_loss, None, None, None

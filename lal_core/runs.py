@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from lal_core import paths
-from lal_core.checkpoint import read_json, write_json
+from lal_core.checkpoint import atomic_write, read_json, write_json
 from lal_core.errors import CheckpointError
 
 CHECKPOINT_KINDS = ("best", "final", "sft")
@@ -91,6 +91,20 @@ class RunDir:
         with open(self.metrics_path, "a") as f:
             f.write("".join(json.dumps(r) + "\n" for r in records))
             f.flush()
+
+    def drop_metrics_after(self, iteration: int, evaluated: bool) -> None:
+        """Forget records past a resume point: they will be made again (rewritten atomically)."""
+
+        def keep(r: dict[str, Any]) -> bool:
+            if r.get("type") == "eval":
+                return r["iter"] < iteration or (evaluated and r["iter"] == iteration)
+            return r.get("iter", 0) < iteration
+
+        kept = [r for r in self.read_metrics() if keep(r)]
+        text = "".join(json.dumps(r) + "\n" for r in kept)
+        atomic_write(self.metrics_path, lambda tmp: tmp.write_text(text))
+        for stale in self.path.glob(".*.tmp"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
 
     def read_metrics(self) -> list[dict[str, Any]]:
         """Every complete record; a last line cut off by a crash is skipped."""

@@ -14,11 +14,14 @@ and values are only valid until the context first fills the block.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from lal_core.backends import Backend
-from lal_core.errors import ConfigError
+from lal_core.config import ModelConfig
+from lal_core.errors import ConfigError, LalError
 from lal_core.events import StopRequest
 from lal_core.tokenizer import StreamDecoder, encode
 
@@ -99,9 +102,14 @@ def stream(
 def load_for_sampling(checkpoint, backend: str = "torch", device: str | None = None) -> Backend:
     """A backend holding the weights of a checkpoint file, ready to sample."""
     from lal_core.backends import make_backend
-    from lal_core.checkpoint import load_weights
+    from lal_core.checkpoint import load_weights, read_json
 
-    tensors, cfg = load_weights(checkpoint)
+    expected = None
+    run_json = Path(checkpoint).parent / "run.json"
+    if run_json.is_file():  # in a run folder: the file must fit the run's model
+        with contextlib.suppress(LalError, KeyError, TypeError):
+            expected = ModelConfig.from_dict(read_json(run_json)["model_config"])
+    tensors, cfg = load_weights(checkpoint, expected)
     model = make_backend(backend, cfg, device=device)
     model.load_state_dict(tensors)
     return model

@@ -11,17 +11,18 @@ and the stop request.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from lal_core import data as data_mod
 from lal_core.backends import Backend, make_backend
-from lal_core.checkpoint import save_weights
+from lal_core.checkpoint import STATE_FILE, load_state, read_header, save_state, save_weights
 from lal_core.config import ModelConfig, TrainConfig
 from lal_core.errors import LalError
 from lal_core.events import (
@@ -35,7 +36,7 @@ from lal_core.events import (
     StepDone,
     StopRequest,
 )
-from lal_core.runs import RunDir, process_info
+from lal_core.runs import RunDir, find_run, process_info, summarize
 from lal_core.schedule import lr_at
 
 EventCallback = Callable[[Event], None]
@@ -79,8 +80,33 @@ def evaluate(backend: Backend, corpus: data_mod.Corpus, block_size: int, batch_s
     return losses[0], losses[1]
 
 
+@dataclass
+class LoopState:
+    """Where the loop is: enough, with the weights and optimizer, to resume exactly."""
+
+    iteration: int = 0  # the next step to take
+    evaluated: bool = False  # whether the eval at `iteration` has already run
+    best_val: float = math.inf
+    best_iter: int | None = None
+    bad_evals: int = 0  # evals since the last new best (early-stopping counter)
+    elapsed: float = 0.0  # seconds of earlier sessions of this run
+    batch_rng: dict | None = None  # numpy's bit-generator state for the batch sampler
+
+    def to_dict(self) -> dict:
+        best = self.best_val if math.isfinite(self.best_val) else None
+        return {**self.__dict__, "best_val": best}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LoopState:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        state = cls(**known)
+        state.best_val = math.inf if state.best_val is None else float(state.best_val)
+        return state
+
+
 class Trainer:
-    """One training run. Build it, then `run()`; `stop.set()` from another thread ends it early."""
+    """One training run. Build it, then `run_training()`; `stop.set()` from another thread ends
+    it after the step in progress. `Trainer.resume(run)` continues a stopped or interrupted run."""
 
     def __init__(
         self,
@@ -95,16 +121,76 @@ class Trainer:
     ) -> None:
         self.model_cfg = model_cfg.validate()
         self.cfg = train_cfg.validate()
-        self.corpus = data if isinstance(data, data_mod.Corpus) else data_mod.load_corpus(data)
-        data_mod.check_corpus_fits(self.corpus, model_cfg.block_size)
+        # The backend first: a missing device or framework is found before any file is written.
         if isinstance(backend, Backend):
             self.backend = backend
         else:
             self.backend = make_backend(backend, model_cfg, seed=train_cfg.seed, device=device)
+        if isinstance(data, data_mod.Corpus):
+            self.corpus = data
+        else:
+            self.corpus = data_mod.load_corpus(data, block_size=model_cfg.block_size)
+        data_mod.check_corpus_fits(self.corpus, model_cfg.block_size)
         self.on_event = on_event or (lambda event: None)
         self.stop = stop or StopRequest()
         self.runs_root = runs_root
         self.run: RunDir | None = None
+        self._resume_from: RunDir | None = None
+
+    @classmethod
+    def resume(
+        cls,
+        run_ref: str | Path,
+        runs_root: Path | None = None,
+        max_iters: int | None = None,
+        device: str | None = None,
+        on_event: EventCallback | None = None,
+        stop: StopRequest | None = None,
+    ) -> Trainer:
+        """A trainer that continues the run `run_ref` from its last saved state."""
+        run = find_run(str(run_ref), runs_root)
+        summary = summarize(run)
+        info = run.read()
+        if summary.status == "running":
+            owner = info.get("process", {})
+            raise LalError(f"run {run.run_id} is still running (pid {owner.get('pid')})")
+        try:
+            model_cfg = ModelConfig.from_dict(info["model_config"])
+            train_cfg = TrainConfig.from_dict(info["train_config"])
+            data_info = info["data"]
+        except (KeyError, TypeError) as exc:
+            raise LalError(f"{run.run_json} is missing {exc}; this run cannot be resumed") from None
+        if max_iters is not None:
+            train_cfg = replace(train_cfg, max_iters=max_iters).validate()
+        if not (run.path / STATE_FILE).is_file():
+            raise LalError(f"run {run.run_id} has no saved training state ({STATE_FILE}) to resume")
+        state = LoopState.from_dict(read_state_header(run.path / STATE_FILE))
+        if (
+            summary.status in ("completed", "early_stopped")
+            and state.iteration >= train_cfg.max_iters
+        ):
+            raise LalError(
+                f"run {run.run_id} already {summary.status.replace('_', ' ')} at iter "
+                f"{state.iteration}; pass --max-iters above it to train further"
+            )
+        corpus = data_mod.load_corpus(data_info.get("path"), block_size=model_cfg.block_size)
+        if corpus.sha256 != data_info.get("sha256"):
+            raise LalError(
+                f"the corpus {corpus.path} changed since run {run.run_id} started "
+                "(sha256 differs); resuming on other text would not continue the same run"
+            )
+        trainer = cls(
+            model_cfg,
+            train_cfg,
+            info.get("backend", "torch"),
+            device or info.get("device"),
+            corpus,
+            runs_root,
+            on_event,
+            stop,
+        )
+        trainer._resume_from = run
+        return trainer
 
     def _emit(self, event: Event) -> None:
         self.on_event(event)
@@ -115,47 +201,93 @@ class Trainer:
         save_weights(path, self.backend.state_dict(), self.model_cfg, {"iteration": iteration})
         self._emit(CheckpointSaved(iteration=iteration, kind=kind, path=path))
 
-    def run_training(self) -> RunResult:
-        cfg, mcfg, backend = self.cfg, self.model_cfg, self.backend
-        self.run = run = RunDir.create(mcfg.name, backend.name, self.runs_root)
-        info = {
-            "format_version": 1,
-            "run_id": run.run_id,
-            "created": time.time(),
-            "model_config": mcfg.to_dict(),
-            "train_config": cfg.to_dict(),
-            "backend": backend.name,
-            "device": backend.device,
-            "n_params": backend.num_parameters(),
-            "data": self.corpus.describe(),
-            "iteration": 0,
-            "best_val": None,
-            "best_iter": None,
-            "status": "running",
-            "process": process_info(),
-        }
-        run.write(info)
-        header = (
-            f"run {run.run_id} | config {mcfg.name} "
+    def _save_state(self, state: LoopState) -> None:
+        assert self.run is not None
+        save_state(
+            self.run.path / STATE_FILE,
+            self.backend.state_dict(),
+            self.backend.optimizer_state(),
+            self.model_cfg,
+            state.to_dict(),
+        )
+
+    def _header(self, run: RunDir) -> str:
+        backend = self.backend
+        return (
+            f"run {run.run_id} | config {self.model_cfg.name} "
             f"({backend.num_parameters() / 1e6:.2f}M params) | "
             f"Device: {backend.name}/{backend.device} | data {self.corpus.path.name} "
             f"({len(self.corpus.train):,} train / {len(self.corpus.val):,} val tokens)"
         )
+
+    def _start_run(self) -> tuple[RunDir, LoopState]:
+        cfg, mcfg, backend = self.cfg, self.model_cfg, self.backend
+        backend.setup_training(cfg)
+        if self._resume_from is not None:
+            run = self._resume_from
+            weights, optimizer, saved = load_state(run.path / STATE_FILE, mcfg)
+            backend.load_state_dict(weights)
+            backend.load_optimizer_state(optimizer)
+            state = LoopState.from_dict(saved)
+            run.drop_metrics_after(state.iteration, state.evaluated)
+            info = run.read()
+            resumed = info.get("resumed", []) + [
+                {"iteration": state.iteration, "time": time.time()}
+            ]
+            run.update(
+                status="running",
+                train_config=cfg.to_dict(),
+                process=process_info(),
+                resumed=resumed,
+                error=None,
+            )
+            return run, state
+        run = RunDir.create(mcfg.name, backend.name, self.runs_root)
+        run.write(
+            {
+                "format_version": 1,
+                "run_id": run.run_id,
+                "created": time.time(),
+                "model_config": mcfg.to_dict(),
+                "train_config": cfg.to_dict(),
+                "backend": backend.name,
+                "device": backend.device,
+                "n_params": backend.num_parameters(),
+                "data": self.corpus.describe(),
+                "iteration": 0,
+                "best_val": None,
+                "best_iter": None,
+                "status": "running",
+                "process": process_info(),
+            }
+        )
+        return run, LoopState()
+
+    def run_training(self) -> RunResult:
+        self.run = run = None
+        try:
+            self.run, state = self._start_run()
+        except OSError as exc:
+            raise LalError(
+                f"cannot create the run folder: {exc.strerror} ({exc.filename})"
+            ) from None
+        run = self.run
+        b = self.backend
         self._emit(
             RunStarted(
                 run.run_id,
                 run.path,
-                mcfg.to_dict(),
-                cfg.to_dict(),
-                backend.name,
-                backend.device,
-                backend.num_parameters(),
+                self.model_cfg.to_dict(),
+                self.cfg.to_dict(),
+                b.name,
+                b.device,
+                b.num_parameters(),
                 self.corpus.describe(),
-                header,
+                self._header(run),
             )
         )
         try:
-            return self._loop(run)
+            return self._loop(run, state)
         except BaseException as exc:
             message = str(exc) if isinstance(exc, LalError) else f"{type(exc).__name__}: {exc}"
             if isinstance(exc, KeyboardInterrupt):
@@ -164,27 +296,34 @@ class Trainer:
             self._emit(RunFailed(message=message, run_dir=run.path))
             raise
 
-    def _loop(self, run: RunDir) -> RunResult:
+    def _loop(self, run: RunDir, state: LoopState) -> RunResult:
         cfg, T, backend = self.cfg, self.model_cfg.block_size, self.backend
-        backend.setup_training(cfg)
         rng = np.random.default_rng(cfg.seed)
-        best_val, best_iter, bad_evals = math.inf, None, 0
-        status, it = "completed", 0
-        started = time.perf_counter()
+        if state.batch_rng is not None:
+            rng.bit_generator.state = state.batch_rng
+        status = "completed"
+        started = time.perf_counter() - state.elapsed
         step_seconds, step_tokens = 0.0, 0  # since the last eval, for its tokens/s
         tokens_per_step = cfg.batch_size * T
         pending: list[dict] = []
 
-        for it in range(cfg.max_iters + 1):
-            if it % cfg.eval_interval == 0 or it == cfg.max_iters:
+        def snapshot(it: int, evaluated: bool) -> None:
+            state.iteration, state.evaluated = it, evaluated
+            state.elapsed = time.perf_counter() - started
+            state.batch_rng = rng.bit_generator.state
+            self._save_state(state)
+
+        for it in range(state.iteration, cfg.max_iters + 1):
+            is_eval_point = it % cfg.eval_interval == 0 or it == cfg.max_iters
+            if is_eval_point and not (state.evaluated and it == state.iteration):
                 t0 = time.perf_counter()
                 train_loss, val_loss = evaluate(backend, self.corpus, T, cfg.batch_size)
                 eval_seconds = time.perf_counter() - t0
-                is_best = val_loss < best_val
+                is_best = val_loss < state.best_val
                 if is_best:
-                    best_val, best_iter, bad_evals = val_loss, it, 0
+                    state.best_val, state.best_iter, state.bad_evals = val_loss, it, 0
                 else:
-                    bad_evals += 1
+                    state.bad_evals += 1
                 tok_s = step_tokens / step_seconds if step_seconds else 0.0
                 elapsed = time.perf_counter() - started
                 lr = lr_at(it, cfg)
@@ -206,7 +345,8 @@ class Trainer:
                 pending.clear()
                 if is_best:
                     self._save("best", it)
-                run.update(iteration=it, best_val=best_val, best_iter=best_iter)
+                snapshot(it, evaluated=True)
+                run.update(iteration=it, best_val=state.best_val, best_iter=state.best_iter)
                 self._emit(
                     EvalDone(
                         it,
@@ -214,8 +354,8 @@ class Trainer:
                         val_loss,
                         lr,
                         is_best,
-                        best_val,
-                        best_iter,
+                        state.best_val,
+                        state.best_iter,
                         tok_s,
                         elapsed,
                         eval_seconds,
@@ -223,16 +363,16 @@ class Trainer:
                     )
                 )
                 step_seconds, step_tokens = 0.0, 0
-                if bad_evals >= cfg.patience:
+                if state.bad_evals >= cfg.patience:
                     status = "early_stopped"
                     self._emit(
                         EarlyStopped(
                             it,
-                            best_iter,
-                            best_val,
+                            state.best_iter,
+                            state.best_val,
                             cfg.patience,
                             f"early stop: no val improvement for {cfg.patience} evals "
-                            f"(best @ iter {best_iter}: {best_val:.4f})",
+                            f"(best @ iter {state.best_iter}: {state.best_val:.4f})",
                         )
                     )
                     break
@@ -240,6 +380,9 @@ class Trainer:
                 break
             if self.stop.is_set():
                 status = "stopped"
+                run.append_metrics(pending)
+                pending.clear()
+                snapshot(it, evaluated=is_eval_point)
                 break
 
             t0 = time.perf_counter()
@@ -253,12 +396,13 @@ class Trainer:
                 run.append_metrics(pending)
                 self._save("final", it)
                 message = (
-                    f"loss became {loss} at iter {it}; the best checkpoint "
-                    f"(iter {best_iter}) is kept; try a lower --lr"
+                    f"loss or gradient became {loss} at iter {it}; the best checkpoint "
+                    f"(iter {state.best_iter}) is kept and the run can resume from its "
+                    "last eval; try a lower --lr"
                 )
                 run.update(status="failed", error=message, iteration=it)
                 self._emit(RunFailed(message=message, run_dir=run.path, iteration=it))
-                return RunResult(run.path, "failed", it, best_val, best_iter)
+                return RunResult(run.path, "failed", it, state.best_val, state.best_iter)
             elapsed = time.perf_counter() - started
             pending.append(
                 {
@@ -277,8 +421,8 @@ class Trainer:
 
         run.append_metrics(pending)
         self._save("final", it)
-        best = best_val if best_iter is not None else None
-        run.update(status=status, iteration=it, best_val=best, best_iter=best_iter)
+        best = state.best_val if state.best_iter is not None else None
+        run.update(status=status, iteration=it, best_val=best, best_iter=state.best_iter)
         elapsed = time.perf_counter() - started
         words = {
             "completed": f"finished {cfg.max_iters} iterations",
@@ -286,11 +430,20 @@ class Trainer:
             "stopped": "stopped on request",
         }[status]
         line = (
-            f"{words} at iter {it} in {format_elapsed(elapsed)}; best val {best_val:.4f} "
-            f"@ iter {best_iter}; checkpoints in {run.path}"
+            f"{words} at iter {it} in {format_elapsed(elapsed)}; best val "
+            f"{state.best_val:.4f} @ iter {state.best_iter}; checkpoints in {run.path}"
         )
-        self._emit(RunFinished(status, it, best, best_iter, run.path, elapsed, line))
-        return RunResult(run.path, status, it, best, best_iter)
+        self._emit(RunFinished(status, it, best, state.best_iter, run.path, elapsed, line))
+        return RunResult(run.path, status, it, best, state.best_iter)
+
+
+def read_state_header(path: Path) -> dict:
+    """The loop state saved in a state file's header (iteration, best val, ...)."""
+    meta = read_header(path)
+    try:
+        return json.loads(meta["trainer_state"])
+    except (KeyError, json.JSONDecodeError):
+        raise LalError(f"{path} holds no training state") from None
 
 
 def train(

@@ -19,7 +19,7 @@ from lal_core.config import ModelConfig, TrainConfig
 
 class Backend(ABC):
     name: str  # "torch" or "mlx"
-    device: str  # for people: "cpu", "cuda", "mps", "mlx/cpu", "mlx/gpu"
+    device: str  # for people: torch "cpu", "cuda", "mps"; mlx "cpu", "gpu" (shown as name/device)
 
     def __init__(self, cfg: ModelConfig) -> None:
         self.cfg = cfg
@@ -48,14 +48,19 @@ class Backend(ABC):
 
     @abstractmethod
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
-        """One optimisation step at learning rate `lr`, clipped; returns the batch loss."""
+        """One optimisation step at learning rate `lr`, clipped; returns the batch loss.
+
+        A non-finite gradient skips the update (the weights stay as they were) and returns nan.
+        """
 
     @abstractmethod
     def eval_loss(self, x: np.ndarray, y: np.ndarray) -> float:
         """Mean cross-entropy over the counted targets of a batch, without dropout or grads."""
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
-        """The optimizer's moments and step count, for exact resume."""
+        """Everything besides the weights that exact resume needs, as numpy arrays: the
+        optimizer's step count ("step") and moments ("m.<name>", "v.<name>"), and the
+        framework's random-generator state ("rng.<which>", for dropout)."""
         raise NotImplementedError
 
     def load_optimizer_state(self, tensors: dict[str, np.ndarray]) -> None:

@@ -1,6 +1,23 @@
-"""The PyTorch backend: the GPT of `lal_core.model` on CUDA, MPS or CPU."""
+"""The PyTorch backend: the GPT of `lal_core.model` on CUDA, MPS or CPU.
+
+Fast paths, each with a switch (None picks the measured default for the device; see
+`lal_core.precision`):
+- dtype: autocast to bfloat16/float16 for training, float32 master weights and AdamW moments
+  (float16 with a GradScaler); checkpoints stay float32.
+- compile: torch.compile of the training forward; falls back to eager with a one-line warning.
+  Compilation runs in `setup_training` and is timed apart (`compile_seconds`). The compiled
+  wrapper shares the module's parameters; weights are always saved from the module itself, so
+  state-dict names never carry the wrapper's "_orig_mod." prefix.
+- fused: fused AdamW kernels where torch has them, else foreach.
+- infer_dtype: a 16-bit copy of the weights for sampling where 16-bit matmuls are native.
+On CUDA also TF32 matmuls and pinned, non-blocking host-to-device copies.
+"""
 
 from __future__ import annotations
+
+import copy
+import time
+import warnings
 
 import numpy as np
 import torch
@@ -9,27 +26,77 @@ from lal_core.backends.base import Backend
 from lal_core.config import ModelConfig, TrainConfig
 from lal_core.device import resolve_device
 from lal_core.model import GPT, KVCache
+from lal_core.precision import (
+    DTYPES,
+    autocast,
+    compile_available,
+    cpu_has_fast_bf16,
+    default_compile,
+    resolve_dtype,
+)
+
+
+def default_infer_dtype(device: torch.device) -> str:
+    """16-bit sampling weights where 16-bit matmuls are native: half the bytes read per token."""
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return "bfloat16"
+    return "float32"
+
+
+def fused_adamw_available(device: torch.device) -> bool:
+    """Fused AdamW kernels exist for CUDA, MPS and (torch >= 2.4) CPU."""
+    return device.type in ("cuda", "mps", "cpu") and tuple(
+        int(v) for v in torch.__version__.split(".")[:2]
+    ) >= (2, 4)
 
 
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, cfg: ModelConfig, seed: int = 1337, device: str | None = None) -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        seed: int = 1337,
+        device: str | None = None,
+        dtype: str | None = None,
+        compile: bool | None = None,
+        fused: bool | None = None,
+        infer_dtype: str | None = None,
+    ) -> None:
         super().__init__(cfg)
         self.torch_device = resolve_device(device)
         self.device = self.torch_device.type
+        self.dtype = resolve_dtype(dtype, self.torch_device)  # training compute type
+        self.compile = default_compile(self.torch_device) if compile is None else bool(compile)
+        self.fused = fused_adamw_available(self.torch_device) if fused is None else bool(fused)
+        self.infer_dtype = (
+            default_infer_dtype(self.torch_device)
+            if infer_dtype is None
+            else resolve_dtype(infer_dtype, self.torch_device)
+        )
+        self.compile_seconds: float | None = None  # set by setup_training when compiled
+        if self.device == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls on tensor cores
+            torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(seed)  # the same seed gives the same initial weights
-        self.model = GPT(cfg).to(self.torch_device)
+        self.model = GPT(cfg).to(self.torch_device)  # float32 master weights
+        self._train_model: torch.nn.Module = self.model  # or its compiled wrapper
         self.optimizer: torch.optim.Optimizer | None = None
+        self._scaler: torch.amp.GradScaler | None = None
         self._grad_clip = 1.0
         self._generator: torch.Generator | None = None
         self._cache: KVCache | None = None
+        self._infer_model: GPT | None = None  # the 16-bit sampling copy, rebuilt after changes
+        self._pinned: dict[tuple, torch.Tensor] = {}
 
     # -- the model ---------------------------------------------------------------------------
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
     def state_dict(self) -> dict[str, np.ndarray]:
+        # From the module itself, never the compiled wrapper: canonical names, float32.
         return {
             name: t.detach().to("cpu", torch.float32).numpy().copy()
             for name, t in self.model.state_dict().items()
@@ -37,9 +104,22 @@ class TorchBackend(Backend):
 
     def load_state_dict(self, tensors: dict[str, np.ndarray]) -> None:
         self.model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in tensors.items()})
+        self._infer_model = None
 
-    def _tensor(self, a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a)).to(self.torch_device)
+    def _tensor(self, a: np.ndarray, slot: str = "x") -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        if self.device != "cuda":
+            return t.to(self.torch_device)
+        # CUDA: stage in reused page-locked memory so the copy runs asynchronously. A buffer is
+        # reused only after the step that used it has synchronised (loss.item()).
+        key = (slot, tuple(t.shape), t.dtype)
+        if key not in self._pinned:
+            if len(self._pinned) > 8:
+                self._pinned.clear()
+            self._pinned[key] = torch.empty(t.shape, dtype=t.dtype).pin_memory()
+        pinned = self._pinned[key]
+        pinned.copy_(t)
+        return pinned.to(self.torch_device, non_blocking=True)
 
     @torch.no_grad()
     def logits(self, x: np.ndarray) -> np.ndarray:
@@ -47,6 +127,18 @@ class TorchBackend(Backend):
         logits, _ = self.model(self._tensor(x))
         self.model.train()
         return logits.float().cpu().numpy()
+
+    def peak_flops(self) -> float | None:
+        """The device's default peak FLOP/s for MFU, in the training dtype."""
+        from lal_core.flops import default_peak_flops
+
+        return default_peak_flops(self.torch_device, self.dtype)
+
+    def describe(self) -> str:
+        """The fast paths in use, for a run's header: `bfloat16, compiled, fused AdamW`."""
+        parts = [self.dtype, "compiled" if self.compile else "eager"]
+        parts.append("fused AdamW" if self.fused else "foreach AdamW")
+        return ", ".join(parts)
 
     # -- training ----------------------------------------------------------------------------
     def setup_training(self, train_cfg: TrainConfig) -> None:
@@ -56,31 +148,132 @@ class TorchBackend(Backend):
             {"params": [p for p in params if p.dim() >= 2], "weight_decay": train_cfg.weight_decay},
             {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
         ]
+        kind = {"fused": True} if self.fused else {"foreach": True}
         self.optimizer = torch.optim.AdamW(
-            groups, lr=train_cfg.lr, betas=(train_cfg.beta1, train_cfg.beta2)
+            groups, lr=train_cfg.lr, betas=(train_cfg.beta1, train_cfg.beta2), **kind
         )
+        self._params = params
         self._grad_clip = train_cfg.grad_clip
+        # float16 overflows where bfloat16 does not: scale the loss so small gradients survive.
+        self._scaler = torch.amp.GradScaler(self.device) if self.dtype == "float16" else None
         self.model.train()
+        if self.compile and self._train_model is self.model:
+            self._compile(train_cfg.batch_size)
+
+    def _compile(self, batch_size: int) -> None:
+        """Compile the training forward (and its backward) now, on a dummy batch, so the time
+        it takes is reported apart (`compile_seconds`) and not in the first step's."""
+        ok, why = compile_available(self.torch_device)
+        if not ok:
+            warnings.warn(f"torch.compile unavailable ({why}); training eagerly", stacklevel=3)
+            self.compile = False
+            return
+        rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state(self.torch_device) if self.device == "cuda" else None
+        t0 = time.perf_counter()
+        try:
+            compiled = torch.compile(self.model)
+            x = torch.zeros(batch_size, self.cfg.block_size, dtype=torch.long)
+            x = x.to(self.torch_device)
+            with autocast(self.torch_device, self.dtype):
+                _, loss = compiled(x, x)
+            loss.backward()
+            self._train_model = compiled
+            self.compile_seconds = time.perf_counter() - t0
+        except Exception as exc:  # no Triton, an old compiler, an unsupported op...
+            reason = (str(exc).strip().splitlines() or [""])[0][:120]
+            warnings.warn(
+                f"torch.compile failed ({type(exc).__name__}: {reason}); training eagerly",
+                stacklevel=3,
+            )
+            self.compile = False
+        finally:
+            self.model.zero_grad(set_to_none=True)
+            torch.set_rng_state(rng)  # the warm-up must not change what training draws
+            if cuda_rng is not None:
+                torch.cuda.set_rng_state(cuda_rng, self.torch_device)
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
         assert self.optimizer is not None, "call setup_training first"
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        _, loss = self.model(self._tensor(x), self._tensor(y))
+        self._infer_model = None  # the weights change: a sampling copy would be stale
+        with autocast(self.torch_device, self.dtype):
+            _, loss = self._train_model(self._tensor(x, "x"), self._tensor(y, "y"))
         self.optimizer.zero_grad(set_to_none=True)
+        if self._scaler is not None:
+            self._scaler.scale(loss).backward()
+            self._scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self._params, self._grad_clip)
+            # float16: an overflowed gradient is expected now and then; the scaler skips that
+            # update and lowers the scale. Only a non-finite loss is a failure.
+            self._scaler.step(self.optimizer)
+            self._scaler.update()
+            return loss.item()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self._grad_clip)
+        norm = torch.nn.utils.clip_grad_norm_(self._params, self._grad_clip)
+        if not torch.isfinite(norm):
+            # A non-finite gradient would poison the weights: skip the update and report it.
+            self.optimizer.zero_grad(set_to_none=True)
+            return float("nan")
         self.optimizer.step()
         return loss.item()
 
     @torch.no_grad()
     def eval_loss(self, x: np.ndarray, y: np.ndarray) -> float:
         self.model.eval()
-        _, loss = self.model(self._tensor(x), self._tensor(y))
+        with autocast(self.torch_device, self.dtype):
+            _, loss = self.model(self._tensor(x, "x"), self._tensor(y, "y"))
         self.model.train()
         return loss.item()
 
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """AdamW's moments and step count by parameter name, and the RNG state (for dropout)."""
+        assert self.optimizer is not None, "call setup_training first"
+        out: dict[str, np.ndarray] = {"rng.torch": torch.get_rng_state().numpy().copy()}
+        if self.torch_device.type == "cuda":
+            out["rng.cuda"] = torch.cuda.get_rng_state(self.torch_device).numpy().copy()
+        for name, p in self.model.named_parameters():
+            state = self.optimizer.state.get(p)
+            if not state:
+                continue
+            out["step"] = np.array([float(state["step"])], dtype=np.float64)
+            out[f"m.{name}"] = state["exp_avg"].detach().cpu().numpy().copy()
+            out[f"v.{name}"] = state["exp_avg_sq"].detach().cpu().numpy().copy()
+        return out
+
+    def load_optimizer_state(self, tensors: dict[str, np.ndarray]) -> None:
+        assert self.optimizer is not None, "call setup_training first"
+        torch.set_rng_state(torch.from_numpy(tensors["rng.torch"].copy()))
+        if "rng.cuda" in tensors and self.torch_device.type == "cuda":
+            torch.cuda.set_rng_state(
+                torch.from_numpy(tensors["rng.cuda"].copy()), self.torch_device
+            )
+        if "step" not in tensors:
+            return  # saved before the first step: the optimizer has no state yet
+        step = float(tensors["step"][0])
+
+        def step_device(p: torch.Tensor) -> torch.device:
+            return p.device if self.fused else torch.device("cpu")
+
+        for name, p in self.model.named_parameters():
+            self.optimizer.state[p] = {
+                # Fused AdamW keeps its step count on the parameters' device.
+                "step": torch.tensor(step, dtype=torch.float32, device=step_device(p)),
+                "exp_avg": torch.from_numpy(tensors[f"m.{name}"].copy()).to(p.device),
+                "exp_avg_sq": torch.from_numpy(tensors[f"v.{name}"].copy()).to(p.device),
+            }
+
     # -- sampling ----------------------------------------------------------------------------
+    def _sampling_model(self) -> GPT:
+        """The model to sample from: the weights in `infer_dtype` (a copy, kept until the
+        weights change), or the float32 module itself."""
+        if self.infer_dtype == "float32":
+            return self.model
+        if self._infer_model is None:
+            self._infer_model = copy.deepcopy(self.model).to(DTYPES[self.infer_dtype]).eval()
+        return self._infer_model
+
     def start_generation(self, seed: int | None) -> None:
         self._generator = torch.Generator(device=self.torch_device)
         if seed is None:
@@ -88,22 +281,25 @@ class TorchBackend(Backend):
         else:
             self._generator.manual_seed(seed)
         self.model.eval()
+        self._next = torch.zeros((1, 1), dtype=torch.long, device=self.torch_device)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def prefill(self, tokens: list[int], use_cache: bool = True) -> torch.Tensor:
+        model = self._sampling_model()
         idx = torch.tensor([tokens], dtype=torch.long, device=self.torch_device)  # (1, T)
-        self._cache = KVCache(self.cfg, 1, self.torch_device, torch.float32) if use_cache else None
-        logits, _ = self.model(idx, cache=self._cache)
+        dtype = DTYPES[self.infer_dtype]
+        self._cache = KVCache(self.cfg, 1, self.torch_device, dtype) if use_cache else None
+        logits, _ = model(idx, cache=self._cache, last_only=True)  # (1, 1, V): the head once
         return logits[0, -1]  # (V,)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def extend(self, token: int) -> torch.Tensor:
         assert self._cache is not None, "prefill with use_cache first"
-        idx = torch.tensor([[token]], dtype=torch.long, device=self.torch_device)  # (1, 1)
-        logits, _ = self.model(idx, cache=self._cache)
+        self._next.fill_(token)  # (1, 1), reused: no new tensor or host copy per token
+        logits, _ = self._sampling_model()(self._next, cache=self._cache)
         return logits[0, -1]  # (V,)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def sample(self, logits: torch.Tensor, temperature: float, top_k: int | None):
         logits = logits.float()
         if temperature == 0:

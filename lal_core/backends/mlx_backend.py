@@ -1,0 +1,245 @@
+"""The MLX backend: the GPT of `mlx_model` on the Apple GPU (macOS) or the CPU (Linux wheels).
+
+The twin of `torch_backend.py`: the same methods, the same recipe (AdamW with decay on matrices
+only, global-norm clipping, the learning rate the trainer passes each step), the same sampling.
+MLX is lazy, so a training step builds one graph (loss, gradients, clipping, AdamW update),
+compiled once with `mx.compile` on the GPU, and `mx.eval` runs it at the end of the step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
+
+from lal_core.backends.base import Backend
+from lal_core.backends.mlx_model import GPT, KVCache
+from lal_core.config import ModelConfig, TrainConfig
+from lal_core.errors import CheckpointError, DeviceError
+
+MLX_DEVICES = ("cpu", "gpu")
+
+
+def resolve_mlx_device(requested: str | None) -> mx.Device:
+    """The MLX device: its default (the GPU where there is one) unless the user names one."""
+    if requested in (None, "", "auto"):
+        return mx.default_device()
+    if requested not in MLX_DEVICES:
+        raise DeviceError(
+            f"unknown MLX device {requested!r}; choose one of: auto, {', '.join(MLX_DEVICES)}"
+        )
+    device = mx.Device(mx.gpu if requested == "gpu" else mx.cpu)
+    if not mx.is_available(device):
+        raise DeviceError("--device gpu was asked for but MLX has no GPU here; use --device cpu")
+    return device
+
+
+class _AdamW(optim.AdamW):
+    """AdamW that decays matrices and embeddings only, like the PyTorch backend's two groups.
+
+    Vectors (LayerNorm gains, biases) take the plain Adam step.
+    """
+
+    def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
+        if parameter.ndim < 2:
+            return optim.Adam.apply_single(self, gradient, parameter, state)
+        return super().apply_single(gradient, parameter, state)
+
+
+def _loss(model: GPT, x: mx.array, y: mx.array) -> mx.array:
+    return model(x, y)[1]
+
+
+class MLXBackend(Backend):
+    name = "mlx"
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        seed: int = 1337,
+        device: str | None = None,
+        compile: bool | None = None,
+    ) -> None:
+        super().__init__(cfg)
+        self.mx_device = resolve_mlx_device(device)
+        mx.set_default_device(self.mx_device)
+        self.device = "gpu" if self.mx_device.type == mx.DeviceType.gpu else "cpu"
+        self._seed = seed
+        mx.random.seed(seed)  # the same seed gives the same initial weights
+        self.model = GPT(cfg)
+        mx.eval(self.model.parameters())
+        self.optimizer: _AdamW | None = None
+        self._grad_clip = 1.0
+        # mx.compile fuses the step's elementwise work into generated kernels. On the GPU that
+        # is quick and pays at once; on the CPU each kernel is C++ compiled on first use (about
+        # a minute for this model, cached in the temp folder afterwards) for a modest gain, so
+        # there it is opt-in: LAL_MLX_COMPILE=1 (or compile=True; 0 turns it off anywhere).
+        if compile is None:
+            env = os.environ.get("LAL_MLX_COMPILE", "")
+            compile = env == "1" if env in ("0", "1") else self.device == "gpu"
+        self.compile = compile
+        self._step = None  # the training step (compiled or not), built on first use
+        self._key: mx.array | None = None
+        self._cache: KVCache | None = None
+
+    # -- the model ---------------------------------------------------------------------------
+    def num_parameters(self) -> int:
+        return sum(p.size for _, p in tree_flatten(self.model.parameters()))
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {
+            name: np.array(p.astype(mx.float32), copy=True)
+            for name, p in tree_flatten(self.model.parameters())
+        }
+
+    def load_state_dict(self, tensors: dict[str, np.ndarray]) -> None:
+        weights = [(k, mx.array(np.asarray(v, dtype=np.float32))) for k, v in tensors.items()]
+        self.model.load_weights(weights, strict=True)
+        mx.eval(self.model.parameters())
+
+    @staticmethod
+    def _tokens(a: np.ndarray) -> mx.array:
+        return mx.array(np.asarray(a, dtype=np.int32))
+
+    def logits(self, x: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        logits, _ = self.model(self._tokens(x))
+        self.model.train()
+        return np.array(logits.astype(mx.float32))
+
+    # -- training ----------------------------------------------------------------------------
+    def setup_training(self, train_cfg: TrainConfig) -> None:
+        # bias_correction=True: the Adam step of torch.optim.AdamW (MLX's default leaves it out).
+        self.optimizer = _AdamW(
+            learning_rate=train_cfg.lr,
+            betas=[train_cfg.beta1, train_cfg.beta2],
+            weight_decay=train_cfg.weight_decay,
+            bias_correction=True,
+        )
+        self.optimizer.init(self.model.trainable_parameters())
+        self._grad_clip = train_cfg.grad_clip
+        self._step = None
+        self.model.train()
+
+    def _make_step(self):
+        """loss, grads -> clip -> AdamW update: one lazy graph; compiled, it is traced once.
+
+        Compiled, the model's weights, the optimizer's moments (and learning rate) and the
+        random state (for dropout) are the compiled function's implicit inputs and outputs.
+        """
+        model, optimizer, clip = self.model, self.optimizer, self._grad_clip
+        loss_and_grad = nn.value_and_grad(model, _loss)
+
+        def step(x: mx.array, y: mx.array) -> tuple[mx.array, mx.array]:
+            loss, grads = loss_and_grad(model, x, y)
+            grads, norm = optim.clip_grad_norm(grads, clip)  # norm: before clipping
+            optimizer.update(model, grads)
+            return loss, norm
+
+        if not self.compile:
+            return step
+        state = [model.state, optimizer.state, mx.random.state]
+        return mx.compile(step, inputs=state, outputs=state)
+
+    def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
+        assert self.optimizer is not None, "call setup_training first"
+        if self._step is None:
+            self._step = self._make_step()
+        self.model.train()
+        self.optimizer.learning_rate = lr
+        # Dropout draws from a key fixed by the seed and the step count, so a resumed run
+        # (which restores the step count) draws the same masks as an unbroken one.
+        mx.random.seed(self._seed + int(self.optimizer.step.item()))
+        # MLX arrays are values: holding the old weights and moments costs no copy, and lets a
+        # step with a non-finite gradient be undone after the fact.
+        before = (self.model.parameters(), tree_map(lambda a: a, self.optimizer.state))
+        loss, norm = self._step(self._tokens(x), self._tokens(y))
+        mx.eval(loss, norm, self.model.parameters(), self.optimizer.state)
+        if not math.isfinite(norm.item()):
+            self.model.update(before[0])
+            self.optimizer.state = before[1]
+            self._step = None  # the compiled step captured the replaced state: trace it again
+            return float("nan")
+        return loss.item()
+
+    def eval_loss(self, x: np.ndarray, y: np.ndarray) -> float:
+        self.model.eval()
+        _, loss = self.model(self._tokens(x), self._tokens(y))
+        value = loss.item()
+        self.model.train()
+        return value
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """AdamW's step count ("step", as the torch backend writes it) and float32 moments
+        ("m.<name>", "v.<name>"). Dropout's random state follows from the seed and the step."""
+        assert self.optimizer is not None, "call setup_training first"
+        out = {"step": np.array([self.optimizer.step.item()], dtype=np.float64)}
+        for key, value in tree_flatten(self.optimizer.state):
+            name, _, moment = key.rpartition(".")
+            if moment in ("m", "v"):
+                out[f"{moment}.{name}"] = np.array(value.astype(mx.float32), copy=True)
+        return out
+
+    def load_optimizer_state(self, tensors: dict[str, np.ndarray]) -> None:
+        assert self.optimizer is not None, "call setup_training first"
+        if "step" not in tensors:
+            return  # saved before the first step: nothing to restore
+        params = dict(tree_flatten(self.model.trainable_parameters()))
+        moments = []
+        for name, p in params.items():
+            for m in "mv":
+                value = tensors.get(f"{m}.{name}")
+                if value is None or tuple(value.shape) != tuple(p.shape):
+                    raise CheckpointError(
+                        f"the saved optimizer state does not fit this model ({m}.{name})"
+                    )
+                moments.append((f"{name}.{m}", mx.array(value.astype(np.float32))))
+        self.optimizer.state = {
+            **tree_unflatten(moments),
+            "step": mx.array(int(np.asarray(tensors["step"]).reshape(-1)[0]), dtype=mx.uint64),
+            "learning_rate": self.optimizer.learning_rate,
+        }
+        self.optimizer.init(self.model.trainable_parameters())  # marks it initialised
+        self._step = None  # the compiled step captured the old state: trace it again
+
+    # -- sampling ----------------------------------------------------------------------------
+    def start_generation(self, seed: int | None) -> None:
+        if seed is None:
+            seed = int.from_bytes(os.urandom(4), "little")
+        self._key = mx.random.key(seed)
+        self.model.eval()
+
+    def _run(self, tokens: list[int]) -> mx.array:
+        logits, _ = self.model(mx.array([tokens], dtype=mx.int32), cache=self._cache)  # (1, T, V)
+        last = logits[0, -1]  # (V,)
+        cached = [] if self._cache is None else self._cache.k + self._cache.v
+        mx.eval(last, *cached)  # compute now: the graph does not grow token after token
+        return last
+
+    def prefill(self, tokens: list[int], use_cache: bool = True) -> mx.array:
+        self._cache = KVCache(self.cfg) if use_cache else None
+        return self._run(tokens)
+
+    def extend(self, token: int) -> mx.array:
+        assert self._cache is not None, "prefill with use_cache first"
+        return self._run([token])
+
+    def sample(self, logits: mx.array, temperature: float, top_k: int | None):
+        logits = logits.astype(mx.float32)
+        if temperature == 0:
+            token = int(mx.argmax(logits).item())
+            return token, float(mx.softmax(logits, axis=-1)[token].item())
+        logits = logits / temperature
+        if top_k is not None and top_k < logits.size:
+            kth = mx.min(mx.topk(logits, top_k))
+            logits = mx.where(logits < kth, -mx.inf, logits)
+        probs = mx.softmax(logits, axis=-1)
+        assert self._key is not None, "call start_generation first"
+        self._key, key = mx.random.split(self._key)
+        token = int(mx.random.categorical(logits, key=key).item())
+        return token, float(probs[token].item())

@@ -1,0 +1,1 @@
+"""The dashboard's five panes: Setup, Train, Sample, SFT and Runs."""

@@ -1,0 +1,221 @@
+"""SFT pane: which tokens count in the loss, the fine-tune with its masked loss, before/after.
+
+The chat example is drawn token by token from `lal_core.sft.token_mask`: the answer tokens that
+count in the loss are highlighted (alternating shades show token boundaries), the prompt tokens
+whose targets are -1 are dimmed.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import Input, Label, Select, Static
+from textual_plotext import PlotextPlot
+
+from lal_core.errors import LalError
+from lal_core.events import (
+    CheckpointSaved,
+    Event,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    SFTEpochDone,
+    StepDone,
+)
+from lal_core.runs import find_run, list_runs
+from lal_core.sft import HELD_OUT_QUESTION, builtin_pairs, token_mask
+from lal_tui.widgets.loss_plot import Series, draw
+
+COUNTED_STYLES = ("black on green", "black on bright_green")
+MASKED_STYLE = "dim"
+REDRAW_SECONDS = 0.1
+
+
+def render_mask(pieces: list[tuple[str, bool]]) -> Text:
+    text = Text()
+    counted = 0
+    for piece, counts in pieces:
+        if counts:
+            text.append(piece, style=COUNTED_STYLES[counted % 2])
+            counted += 1
+        else:
+            text.append(piece, style=MASKED_STYLE)
+    return text
+
+
+class SFTPane(Vertical):
+    BINDINGS = [
+        Binding("f", "fine_tune", "Fine-tune"),
+        Binding("e", "next_example", "Next example"),
+        Binding("a", "ask", "Ask"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        with Horizontal(id="sft-pick"):
+            yield Label("base run", classes="field-label")
+            yield Select([], prompt="base run", id="sft-run", compact=True)
+        with VerticalScroll(id="sft-scroll"):
+            yield Static("", id="sft-example")
+            yield Static("", id="sft-legend")
+            yield PlotextPlot(id="sft-plot")
+            with Horizontal(id="sft-answers"):
+                yield Static("before (best): -", id="sft-before", classes="answer")
+                yield Static("after (sft): -", id="sft-after", classes="answer")
+        yield Input(
+            placeholder=f"ask your own question (enter), e.g. {HELD_OUT_QUESTION}",
+            id="sft-question",
+            compact=True,
+        )
+        yield Static("f: fine-tune the base run (5 epochs, answer tokens only)", id="sft-status")
+
+    def on_mount(self) -> None:
+        self.pairs = builtin_pairs()
+        self.example_index = 0
+        self.example_pieces: list[tuple[str, bool]] = []
+        self.steps: list[float] = []
+        self.epoch_ends: list[int] = []
+        self.epoch_losses: list[float] = []
+        self.dirty = False
+        self.refresh_runs()
+        self.show_example()
+        self.set_interval(REDRAW_SECONDS, self.tick)
+
+    # -- runs and the example -----------------------------------------------------------------
+    def refresh_runs(self, select: str | None = None) -> None:
+        try:
+            runs = [r for r in list_runs(self.app.settings.runs_dir) if r.best_val is not None]
+        except (OSError, LalError) as exc:
+            self.app.notify(str(exc), severity="error", title="runs")
+            runs = []
+        widget = self.query_one("#sft-run", Select)
+        current = select or (widget.value if widget.value != Select.BLANK else None)
+        options = [(f"{r.run_id} · best {r.best_val:.3f}", str(r.path)) for r in reversed(runs)]
+        widget.set_options(options)
+        values = [v for _, v in options]
+        if current in values:
+            widget.value = current
+        elif values:
+            widget.value = values[0]
+
+    @property
+    def run_path(self) -> str | None:
+        value = self.query_one("#sft-run", Select).value
+        return None if value == Select.BLANK else str(value)
+
+    def block_size(self) -> int | None:
+        if self.run_path is None:
+            return None
+        try:
+            return int(find_run(self.run_path).read()["model_config"]["block_size"])
+        except (LalError, KeyError, ValueError, TypeError):
+            return None
+
+    @on(Select.Changed, "#sft-run")
+    def run_changed(self) -> None:
+        self.show_example()
+
+    def show_example(self) -> None:
+        pair = self.pairs[self.example_index % len(self.pairs)]
+        block = self.block_size()
+        try:
+            self.example_pieces = token_mask(pair, block)
+        except LalError as exc:
+            self.app.notify(str(exc), severity="error", title="sft")
+            return
+        self.example_text = render_mask(self.example_pieces)
+        self.query_one("#sft-example", Static).update(self.example_text)
+        counted = sum(c for _, c in self.example_pieces)
+        masked = len(self.example_pieces) - counted
+        fit = f" (cut from the left to the {block}-token context)" if block else ""
+        self.query_one("#sft-legend", Static).update(
+            f"example {self.example_index % len(self.pairs) + 1}/{len(self.pairs)}{fit}: "
+            f"highlighted = {counted} answer tokens counted in the loss; "
+            f"dimmed = {masked} prompt tokens masked (target -1)"
+        )
+
+    def action_next_example(self) -> None:
+        self.example_index += 1
+        self.show_example()
+
+    # -- fine-tuning --------------------------------------------------------------------------
+    def action_fine_tune(self) -> None:
+        if self.run_path is None:
+            self.app.notify("no base run with a best checkpoint; train one first", severity="error")
+            return
+        self.app.start_sft(self.run_path)
+
+    def record(self, event: Event) -> None:
+        if isinstance(event, RunStarted):
+            self.steps, self.epoch_ends, self.epoch_losses = [], [], []
+            self.set_status(event.header)
+        elif isinstance(event, StepDone):
+            self.steps.append(event.loss)
+        elif isinstance(event, SFTEpochDone):
+            self.epoch_ends.append(len(self.steps) - 1)
+            self.epoch_losses.append(event.masked_loss)
+            self.set_status(event.line)
+        elif isinstance(event, CheckpointSaved):
+            self.set_status(f"saved {event.path}")
+        elif isinstance(event, RunFinished):
+            self.set_status(event.line)
+        elif isinstance(event, RunFailed):
+            self.set_status(f"failed: {event.message}")
+        self.dirty = True
+
+    def ended(self, status: str | None, checkpoint) -> None:
+        self.dirty = True
+        if checkpoint is not None and self.run_path is not None:
+            pair = self.pairs[self.example_index % len(self.pairs)]
+            self.ask(pair.question)
+
+    def tick(self) -> None:
+        if self.dirty and self.app.pane_visible("sft"):
+            self.redraw()
+
+    def redraw(self) -> None:
+        series = [
+            Series("batch loss", list(range(len(self.steps))), self.steps, "gray"),
+            Series("epoch mean", self.epoch_ends, self.epoch_losses, "orange", marker="dot"),
+        ]
+        draw(
+            self.query_one("#sft-plot", PlotextPlot),
+            "masked loss (answer tokens)",
+            series,
+            [],
+            False,
+        )
+        self.dirty = False
+
+    # -- questions ----------------------------------------------------------------------------
+    @on(Input.Submitted, "#sft-question")
+    def action_ask(self) -> None:
+        question = self.query_one("#sft-question", Input).value.strip() or HELD_OUT_QUESTION
+        self.ask(question)
+
+    def ask(self, question: str) -> None:
+        if self.run_path is None:
+            self.app.notify("no base run to ask; train one first", severity="error")
+            return
+        from lal_core.runs import RunDir
+
+        kinds = ["best"]
+        if RunDir(self.run_path).checkpoint("sft").is_file():
+            kinds.append("sft")
+        self.query_one("#sft-before", Static).update(f"before (best): {question}\n…")
+        self.query_one("#sft-after", Static).update(
+            f"after (sft): {question}\n" + ("…" if "sft" in kinds else "(fine-tune first: f)")
+        )
+        self.app.ask(self.run_path, question, kinds, seed=1337)
+
+    def show_answer(self, which: str, question: str, answer: str) -> None:
+        title = "before (best)" if which == "before" else "after (sft)"
+        target = "#sft-before" if which == "before" else "#sft-after"
+        self.query_one(target, Static).update(
+            Text.assemble((f"{title}: {question}\n", "bold"), answer)
+        )
+
+    def set_status(self, text: str) -> None:
+        self.query_one("#sft-status", Static).update(text)

@@ -1,0 +1,158 @@
+"""Train pane: the live loss plot, lr and tokens/s sparklines, a status line and the log.
+
+Engine events arrive through the app's message handlers and are only recorded here; a 10 Hz
+timer draws what changed, and only while this pane is the one on screen.
+"""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Label, Log, Sparkline, Static
+
+from lal_core.events import (
+    CheckpointSaved,
+    EarlyStopped,
+    EvalDone,
+    Event,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    StepDone,
+)
+from lal_tui.widgets.format import duration
+from lal_tui.widgets.loss_plot import LossPlot, downsample
+
+REDRAW_SECONDS = 0.1
+TOKS_SMOOTHING = 0.9
+
+
+class TrainPane(Vertical):
+    """Everything about the current (or last) training run."""
+
+    BINDINGS = [
+        Binding("m", "toggle_smoothing", "Smoothing"),
+        Binding("l", "toggle_log", "Log scale"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static("no run yet: press t to train (settings in Setup, key 1)", id="train-status")
+        yield LossPlot(id="loss-plot")
+        with Horizontal(id="sparks"):
+            yield Label("lr", classes="spark-label")
+            yield Sparkline([], id="lr-spark")
+            yield Label("tok/s", classes="spark-label")
+            yield Sparkline([], id="toks-spark")
+        yield Log(id="train-log", max_lines=2000)
+
+    def on_mount(self) -> None:
+        self.reset()
+        self.set_interval(REDRAW_SECONDS, self.tick)
+
+    @property
+    def plot(self) -> LossPlot:
+        return self.query_one(LossPlot)
+
+    def reset(self) -> None:
+        self.state = "idle"
+        self.run_id: str | None = None
+        self.device = "-"
+        self.max_iters: int | None = None
+        self.iteration: int | None = None
+        self.best_val: float | None = None
+        self.best_iter: int | None = None
+        self.tok_s: float | None = None
+        self.elapsed: float | None = None
+        self.lr_history: list[float] = []
+        self.toks_history: list[float] = []
+        self.steps: list[int] = []
+        self.plot.reset()
+        self.dirty = True
+
+    # -- events -------------------------------------------------------------------------------
+    def record(self, event: Event) -> None:
+        """Fold one engine event into the pane's state (drawing happens on the timer)."""
+        log = self.query_one(Log)
+        if isinstance(event, StepDone):
+            self.iteration = event.iteration
+            self.elapsed = event.elapsed
+            self.steps.append(event.iteration)
+            self.lr_history.append(event.lr)
+            self.toks_history.append(event.tokens_per_sec)
+            t = event.tokens_per_sec
+            self.tok_s = t if self.tok_s is None else TOKS_SMOOTHING * self.tok_s + 0.1 * t
+            self.plot.add_step(event.iteration, event.loss)
+        elif isinstance(event, EvalDone):
+            self.iteration = event.iteration
+            self.elapsed = event.elapsed
+            self.best_val, self.best_iter = event.best_val, event.best_iter
+            self.plot.add_eval(event.iteration, event.train_loss, event.val_loss, event.best_iter)
+            log.write_line(event.line)
+        elif isinstance(event, RunStarted):
+            self.reset()
+            self.state = "running"
+            self.run_id = event.run_id
+            self.device = f"{event.backend}/{event.device}"
+            self.max_iters = int(event.train_config.get("max_iters", 0)) or None
+            log.write_line(event.header)
+        elif isinstance(event, EarlyStopped):
+            self.plot.set_early_stop(event.iteration)
+            log.write_line(event.line)
+        elif isinstance(event, RunFinished):
+            self.state = event.status.replace("_", " ")
+            self.elapsed = event.elapsed
+            self.iteration = event.iteration
+            log.write_line(event.line)
+        elif isinstance(event, RunFailed):
+            self.state = "failed"
+            log.write_line(f"failed: {event.message}")
+        elif isinstance(event, CheckpointSaved) and event.kind == "final":
+            log.write_line(f"saved {event.kind} checkpoint @ iter {event.iteration}: {event.path}")
+        self.dirty = True
+
+    def note(self, line: str, state: str | None = None) -> None:
+        self.query_one(Log).write_line(line)
+        if state is not None:
+            self.state = state
+            self.dirty = True
+
+    def action_toggle_smoothing(self) -> None:
+        self.plot.smoothing = not self.plot.smoothing
+
+    def action_toggle_log(self) -> None:
+        self.plot.log_scale = not self.plot.log_scale
+
+    # -- drawing ------------------------------------------------------------------------------
+    def status_text(self) -> str:
+        it = "-" if self.iteration is None else f"{self.iteration:,}"
+        if self.max_iters:
+            it += f"/{self.max_iters:,}"
+        best = "-" if self.best_val is None else f"{self.best_val:.4f} @ {self.best_iter}"
+        toks = "-" if self.tok_s is None else f"{self.tok_s:,.0f}"
+        eta = None
+        if self.state == "running" and self.elapsed and self.iteration and self.max_iters:
+            done = self.iteration + 1
+            eta = self.elapsed / done * max(self.max_iters - done, 0)
+        return (
+            f"{self.state} | iter {it} | best val {best} | {toks} tok/s | "
+            f"{duration(self.elapsed)} | ETA {duration(eta)} | {self.device}"
+        )
+
+    def tick(self) -> None:
+        if not (self.dirty or self.plot.dirty) or not self.app.pane_visible("train"):
+            return
+        self.redraw()
+
+    def redraw(self) -> None:
+        self.query_one("#train-status", Static).update(self.status_text())
+        for spark_id, values in (
+            ("#lr-spark", self.lr_history),
+            ("#toks-spark", self.toks_history),
+        ):
+            spark = self.query_one(spark_id, Sparkline)
+            width = max(spark.size.width, 10)
+            spark.data = downsample(self.steps, values, width)[1] if values else []
+        if self.plot.dirty:
+            self.plot.redraw()
+        self.dirty = False

@@ -1,0 +1,270 @@
+"""The MLX backend against the PyTorch one: the same weights give the same numbers.
+
+Micro shapes only. The Linux MLX CPU wheel links a reference BLAS (a few GFLOP/s, one thread)
+and the 50,257-wide output head dominates, so every model here has 1-2 layers, a handful of
+positions and batch 1-2. Training runs of both backends live in test_training.py, parametrised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from conftest import random_tokens
+from lal_core import backends
+from lal_core.backends import make_backend
+from lal_core.checkpoint import load_weights, save_weights
+from lal_core.cli import main
+from lal_core.config import MODEL_CONFIGS, ModelConfig, TrainConfig
+from lal_core.errors import DeviceError
+from lal_core.sampling import generate_ids, load_for_sampling
+from lal_core.trainer import train
+
+# Every config's layer shape (width, heads), one layer deep, eight positions: what parity needs.
+SHAPES = [replace(MODEL_CONFIGS[name], n_layer=1, block_size=8) for name in MODEL_CONFIGS]
+# Two layers with biases and dropout (inactive in eval): the optional parts of the model.
+SHAPES.append(ModelConfig("bias", 2, 2, 32, block_size=8, bias=True, dropout=0.2))
+SHORT = ModelConfig("short", n_layer=2, n_head=2, n_embd=32, block_size=16)
+
+
+def random_state(template: dict[str, np.ndarray], seed: int = 0, gain: float = 1.0):
+    """Weights of unit-scale activations (std gain/sqrt(fan_in)), LayerNorm gains near 1."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, v in template.items():
+        if v.ndim > 1:
+            w = rng.standard_normal(v.shape) * gain / np.sqrt(v.shape[-1])
+        else:
+            w = rng.standard_normal(v.shape) * 0.1 + (name.endswith(".weight"))
+        out[name] = w.astype(np.float32)
+    return out
+
+
+def twins(cfg: ModelConfig, **kwargs):
+    """A torch and an MLX backend holding the same random weights."""
+    t = make_backend("torch", cfg, seed=0)
+    state = random_state(t.state_dict(), **kwargs)
+    t.load_state_dict(state)
+    m = make_backend("mlx", cfg, seed=0)
+    m.load_state_dict(state)
+    return t, m
+
+
+def reference_loss(logits: np.ndarray, y: np.ndarray) -> float:
+    """Mean cross-entropy over the positions whose target is not -1, in float64 numpy."""
+    logits = logits.astype(np.float64).reshape(-1, logits.shape[-1])
+    y = y.reshape(-1)
+    keep = y != -1
+    z = logits[keep]
+    logz = np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1)) + z.max(-1)
+    return float((logz - z[np.arange(len(z)), y[keep]]).mean())
+
+
+# -- parity --------------------------------------------------------------------------------
+@pytest.mark.parametrize("cfg", SHAPES, ids=lambda c: f"{c.name}-{c.n_embd}x{c.n_head}")
+def test_same_logits_and_loss(cfg):
+    t, m = twins(cfg)
+    x = random_tokens((2, cfg.block_size), seed=1)
+    a, b = t.logits(x), m.logits(x)
+    assert a.shape == b.shape == (2, cfg.block_size, cfg.vocab_size) and b.dtype == np.float32
+    assert a.std() > 0.3  # logits of a size where a mismatch would show
+    assert np.abs(a - b).max() < 1e-4
+
+    # The same loss on the same batch, with ignored (-1) targets as in SFT.
+    y = random_tokens((2, cfg.block_size), seed=2)
+    y[0, :3] = -1
+    y[1, -2:] = -1
+    want = reference_loss(a, y)
+    assert t.eval_loss(x, y) == pytest.approx(want, abs=1e-4)
+    assert m.eval_loss(x, y) == pytest.approx(want, abs=1e-4)
+    assert abs(m.eval_loss(x, y) - t.eval_loss(x, y)) < 1e-5
+    assert abs(want - reference_loss(a, np.where(y == -1, 0, y))) > 1e-3  # the -1s mattered
+
+
+def test_parameter_names_and_counts_match_torch(micro_cfg):
+    t, m = make_backend("torch", micro_cfg), make_backend("mlx", micro_cfg)
+    ts, ms = t.state_dict(), m.state_dict()
+    assert {k: v.shape for k, v in ms.items()} == {k: v.shape for k, v in ts.items()}
+    assert all(v.dtype == np.float32 for v in ms.values())
+    assert m.num_parameters() == t.num_parameters()
+    # The same init recipe: N(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer),
+    # LayerNorm gains 1.
+    assert ms["wte.weight"].std() == pytest.approx(0.02, rel=0.02)
+    assert ms["blocks.0.attn.c_attn.weight"].std() == pytest.approx(0.02, rel=0.05)
+    assert ms["blocks.1.mlp.c_proj.weight"].std() == pytest.approx(0.01, rel=0.05)
+    assert (ms["ln_f.weight"] == 1).all()
+    # A fresh model guesses uniformly, as the torch one does: loss near ln(V).
+    x, y = random_tokens((2, 8), seed=3), random_tokens((2, 8), seed=4)
+    assert m.eval_loss(x, y) == pytest.approx(np.log(micro_cfg.vocab_size), abs=0.1)
+
+
+def test_train_steps_match_torch(micro_cfg):
+    """Three AdamW steps from the same weights on the same batches: the same weights and moments.
+
+    Checks bias correction, weight decay on matrices only, and clipping: the gradients are
+    far above norm 1 at this scale, so unclipped first moments would differ many times over.
+    """
+    cfg = replace(micro_cfg, block_size=16)
+    t, m = twins(cfg, gain=1.0)
+    train_cfg = TrainConfig(weight_decay=0.5)
+    t.setup_training(train_cfg)
+    m.setup_training(train_cfg)
+    lrs = [1e-2, 5e-3, 2e-3]
+    for i, lr in enumerate(lrs):
+        x = random_tokens((2, 16), seed=10 + i)
+        y = random_tokens((2, 16), seed=20 + i)
+        y[1, :4] = -1
+        assert m.train_step(x, y, lr) == pytest.approx(t.train_step(x, y, lr), abs=1e-4)
+    ts, ms = t.state_dict(), m.state_dict()
+    start = random_state(ts)
+    for name in ts:
+        moved_t, moved_m = ts[name] - start[name], ms[name] - start[name]
+        assert np.abs(moved_t).max() > 5e-3  # the steps moved every tensor, well past the tolerance
+        # Adam's update is m / sqrt(v): for the rare weight whose gradient is at rounding level,
+        # the two frameworks' last bits may tip it, so a few outliers are allowed.
+        assert np.quantile(np.abs(moved_m - moved_t), 0.999) < 1e-4, name
+        assert np.linalg.norm(moved_m - moved_t) < 1e-2 * np.linalg.norm(moved_t), name
+
+    opt = m.optimizer_state()
+    assert int(opt["step"]) == 3
+    torch_params = dict(t.model.named_parameters())
+    for name, p in torch_params.items():
+        state = t.optimizer.state[p]
+        exp_avg = state["exp_avg"].numpy()
+        assert np.abs(opt[f"m.{name}"] - exp_avg).max() < 1e-5 + 1e-3 * np.abs(exp_avg).max()
+        exp_avg_sq = state["exp_avg_sq"].numpy()
+        assert np.abs(opt[f"v.{name}"] - exp_avg_sq).max() <= 1e-3 * exp_avg_sq.max()
+
+
+def test_optimizer_state_round_trip_resumes_exactly(micro_cfg):
+    cfg = replace(micro_cfg, block_size=8)
+    a = make_backend("mlx", cfg, seed=5)
+    a.setup_training(TrainConfig())
+    batches = [
+        (random_tokens((2, 8), seed=30 + i), random_tokens((2, 8), seed=40 + i)) for i in range(3)
+    ]
+    for x, y in batches[:2]:
+        a.train_step(x, y, 1e-3)
+    b = make_backend("mlx", cfg, seed=6)
+    b.setup_training(TrainConfig())
+    b.load_state_dict(a.state_dict())
+    b.load_optimizer_state(a.optimizer_state())
+    x, y = batches[2]
+    assert b.train_step(x, y, 1e-3) == a.train_step(x, y, 1e-3)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert all(np.array_equal(sa[k], sb[k]) for k in sa)
+    assert int(b.optimizer_state()["step"]) == 3
+
+
+def test_dropout_is_active_in_training_only():
+    cfg = ModelConfig("drop", n_layer=1, n_head=2, n_embd=32, block_size=8, dropout=0.5)
+    m = make_backend("mlx", cfg, seed=0)
+    m.load_state_dict(random_state(m.state_dict(), gain=3.0))
+    x, y = random_tokens((2, 8), seed=1), random_tokens((2, 8), seed=2)
+    assert m.eval_loss(x, y) == m.eval_loss(x, y)  # eval: deterministic
+    m.model.train()
+    losses = {m.model(m._tokens(x), m._tokens(y))[1].item() for _ in range(3)}
+    assert len(losses) == 3  # training: a fresh dropout mask each call
+
+
+# -- generation ----------------------------------------------------------------------------
+@pytest.fixture
+def decisive_checkpoint(tmp_path):
+    """A torch model with large random weights (greedy choices far from ties), saved."""
+    t = make_backend("torch", SHORT, seed=0)
+    rng = np.random.default_rng(0)
+    t.load_state_dict(
+        {
+            k: (rng.standard_normal(v.shape) * (0.3 if v.ndim > 1 else 0.1) + (v.ndim == 1)).astype(
+                np.float32
+            )
+            for k, v in t.state_dict().items()
+        }
+    )
+    path = tmp_path / "decisive.safetensors"
+    save_weights(path, t.state_dict(), SHORT)
+    return path
+
+
+def test_greedy_generation_matches_torch(decisive_checkpoint):
+    t = load_for_sampling(decisive_checkpoint, "torch")
+    m = load_for_sampling(decisive_checkpoint, "mlx")
+    prompt = random_tokens((5,), seed=1).tolist()
+    n = 50  # well past block_size = 16: the window slides and the cache is dropped
+    want = [tok for tok, _ in generate_ids(t, prompt, n, temperature=0)]
+    got = list(generate_ids(m, prompt, n, temperature=0))
+    assert [tok for tok, _ in got] == want
+    assert len(set(want)) > 3  # not a degenerate constant stream
+    assert all(0 < p <= 1 for _, p in got)
+    uncached = [tok for tok, _ in generate_ids(m, prompt, 20, temperature=0, use_cache=False)]
+    assert uncached == want[:20]
+
+
+def test_sampling_options(decisive_checkpoint):
+    m = load_for_sampling(decisive_checkpoint, "mlx")
+    prompt = random_tokens((5,), seed=2).tolist()
+    a = list(generate_ids(m, prompt, 12, temperature=1.5, top_k=5, seed=3))
+    b = list(generate_ids(m, prompt, 12, temperature=1.5, top_k=5, seed=3))
+    c = list(generate_ids(m, prompt, 12, temperature=1.5, top_k=5, seed=4))
+    assert a == b and a != c
+    # top_k=1 is greedy whatever the temperature.
+    top1 = [t for t, _ in generate_ids(m, prompt, 8, temperature=2.0, top_k=1, seed=5)]
+    assert top1 == [t for t, _ in generate_ids(m, prompt, 8, temperature=0)]
+    # Draws stay within the top k, with their probability under the renormalised top k.
+    logits = m.logits(np.array([prompt]))[0, -1].astype(np.float64) / 1.5
+    top = np.argsort(logits)[-5:]
+    probs = np.exp(logits[top] - logits[top].max())
+    probs /= probs.sum()
+    drawn = [next(generate_ids(m, prompt, 1, temperature=1.5, top_k=5, seed=s)) for s in range(30)]
+    assert {t for t, _ in drawn} <= set(top.tolist()) and len({t for t, _ in drawn}) > 1
+    for token, p in drawn:
+        assert p == pytest.approx(probs[top.tolist().index(token)], abs=1e-5)
+
+
+# -- checkpoints across backends -----------------------------------------------------------
+def test_checkpoints_cross_between_backends(tmp_path, micro_cfg):
+    x = random_tokens((1, 8), seed=7)
+    for src, dst in (("mlx", "torch"), ("torch", "mlx")):
+        writer = make_backend(src, micro_cfg, seed=11)
+        path = tmp_path / f"{src}.safetensors"
+        save_weights(path, writer.state_dict(), micro_cfg)
+        tensors, cfg = load_weights(path)
+        reader = make_backend(dst, cfg, seed=12)
+        assert np.abs(reader.logits(x) - writer.logits(x)).max() > 1e-3  # different before
+        reader.load_state_dict(tensors)
+        assert np.abs(reader.logits(x) - writer.logits(x)).max() < 1e-5
+
+
+def test_cli_samples_a_torch_run_with_mlx(micro_cfg, small_corpus, isolated_home, capsys):
+    cfg = TrainConfig(max_iters=30, eval_interval=30, batch_size=8, lr=3e-3, warmup_iters=5)
+    result = train(micro_cfg, cfg, backend="torch", data=small_corpus)
+    capsys.readouterr()
+    outputs = {}
+    for name in ("torch", "mlx"):
+        args = ["sample", result.run_dir.name, "--backend", name, "--temperature", "0"]
+        assert main([*args, "--prompt", "ROMEO:", "--tokens", "15"]) == 0
+        outputs[name] = capsys.readouterr().out
+    assert outputs["mlx"] == outputs["torch"]
+    assert outputs["mlx"].startswith("ROMEO:") and len(outputs["mlx"]) > len("ROMEO:\n")
+
+
+# -- errors a user can cause ---------------------------------------------------------------
+def test_missing_mlx_says_how_to_install(monkeypatch, capsys, tmp_path, micro_cfg, small_corpus):
+    monkeypatch.setattr(backends, "mlx_available", lambda: False)
+    path = tmp_path / "m.safetensors"
+    save_weights(path, make_backend("torch", micro_cfg).state_dict(), micro_cfg)
+    train_args = ["train", "--backend", "mlx", "--data", str(small_corpus)]
+    for args in (["sample", str(path), "--backend", "mlx"], train_args):
+        assert main(args) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "uv sync --extra mlx" in err, err
+
+
+def test_devices(micro_cfg):
+    assert make_backend("mlx", micro_cfg, device="cpu").device == "cpu"
+    assert make_backend("mlx", micro_cfg, device="auto").device in ("cpu", "gpu")
+    with pytest.raises(DeviceError, match="choose one of: auto, cpu, gpu") as info:
+        make_backend("mlx", micro_cfg, device="cuda")
+    assert "\n" not in str(info.value)

@@ -1,0 +1,375 @@
+"""Supervised fine-tuning: the answer-only mask, the loop, chat generation and the CLI."""
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from lal_core import sft
+from lal_core.backends import make_backend, mlx_available
+from lal_core.checkpoint import load_weights, save_weights
+from lal_core.cli import main
+from lal_core.errors import DataError
+from lal_core.events import SFTEpochDone, StepDone, StopRequest
+from lal_core.runs import RunDir, process_info
+from lal_core.sampling import load_for_sampling
+from lal_core.tokenizer import decode, encode
+
+END = sft.END_MARK
+
+
+@pytest.fixture(scope="module")
+def chat_cfg():
+    """The micro model with a context long enough for a whole chat example (~62 tokens)."""
+    from conftest import MICRO
+
+    return replace(MICRO, block_size=96)
+
+
+def make_run(root, cfg, seed=0) -> RunDir:
+    """A finished run folder holding fresh weights as its best and final checkpoints."""
+    run = RunDir.create(cfg.name, "torch", root)
+    backend = make_backend("torch", cfg, seed=seed)
+    for kind in ("best", "final"):
+        save_weights(run.checkpoint(kind), backend.state_dict(), cfg, {"iteration": 0})
+    run.write(
+        {
+            "format_version": 1,
+            "run_id": run.run_id,
+            "created": time.time(),
+            "model_config": cfg.to_dict(),
+            "backend": "torch",
+            "device": "cpu",
+            "iteration": 0,
+            "best_val": None,
+            "best_iter": None,
+            "status": "completed",
+            "process": process_info(),
+        }
+    )
+    return run
+
+
+def sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def masked_eval(backend, examples) -> float:
+    """Mean loss over the counted tokens of the examples, without training."""
+    total, count = 0.0, 0
+    for e in examples:
+        x, y = sft.make_batch([e])
+        total += backend.eval_loss(x, y) * e.n_counted
+        count += e.n_counted
+    return total / count
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, chat_cfg):
+    """One default SFT run (5 epochs, built-in pairs) on a micro run folder, shared by tests."""
+    root = tmp_path_factory.mktemp("sft-runs")
+    run = make_run(root, chat_cfg)
+    before = {k: sha(run.checkpoint(k)) for k in ("best", "final")}
+    events = []
+    result = sft.run_sft(run, runs_root=root, on_event=events.append)
+    return run, result, events, before
+
+
+# -- the mask ----------------------------------------------------------------------------------
+def test_prompt_targets_change_neither_loss_nor_gradients_answer_targets_do(chat_cfg):
+    from lal_core.model import GPT
+
+    pair = sft.builtin_pairs()[0]
+    ex = sft.make_example(pair, chat_cfg.block_size)
+    x = torch.tensor([ex.tokens])
+
+    def loss_and_grads(ids):
+        torch.manual_seed(0)
+        model = GPT(chat_cfg)
+        y = torch.tensor([sft.Example(tuple(ids), ex.n_prompt).targets])
+        _, loss = model(x, y)
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters()]
+
+    ids = list(ex.ids)
+    loss, grads = loss_and_grads(ids)
+    # Other prompt tokens as targets (the inputs stay the same): nothing changes.
+    other_prompt = [t if i >= ex.n_prompt else (t + 7) % 50257 for i, t in enumerate(ids)]
+    assert other_prompt[: ex.n_prompt] != ids[: ex.n_prompt]
+    loss2, grads2 = loss_and_grads(other_prompt)
+    assert loss2 == loss
+    assert all(torch.equal(a, b) for a, b in zip(grads, grads2, strict=True))
+    # Another answer token as a target: the loss and the gradients change.
+    other_answer = list(ids)
+    other_answer[ex.n_prompt + 2] = (other_answer[ex.n_prompt + 2] + 7) % 50257
+    loss3, grads3 = loss_and_grads(other_answer)
+    assert loss3 != loss
+    assert not torch.equal(grads[0], grads3[0])
+
+    # And the loss is exactly the mean cross-entropy over the answer tokens.
+    torch.manual_seed(0)
+    model = GPT(chat_cfg)
+    logits, _ = model(x)
+    logp = torch.log_softmax(logits[0].double(), -1)
+    answer_positions = range(ex.n_prompt - 1, len(ex.ids) - 1)
+    manual = -np.mean([logp[i, ex.ids[i + 1]].item() for i in answer_positions])
+    assert loss == pytest.approx(manual, rel=1e-5)
+    assert ex.n_counted == len(encode(sft.chat_answer(pair.answer)))
+
+
+def test_mask_counts_exactly_the_answer_and_its_closing_marker():
+    for pair in sft.builtin_pairs():
+        tokens = sft.token_mask(pair)
+        counted = "".join(text for text, c in tokens if c)
+        ignored = "".join(text for text, c in tokens if not c)
+        assert counted == pair.answer + END
+        assert ignored == sft.chat_prompt(pair.question)
+        assert ignored.endswith("<|assistant|>") and "You are a helpful assistant" in ignored
+        # Counted tokens form one run at the end: the prompt never counts.
+        flags = [c for _, c in tokens]
+        assert flags == sorted(flags) and flags[0] is False
+
+
+def test_builtin_pairs_are_ten_repeated_five_times():
+    pairs = sft.builtin_pairs()
+    assert len(pairs) == 10 and len({p.question for p in pairs}) == 10
+    assert sft.HELD_OUT_QUESTION not in {p.question for p in pairs}
+    examples = sft.make_examples(pairs, block_size=128)
+    assert len(examples) == 50 and all(e.cut == 0 for e in examples)
+
+
+def test_long_example_is_cut_from_the_left_with_a_warning():
+    pairs = sft.builtin_pairs()
+    with pytest.warns(sft.SFTWarning, match="cut from the left"):
+        examples = sft.make_examples(pairs, block_size=20, repeat=1)
+    for pair, e in zip(pairs, examples, strict=True):
+        assert len(e.ids) <= 21 and e.cut > 0
+        counted = "".join(t for t, c in sft.token_mask(e) if c)
+        assert counted.endswith(END)  # the end of the answer (and its marker) is kept
+        assert counted in pair.answer + END
+    x, y = sft.make_batch(examples)
+    assert x.shape[1] <= 20 and (y != -1).any()
+
+
+def test_batches_pad_with_ignored_targets():
+    a, b = (sft.make_example(p) for p in sft.builtin_pairs()[:2])
+    x, y = sft.make_batch([a, b])
+    assert x.shape == y.shape == (2, max(len(a.ids), len(b.ids)) - 1)
+    short = 0 if len(a.ids) < len(b.ids) else 1
+    n = len((a, b)[short].ids) - 1
+    assert (y[short, n:] == -1).all() and (y[short, :n] == (a, b)[short].targets).all()
+
+
+# -- training ----------------------------------------------------------------------------------
+def test_masked_loss_falls_over_five_epochs(tuned):
+    run, result, events, _ = tuned
+    epochs = [e for e in events if isinstance(e, SFTEpochDone)]
+    steps = [e for e in events if isinstance(e, StepDone)]
+    assert result.status == "completed" and [e.epoch for e in epochs] == [1, 2, 3, 4, 5]
+    losses = [e.masked_loss for e in epochs]
+    assert losses == result.losses and all(math.isfinite(v) for v in losses)
+    assert all(b < a for a, b in zip(losses, losses[1:], strict=False))
+    assert losses[-1] < losses[0] - 0.5
+    assert len(steps) == result.steps == 5 * math.ceil(50 / sft.DEFAULT_BATCH_SIZE)
+    assert all(s.lr == sft.DEFAULT_LR for s in steps)
+    # Measured afresh, without training: the answer loss of the saved model is lower.
+    examples = sft.make_examples(sft.builtin_pairs(), 96, repeat=1)
+    base = load_for_sampling(run.checkpoint("best"))
+    after = load_for_sampling(run.checkpoint("sft"))
+    assert masked_eval(after, examples) < masked_eval(base, examples) - 0.5
+
+
+def test_sft_checkpoint_reloads_and_answers_and_base_is_untouched(tuned):
+    run, result, _, before = tuned
+    assert before == {k: sha(run.checkpoint(k)) for k in ("best", "final")}
+    tensors, _ = load_weights(run.checkpoint("sft"))
+    base, _ = load_weights(run.checkpoint("best"))
+    assert any(not np.array_equal(tensors[k], base[k]) for k in base)
+    info = run.read()["sft"]
+    assert info["status"] == "completed" and info["examples"] == 50
+    assert info["losses"] == result.losses and info["lr"] == sft.DEFAULT_LR
+    model = load_for_sampling(run.checkpoint("sft"))
+    reply = sft.chat(model, "Who is Romeo?", max_new_tokens=12, seed=1)
+    assert 0 < reply.tokens <= 12 and END not in reply.text and "<|assistant|>" not in reply.text
+    same = sft.answer(model, "Who is Romeo?", max_new_tokens=12, seed=1)
+    assert same == reply.text
+
+
+def test_all_ignored_batches_are_skipped_and_reported(chat_cfg):
+    backend = make_backend("torch", chat_cfg, seed=0)
+    real = sft.make_examples(sft.builtin_pairs()[:3], chat_cfg.block_size, repeat=1)
+    prompt_only = sft.Example(tuple(encode(sft.chat_prompt("Who?"))), n_prompt=10**6)
+    assert prompt_only.n_counted == 0 and set(prompt_only.targets) == {-1}
+    events = []
+    result = sft.fine_tune(
+        backend, real + [prompt_only] * 2, epochs=2, batch_size=1, on_event=events.append
+    )
+    epochs = [e for e in events if isinstance(e, SFTEpochDone)]
+    steps = [e for e in events if isinstance(e, StepDone)]
+    assert [e.skipped_batches for e in epochs] == [2, 2] and result.skipped_batches == 4
+    assert all("skipped 2 batches with no answer tokens" in e.line for e in epochs)
+    assert len(steps) == 6 and all(math.isfinite(s.loss) and s.loss > 0 for s in steps)
+    assert all(math.isfinite(v) and v > 0 for v in result.losses)
+    with pytest.raises(DataError, match="no example has an answer token"):
+        sft.fine_tune(backend, [prompt_only], epochs=1)
+
+
+def test_stop_request_ends_between_batches(chat_cfg):
+    backend = make_backend("torch", chat_cfg, seed=0)
+    examples = sft.make_examples(sft.builtin_pairs(), chat_cfg.block_size, repeat=1)
+    stop = StopRequest()
+    seen = []
+
+    def on_event(event):
+        seen.append(event)
+        if isinstance(event, StepDone) and event.iteration == 1:
+            stop.set()
+
+    result = sft.fine_tune(backend, examples, epochs=5, batch_size=2, on_event=on_event, stop=stop)
+    assert result.status == "stopped" and result.steps == 2
+    assert len([e for e in seen if isinstance(e, SFTEpochDone)]) == 1
+
+
+@pytest.mark.skipif(not mlx_available(), reason="the mlx backend is not installed")
+def test_masked_loss_falls_on_mlx(chat_cfg):
+    backend = make_backend("mlx", chat_cfg, seed=0)
+    examples = sft.make_examples(sft.builtin_pairs()[:4], chat_cfg.block_size, repeat=2)
+    result = sft.fine_tune(backend, examples, epochs=3, batch_size=4, lr=1e-3)
+    assert result.status == "completed" and len(result.losses) == 3
+    assert result.losses[-1] < result.losses[0]
+
+
+# -- pairs files -------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ('{"question": "Who?", "answer": "Me."', "line 3 is not valid JSON"),
+        ('["Who?", "Me."]', "line 3 is not a JSON object"),
+        ('{"question": "Who?"}', 'line 3 needs a non-empty string "answer"'),
+        ('{"question": 5, "answer": "Me."}', 'line 3 needs a non-empty string "question"'),
+        ('{"question": "Who?", "answer": "  "}', 'line 3 needs a non-empty string "answer"'),
+    ],
+)
+def test_malformed_pairs_line_is_named(tmp_path, bad, words):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text('{"question": "Who is Romeo?", "answer": "A Montague."}\n\n' + bad + "\n")
+    with pytest.raises(DataError, match=words) as info:
+        sft.load_pairs(path)
+    assert "\n" not in str(info.value)
+
+
+def test_pairs_file_is_read(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(
+        '{"question": "Who is Romeo?", "answer": "A Montague."}\n'
+        '\n{"question": " Who is Tybalt? ", "answer": "A Capulet.", "note": "extra keys ignored"}\n'
+    )
+    assert sft.load_pairs(path) == [
+        sft.QAPair("Who is Romeo?", "A Montague."),
+        sft.QAPair("Who is Tybalt?", "A Capulet."),
+    ]
+    with pytest.raises(DataError, match="not found"):
+        sft.load_pairs(tmp_path / "missing.jsonl")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    with pytest.raises(DataError, match="no question-answer pairs"):
+        sft.load_pairs(tmp_path / "empty.jsonl")
+
+
+# -- chat --------------------------------------------------------------------------------------
+class ScriptedBackend:
+    """Wraps a backend but draws a fixed token sequence, and remembers the prompt."""
+
+    def __init__(self, inner, tokens):
+        self.inner, self.tokens, self.cfg = inner, list(tokens), inner.cfg
+        self.drawn = 0
+        self.prompt = None
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def prefill(self, tokens, use_cache=True):
+        if self.prompt is None:
+            self.prompt = list(tokens)
+        return self.inner.prefill(tokens, use_cache)
+
+    def sample(self, logits, temperature, top_k):
+        self.drawn += 1
+        return self.tokens.pop(0), 0.5
+
+
+@pytest.fixture
+def micro_chat(chat_cfg):
+    return make_backend("torch", chat_cfg, seed=0)
+
+
+def test_chat_stops_at_the_end_marker_and_returns_only_the_answer(micro_chat):
+    script = encode("Romeo is a Montague.<|end|>\n<|user|>And more text after the end")
+    assert len(script) > len(encode("Romeo is a Montague.<|end|>")) + 5
+    scripted = ScriptedBackend(micro_chat, script)
+    pieces = list(sft.stream_answer(scripted, "Who is Romeo?", max_new_tokens=50))
+    assert "".join(pieces) == "Romeo is a Montague."
+    assert not any("<" in p for p in pieces)  # the marker's first characters are held back
+    assert scripted.drawn == len(encode("Romeo is a Montague.<|end|>"))  # it stopped there
+    assert decode(scripted.prompt) == sft.chat_prompt("Who is Romeo?")
+
+    reply = sft.chat(ScriptedBackend(micro_chat, script), "Who is Romeo?", max_new_tokens=50)
+    assert reply.text == "Romeo is a Montague." and reply.ended
+    assert reply.tokens == len(encode("Romeo is a Montague.<|end|>"))
+
+
+def test_chat_without_a_marker_stops_at_the_token_limit(micro_chat):
+    script = encode(" a <| b <|en c <|end")  # looks like the marker's start, never finishes it
+    reply = sft.chat(ScriptedBackend(micro_chat, script), "Who?", max_new_tokens=len(script))
+    assert reply.text == "a <| b <|en c <|end" and not reply.ended
+    assert reply.tokens == len(script)
+
+
+def test_compare_puts_base_and_tuned_side_by_side(micro_chat):
+    base = ScriptedBackend(micro_chat, encode("noise noise noise") * 3)
+    tuned = ScriptedBackend(micro_chat, encode("An answer.<|end|>") * 3)
+    rows = sft.compare(
+        base, tuned, ["Who is Romeo?", "Who is Juliet?"], ["Who is Romeo?"], max_new_tokens=3
+    )
+    assert [r.trained for r in rows] == [True, False]
+    assert rows[0].base.text == "noise noise noise" and not rows[0].base.ended
+    assert rows[0].tuned.text == "An answer." and rows[0].tuned.ended
+    text = sft.format_comparison(rows)
+    assert "before (best.safetensors)" in text and "after (sft.safetensors)" in text
+    assert "NOT in training pairs" in text and "noise noise noise" in text
+
+
+# -- command line ------------------------------------------------------------------------------
+def test_cli_sft_then_chat(isolated_home, chat_cfg, capsys):
+    run = make_run(isolated_home / "checkpoints", chat_cfg)
+    best = sha(run.checkpoint("best"))
+    code = main(["chat", "Who is Romeo?"])
+    err = capsys.readouterr().err
+    assert code == 1 and "run first: lal sft" in err and err.count("\n") == 1
+
+    code = main(["sft", "--epochs", "2", "--tokens", "4", "--seed", "3"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "sft epoch 1/2 | masked loss" in out and "sft epoch 2/2" in out
+    assert "before (best.safetensors)" in out and "after (sft.safetensors)" in out
+    assert out.count("Q: ") == 11 and "Who is Juliet?  (NOT in training pairs)" in out
+    assert run.checkpoint("sft").is_file() and sha(run.checkpoint("best")) == best
+    assert json.loads(run.run_json.read_text())["sft"]["epochs"] == 2
+
+    for extra in ([], ["--base"]):
+        code = main(["chat", run.run_id, "Who is Romeo?", "--tokens", "5", "--seed", "1", *extra])
+        out = capsys.readouterr().out
+        assert code == 0 and out.endswith("\n") and "<|" not in out
+
+
+def test_cli_sft_reports_bad_pairs_in_one_line(isolated_home, chat_cfg, tmp_path, capsys):
+    make_run(isolated_home / "checkpoints", chat_cfg)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "Who?", "answer": "Me."}\nnot json\n')
+    assert main(["sft", "--pairs", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lal: error:") and "bad.jsonl line 2" in err and err.count("\n") == 1

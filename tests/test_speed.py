@@ -1,0 +1,206 @@
+"""Correctness of the fast paths (not their speed): chunked loss, autocast, compile, sampling."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from conftest import MICRO, random_tokens
+from lal_core.backends import make_backend
+from lal_core.backends.torch_backend import TorchBackend
+from lal_core.checkpoint import load_weights, save_weights
+from lal_core.config import ModelConfig, TrainConfig, count_parameters, get_model_config
+from lal_core.errors import ConfigError
+from lal_core.flops import flops_per_token, mfu
+from lal_core.model import GPT, linear_cross_entropy
+from lal_core.precision import compile_available
+from lal_core.sampling import generate_ids
+
+SHORT = ModelConfig("short", n_layer=2, n_head=2, n_embd=32, block_size=16)
+
+
+def batch(seed=0, shape=(2, MICRO.block_size)):
+    return random_tokens(shape, seed), random_tokens(shape, seed + 1)
+
+
+# -- the chunked linear + cross-entropy ---------------------------------------------------------
+@pytest.mark.parametrize("chunk", [7, 64, 1000])
+def test_chunked_loss_equals_plain_loss_and_gradients(chunk):
+    torch.manual_seed(0)
+    x = torch.randn(50, 16, requires_grad=True)
+    w = (torch.randn(300, 16) * 0.5).requires_grad_()
+    t = torch.randint(0, 300, (50,))
+    t[[3, 10, 11]] = -1  # ignored, as SFT's prompt tokens are
+    plain = F.cross_entropy(F.linear(x, w), t, ignore_index=-1)
+    gx, gw = torch.autograd.grad(plain * 3.0, (x, w))
+    loss = linear_cross_entropy(x, w, t, chunk=chunk)
+    cx, cw = torch.autograd.grad(loss * 3.0, (x, w))  # a scaled loss scales the gradients
+    assert abs(loss.item() - plain.item()) < 1e-5
+    assert torch.allclose(cx, gx, atol=1e-6) and torch.allclose(cw, gw, atol=1e-6)
+    with torch.no_grad():
+        assert abs(linear_cross_entropy(x, w, t, chunk=chunk).item() - plain.item()) < 1e-5
+
+
+def test_chunked_loss_with_every_target_ignored_is_zero_not_nan():
+    x, w = torch.randn(4, 8, requires_grad=True), torch.randn(20, 8)
+    loss = linear_cross_entropy(x, w, torch.full((4,), -1))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.all(x.grad == 0)
+
+
+def test_model_loss_matches_the_plain_formula(micro_cfg):
+    torch.manual_seed(0)
+    model = GPT(micro_cfg)
+    x, y = (torch.from_numpy(a) for a in batch())
+    _, loss = model(x, y)
+    logits, _ = model(x)
+    plain = F.cross_entropy(logits.flatten(0, 1), y.flatten())
+    assert abs(loss.item() - plain.item()) < 1e-5
+
+
+# -- mixed precision ----------------------------------------------------------------------------
+def test_bf16_autocast_loss_is_within_1e_2_of_float32(micro_cfg):
+    fp32 = TorchBackend(micro_cfg, seed=0, device="cpu", dtype="float32", compile=False)
+    bf16 = TorchBackend(micro_cfg, seed=0, device="cpu", dtype="bfloat16", compile=False)
+    x, y = batch()
+    assert abs(fp32.eval_loss(x, y) - bf16.eval_loss(x, y)) < 1e-2
+    for b in (fp32, bf16):
+        b.setup_training(TrainConfig(batch_size=2))
+    a, b = fp32.train_step(x, y, 1e-3), bf16.train_step(x, y, 1e-3)
+    assert abs(a - b) < 1e-2
+    # Master weights, optimizer moments and checkpoints stay float32.
+    assert all(p.dtype == torch.float32 for p in bf16.model.parameters())
+    assert all(v.dtype == np.float32 for v in bf16.state_dict().values())
+    assert all(v.dtype == np.float32 for k, v in bf16.optimizer_state().items() if k[:2] == "m.")
+
+
+def test_float16_trains_with_a_grad_scaler(micro_cfg):
+    b = TorchBackend(micro_cfg, seed=0, device="cpu", dtype="float16", compile=False)
+    b.setup_training(TrainConfig(batch_size=2))
+    assert b._scaler is not None
+    x, y = batch()
+    losses = [b.train_step(x, y, 1e-3) for _ in range(3)]
+    assert all(np.isfinite(losses))
+
+
+def test_dtype_is_checked_and_options_pass_through_make_backend(micro_cfg):
+    b = make_backend("torch", micro_cfg, dtype="float32", compile=False, fused=False)
+    assert (b.dtype, b.compile, b.fused) == ("float32", False, False)
+    with pytest.raises(ConfigError, match="dtype"):
+        make_backend("torch", micro_cfg, dtype="float8")
+
+
+def test_fused_adamw_state_round_trips(micro_cfg):
+    a = TorchBackend(micro_cfg, seed=0, device="cpu", compile=False, fused=True)
+    a.setup_training(TrainConfig(batch_size=2))
+    x, y = batch()
+    a.train_step(x, y, 1e-3)
+    b = TorchBackend(micro_cfg, seed=1, device="cpu", compile=False, fused=True)
+    b.setup_training(TrainConfig(batch_size=2))
+    b.load_state_dict(a.state_dict())
+    b.load_optimizer_state(a.optimizer_state())
+    x2, y2 = batch(seed=5)
+    assert a.train_step(x2, y2, 1e-3) == pytest.approx(b.train_step(x2, y2, 1e-3), abs=1e-6)
+
+
+# -- sampling -----------------------------------------------------------------------------------
+def test_prefill_last_position_equals_the_full_logits():
+    b = TorchBackend(SHORT, seed=3, device="cpu", compile=False, infer_dtype="float32")
+    tokens = random_tokens((9,), seed=4).tolist()
+    full = b.logits(np.array([tokens]))[0, -1]
+    b.start_generation(0)
+    for use_cache in (True, False):
+        assert np.abs(b.prefill(tokens, use_cache).numpy() - full).max() < 1e-5
+
+
+def test_kv_cache_and_full_recompute_generation_agree():
+    b = TorchBackend(SHORT, seed=3, device="cpu", compile=False, infer_dtype="float32")
+    prompt = random_tokens((4,), seed=6).tolist()
+    runs = [
+        [t for t, _ in generate_ids(b, prompt, 30, temperature=0, use_cache=c)]
+        for c in (True, False)
+    ]
+    assert runs[0] == runs[1]
+    sampled = [
+        [t for t, _ in generate_ids(b, prompt, 30, temperature=1.0, seed=9, use_cache=c)]
+        for c in (True, False)
+    ]
+    assert sampled[0] == sampled[1]
+
+
+def test_bf16_sampling_weights_keep_the_distribution():
+    a = TorchBackend(SHORT, seed=3, device="cpu", compile=False, infer_dtype="float32")
+    b = TorchBackend(SHORT, seed=3, device="cpu", compile=False, infer_dtype="bfloat16")
+    tokens = random_tokens((12,), seed=7).tolist()
+    a.start_generation(0)
+    b.start_generation(0)
+    p = torch.log_softmax(a.prefill(tokens).float(), -1)
+    q = torch.log_softmax(b.prefill(tokens).float(), -1)
+    kl = torch.sum(p.exp() * (p - q)).item()
+    assert kl < 1e-3
+    assert b._infer_model is not None and b.model.wte.weight.dtype == torch.float32
+
+
+# -- torch.compile ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def compiled_and_eager():
+    ok, why = compile_available(torch.device("cpu"))
+    if not ok:
+        pytest.skip(f"torch.compile cannot work here: {why}")
+    backends = []
+    for compile in (True, False):
+        b = TorchBackend(MICRO, seed=0, device="cpu", dtype="float32", compile=compile)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a fallback to eager must not pass unnoticed
+            b.setup_training(TrainConfig(batch_size=2))
+        backends.append(b)
+    return backends
+
+
+def test_compiled_and_eager_give_the_same_loss(compiled_and_eager):
+    compiled, eager = compiled_and_eager
+    assert compiled.compile and compiled.compile_seconds is not None
+    assert compiled._train_model is not compiled.model
+    for seed in (0, 2):
+        x, y = batch(seed)
+        a, b = compiled.train_step(x, y, 1e-3), eager.train_step(x, y, 1e-3)
+        assert abs(a - b) < 1e-4
+
+
+def test_checkpoint_from_a_compiled_model_loads_into_an_eager_one(compiled_and_eager, tmp_path):
+    compiled, _ = compiled_and_eager
+    state = compiled.state_dict()
+    assert not any(k.startswith("_orig_mod.") for k in state)
+    path = tmp_path / "best.safetensors"
+    save_weights(path, state, MICRO)
+    tensors, cfg = load_weights(path)
+    eager = TorchBackend(cfg, seed=9, device="cpu", compile=False)
+    eager.load_state_dict(tensors)
+    x = random_tokens((1, 8))
+    assert np.abs(eager.logits(x) - compiled.logits(x)).max() < 1e-6
+
+
+def test_compile_falls_back_to_eager_with_a_notice(micro_cfg, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no compiler today")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    b = TorchBackend(micro_cfg, seed=0, device="cpu", compile=True)
+    with pytest.warns(UserWarning, match="training eagerly"):
+        b.setup_training(TrainConfig(batch_size=2))
+    assert not b.compile and b._train_model is b.model
+    x, y = batch()
+    assert np.isfinite(b.train_step(x, y, 1e-3))
+
+
+# -- figures ------------------------------------------------------------------------------------
+def test_flops_per_token_and_mfu():
+    cfg = get_model_config("lal")
+    expected = 6 * (count_parameters(cfg) - 512 * 768) + 12 * 12 * 768 * 512
+    assert flops_per_token(cfg) == expected
+    assert mfu(1000.0, cfg, 1e12) == pytest.approx(1000 * expected / 1e12)
+    assert mfu(1000.0, cfg, None) is None

@@ -1,0 +1,410 @@
+"""The dashboard, driven with a pilot: a micro model on a tiny corpus, so each test takes seconds.
+
+Training, sampling and fine-tuning really run (in the app's thread workers); what is checked is
+what users see: the plot's data and markers, the status line, streamed text equal to the CLI's,
+the SFT loss mask, notifications instead of tracebacks, clean stops with checkpoints saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import pytest
+from textual.worker import WorkerState
+
+from lal_core import cli
+from lal_core import events as ev
+from lal_core.config import MODEL_CONFIGS, TrainConfig
+from lal_core.sft import builtin_pairs, chat_answer, chat_prompt
+from lal_core.trainer import train
+from lal_tui.app import LalApp, main
+from lal_tui.messages import SampleFinished, TrainEvent
+from lal_tui.panes.sample import SamplePane
+from lal_tui.panes.setup import SetupPane
+from lal_tui.panes.sft import COUNTED_STYLES, MASKED_STYLE, SFTPane
+from lal_tui.panes.train import TrainPane
+from lal_tui.screens.confirm import ConfirmScreen
+from lal_tui.settings import Settings
+
+SIZE = (100, 30)
+FAST = TrainConfig(max_iters=8, eval_interval=4, batch_size=4, lr=3e-3, warmup_iters=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(small_corpus, tmp_path_factory) -> Path:
+    """20,000 characters: a val split of about 500 tokens, so an eval is a few batches."""
+    path = tmp_path_factory.mktemp("tui-corpus") / "tiny.txt"
+    path.write_text(small_corpus.read_text()[:20_000])
+    return path
+
+
+@pytest.fixture
+def settings(micro_cfg, tiny_corpus, isolated_home) -> Settings:
+    return Settings(
+        config="tiny",
+        model_configs={"tiny": MODEL_CONFIGS["tiny"], "micro": micro_cfg},
+        train=FAST,
+        data=str(tiny_corpus),
+        runs_dir=isolated_home / "checkpoints",
+    )
+
+
+class Notes:
+    """Records every notification the app shows."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.seen: list[tuple[str, str]] = []
+        real = LalApp.notify
+
+        def notify(app, message, *args, **kwargs):
+            self.seen.append((str(message), kwargs.get("severity", "information")))
+            return real(app, message, *args, **kwargs)
+
+        monkeypatch.setattr(LalApp, "notify", notify)
+
+    def errors(self) -> list[str]:
+        return [m for m, severity in self.seen if severity == "error"]
+
+
+async def wait_until(pilot, condition, timeout: float = 60.0, step: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await pilot.pause(step)
+
+
+def trained_run(micro_cfg, corpus: Path, runs_dir: Path, **overrides) -> Path:
+    cfg = TrainConfig(**{**FAST.to_dict(), **overrides})
+    return train(micro_cfg, cfg, data=corpus, runs_root=runs_dir).run_dir
+
+
+# -- training -------------------------------------------------------------------------------------
+async def test_train_key_starts_a_run_and_the_plot_follows(settings, monkeypatch):
+    seen: list = []
+    best_after_eval: list[tuple[int, int | None, int | None]] = []
+    real_record = TrainPane.record
+
+    def record(pane, event):
+        real_record(pane, event)
+        if isinstance(event, ev.EvalDone):
+            best_after_eval.append((event.iteration, event.best_iter, pane.plot.best_iter))
+
+    monkeypatch.setattr(TrainPane, "record", record)
+    app = LalApp(settings)
+    hook = lambda m: seen.append(m.event) if isinstance(m, TrainEvent) else None  # noqa: E731
+    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
+        await pilot.press("1")
+        assert app.focused.id == "configs"
+        await pilot.press("down")  # tiny -> micro
+        assert settings.config == "micro"
+        await pilot.press("t")
+        assert app.active_pane == "train"
+        await app.train_worker.wait()
+        await pilot.pause(0.3)  # the redraw timer runs at 10 Hz
+
+        started = [e for e in seen if isinstance(e, ev.RunStarted)]
+        evals = [e for e in seen if isinstance(e, ev.EvalDone)]
+        assert len(started) == 1 and started[0].model_config["name"] == "micro"
+        assert [e.iteration for e in evals] == [0, 4, 8]
+
+        plot = app.query_one(TrainPane).plot
+        assert plot.eval_iters == [0, 4, 8]
+        assert plot.val_losses == [e.val_loss for e in evals]
+        assert plot.train_losses == [e.train_loss for e in evals]
+        assert len(plot.step_iters) == 8
+        best = min(evals, key=lambda e: e.val_loss)
+        # the marker follows the best eval as each one arrives, and ends at the best one
+        assert [b for _, _, b in best_after_eval] == [b for _, b, _ in best_after_eval]
+        assert plot.best_iter == best.iteration
+        assert [(v.x, v.label) for v in plot.drawn.vlines] == [(best.iteration, "best")]
+        assert plot.drawn.series["val"] == 3 and plot.drawn.series["step"] == 8
+
+        status = app.query_one("#train-status").render()
+        assert f"best val {best.val_loss:.4f} @ {best.iteration}" in str(status)
+        assert "iter 8/8" in str(status) and "completed" in str(status)
+        assert "torch/cpu" in str(status)
+
+        # toggles change what the next redraw draws
+        await pilot.press("m", "l")
+        await pilot.pause(0.3)
+        assert plot.drawn.log_scale and "step (ema)" in plot.drawn.series
+
+    # an ordinary run folder: the CLI lists it
+    run_dir = started[0].run_dir
+    assert (run_dir / "best.safetensors").is_file() and (run_dir / "final.safetensors").is_file()
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
+
+
+@pytest.fixture(scope="session")
+def shifted_corpus(shakespeare, tmp_path_factory) -> Path:
+    """Train text unlike the val text: with a high lr val loss soon climbs (see test_training)."""
+    path = tmp_path_factory.mktemp("tui-shifted") / "shifted.txt"
+    path.write_text("the cat sat on the mat.\n" * 600 + shakespeare.read_text()[:10_000])
+    return path
+
+
+async def test_early_stop_shows_its_marker(settings, micro_cfg, shifted_corpus):
+    settings.config = "micro"
+    settings.data = str(shifted_corpus)
+    settings.train = TrainConfig(
+        max_iters=200, eval_interval=4, batch_size=4, lr=1e-2, warmup_iters=2, patience=2
+    )
+    seen: list = []
+    app = LalApp(settings)
+    hook = lambda m: seen.append(m.event) if isinstance(m, TrainEvent) else None  # noqa: E731
+    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
+        await pilot.press("t")
+        await app.train_worker.wait()
+        await pilot.pause(0.3)
+        stops = [e for e in seen if isinstance(e, ev.EarlyStopped)]
+        assert len(stops) == 1
+        plot = app.query_one(TrainPane).plot
+        assert plot.early_stop_iter == stops[0].iteration
+        assert plot.best_iter == stops[0].best_iter < stops[0].iteration
+        assert [(v.x, v.label) for v in plot.drawn.vlines] == [
+            (stops[0].best_iter, "best"),
+            (stops[0].iteration, "early stop"),
+        ]
+        assert "early stopped" in str(app.query_one("#train-status").render())
+
+
+async def test_stop_key_ends_the_worker_cleanly_with_a_checkpoint(settings):
+    settings.config = "micro"
+    settings.train = TrainConfig(max_iters=100_000, eval_interval=50_000, batch_size=2)
+    app = LalApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("t")
+        pane = app.query_one(TrainPane)
+        await wait_until(pilot, lambda: len(pane.plot.step_iters) >= 2)
+        await pilot.press("x")
+        await app.train_worker.wait()
+        assert app.train_worker.state in (WorkerState.SUCCESS, WorkerState.CANCELLED)
+        run_dir = app.current_run_dir
+        assert (run_dir / "final.safetensors").is_file()
+        info = json.loads((run_dir / "run.json").read_text())
+        assert info["status"] == "stopped" and info["iteration"] < 1000
+
+
+async def test_quit_during_a_run_asks_then_stops_and_saves(settings):
+    settings.config = "micro"
+    settings.train = TrainConfig(max_iters=100_000, eval_interval=50_000, batch_size=2)
+    app = LalApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("t")
+        pane = app.query_one(TrainPane)
+        await wait_until(pilot, lambda: len(pane.plot.step_iters) >= 2)
+        await pilot.press("q")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")  # changed my mind: the run goes on
+        assert not isinstance(app.screen, ConfirmScreen) and app.running("train")
+        await pilot.press("q")
+        await pilot.press("y")
+        await wait_until(pilot, lambda: not app.is_running, timeout=60)
+    run_dir = app.current_run_dir
+    assert app.train_worker.state == WorkerState.SUCCESS
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "stopped"
+    assert (run_dir / "final.safetensors").is_file()
+
+
+async def test_missing_corpus_is_a_notification_and_the_app_stays_up(
+    settings, tmp_path, monkeypatch
+):
+    notes = Notes(monkeypatch)
+    settings.data = str(tmp_path / "no-such-corpus.txt")
+    app = LalApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("t")
+        await app.train_worker.wait()
+        await pilot.pause(0.2)
+        assert any("not found" in m and "no-such-corpus.txt" in m for m in notes.errors())
+        assert app.train_worker.state == WorkerState.SUCCESS  # handled, not a crash
+        assert "failed" in str(app.query_one("#train-status").render())
+        # the Setup pane says so too, and the app still answers keys
+        await pilot.press("1")
+        await wait_until(pilot, lambda: "not found" in str(app.query_one("#corpus-info").render()))
+        await pilot.press("5")
+        assert app.active_pane == "runs" and app.is_running
+
+
+async def test_setup_validates_as_you_type(settings, monkeypatch):
+    notes = Notes(monkeypatch)
+    app = LalApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        field = app.query_one("#field-batch_size")
+        field.value = "0"
+        await pilot.pause()
+        assert "batch-size must be a positive integer" in str(
+            app.query_one("#setup-error").render()
+        )
+        assert field.has_class("-invalid")
+        await pilot.press("t")  # refused: the setup is wrong
+        assert app.train_worker is None and app.active_pane == "setup"
+        assert notes.errors()
+        field.value = "6"
+        app.query_one("#field-lr").value = "1e-3"
+        await pilot.pause()
+        assert app.setup_error is None and not field.has_class("-invalid")
+        assert settings.train.batch_size == 6 and settings.train.lr == 1e-3
+        memory = app.query_one("#configs").get_row("tiny")[-1]
+        assert "@ batch 6" in str(memory)
+
+
+# -- sampling -------------------------------------------------------------------------------------
+async def test_sample_streams_and_equals_the_cli(settings, micro_cfg, tiny_corpus, capsys):
+    run_dir = trained_run(micro_cfg, tiny_corpus, settings.runs_dir)
+    app = LalApp(settings)
+    lengths: list[int] = []
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        pane = app.query_one(SamplePane)
+        assert app.query_one("#sample-run").value == str(run_dir)
+        app.query_one("#prompt").value = "ROMEO:"
+        app.query_one("#seed").value = "7"
+        app.query_one("#tokens").value = "400"
+        await pilot.press("g")
+        while app.running("sample") or not lengths:
+            lengths.append(len(pane.output_text))
+            await pilot.pause(0.02)
+        await pilot.pause(0.1)
+        text = pane.output_text
+        assert len(pane.pieces) == 400
+        # it grew in steps while generating, not all at once at the end
+        growing = sorted({n for n in lengths if len("ROMEO:") < n < len(text)})
+        assert len(growing) >= 3, lengths
+        # the probability view colours each token by its band
+        await pilot.press("v", "v")
+        assert pane.view == "probability"
+        rendered = app.query_one("#sample-output").render()
+        assert {s.style for s in rendered.spans} <= {"green", "yellow", "magenta", "red"}
+        assert len(rendered.spans) >= 100
+
+    capsys.readouterr()
+    argv = ["sample", str(run_dir), "--prompt", "ROMEO:", "--seed", "7", "--tokens", "400"]
+    assert cli.main(argv) == 0
+    assert capsys.readouterr().out == text + "\n"
+
+
+async def test_sample_stops_mid_generation(settings, micro_cfg, tiny_corpus):
+    trained_run(micro_cfg, tiny_corpus, settings.runs_dir)
+    finished: list[SampleFinished] = []
+    app = LalApp(settings)
+    hook = lambda m: finished.append(m) if isinstance(m, SampleFinished) else None  # noqa: E731
+    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
+        await pilot.press("3")
+        app.query_one("#tokens").value = "100000"
+        await pilot.press("g")
+        pane = app.query_one(SamplePane)
+        await wait_until(pilot, lambda: len(pane.pieces) >= 5)
+        await pilot.press("x")
+        await app.sample_worker.wait()
+        await pilot.pause(0.1)
+        assert finished and finished[0].stopped and finished[0].tokens < 100000
+        assert "stopped after" in str(app.query_one("#sample-status").render())
+
+
+async def test_sample_without_runs_says_so(settings, monkeypatch):
+    notes = Notes(monkeypatch)
+    app = LalApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3", "g")
+        assert any("no run to sample from" in m for m in notes.errors())
+        assert app.sample_worker is None
+
+
+# -- SFT ------------------------------------------------------------------------------------------
+async def test_sft_pane_marks_exactly_the_answer_tokens(settings):
+    pair = builtin_pairs()[0]
+    app = LalApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        pane = app.query_one(SFTPane)
+        counted = "".join(t for t, c in pane.example_pieces if c)
+        masked = "".join(t for t, c in pane.example_pieces if not c)
+        assert counted == chat_answer(pair.answer)
+        assert masked == chat_prompt(pair.question)
+        # and that is what is drawn: highlighted spans are the answer, dimmed ones the prompt
+        text = pane.example_text
+        by_style = {"counted": "", "masked": ""}
+        for span in text.spans:
+            kind = "counted" if span.style in COUNTED_STYLES else "masked"
+            assert span.style in (*COUNTED_STYLES, MASKED_STYLE)
+            by_style[kind] += text.plain[span.start : span.end]
+        assert by_style == {"counted": counted, "masked": masked}
+        await pilot.press("e")
+        second = builtin_pairs()[1]
+        assert "".join(t for t, c in pane.example_pieces if c) == chat_answer(second.answer)
+
+
+async def test_sft_fine_tunes_and_shows_before_and_after(settings, micro_cfg, tiny_corpus):
+    run_dir = trained_run(micro_cfg, tiny_corpus, settings.runs_dir)
+    app = LalApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("4")
+        pane = app.query_one(SFTPane)
+        assert pane.run_path == str(run_dir)
+        await pilot.press("f")
+        await app.sft_worker.wait()
+        await wait_until(pilot, lambda: not app.workers._workers or not any(
+            w.group == "ask" and w.is_running for w in app.workers
+        ))
+        await wait_until(pilot, lambda: "…" not in str(app.query_one("#sft-after").render()))
+        assert len(pane.epoch_losses) == 5 and len(pane.steps) > 5
+        assert (run_dir / "sft.safetensors").is_file()
+        before = str(app.query_one("#sft-before").render())
+        after = str(app.query_one("#sft-after").render())
+        assert before.startswith("before (best): ") and after.startswith("after (sft): ")
+
+
+# -- the app as a whole ---------------------------------------------------------------------------
+async def test_usable_at_80x24_with_help_and_palette(settings):
+    app = LalApp(settings)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2")
+        plot = app.query_one(TrainPane).plot
+        assert plot.size.height >= 8 and plot.size.width >= 70
+        assert app.query_one("#train-log").size.height >= 3
+        await pilot.press("question_mark")
+        assert type(app.screen).__name__ == "HelpScreen"
+        await pilot.press("escape")
+        await pilot.press("ctrl+p")
+        assert type(app.screen).__name__ == "CommandPalette"
+        await pilot.press("escape")
+        for key, pane in zip("12345", ("setup", "train", "sample", "sft", "runs"), strict=True):
+            await pilot.press(key)
+            assert app.active_pane == pane
+
+
+def test_help_flags_and_theme(capsys, settings):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--config", "--train", "--data", "--backend", "--device", "--theme", "--runs-dir"):
+        assert flag in out
+    with pytest.raises(SystemExit):
+        main(["--theme", "no-such-theme"])
+    assert "unknown theme" in capsys.readouterr().err
+    settings.theme = "nord"
+    assert LalApp(settings).theme == "nord"
+
+
+def test_delete_asks_first(settings, micro_cfg, tiny_corpus):
+    run_dir = trained_run(micro_cfg, tiny_corpus, settings.runs_dir)
+
+    async def go():
+        app = LalApp(settings)
+        async with app.run_test(size=SIZE) as pilot:
+            await pilot.press("5", "d")
+            assert isinstance(app.screen, ConfirmScreen)
+            await pilot.press("n")
+            assert run_dir.is_dir()
+            await pilot.press("d", "y")
+            await pilot.pause()
+            assert not run_dir.exists()
+            assert app.query_one("#runs-table").row_count == 0
+
+    asyncio.run(go())
