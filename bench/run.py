@@ -1,33 +1,77 @@
-"""Benchmarks: lal's engine against a naive reference, in one process, steps interleaved.
+"""Benchmarks: lal's engine against a naive reference, side by side, in one run.
 
-    uv run python bench/run.py [--configs tiny small] [--steps 6] [--tokens 200]
+    uv run python bench/run.py            # the full table (about half an hour on 2 CPU cores)
+    uv run python bench/run.py --quick    # a few minutes: fewer steps and tokens, no compile,
+                                          # no lal-size memory check
+    uv run python bench/run.py --sections train sample   # only some sections
 
-Prints training tokens/s (batch 16) and sampling tokens/s and time to first token (batch 1),
-for lal and the reference, with the ratio. Absolute figures drift on shared machines; the
-ratios, measured side by side in one run, are the figures to compare.
+Sections, each a table:
+  train   training tokens/s (batch 16) for tiny and small, per fast-path setting (eager fp32
+          with the plain loss, + chunked loss, + fused AdamW, + bf16 autocast, + compile,
+          the defaults) against the naive reference (bench/reference.py: explicit masked
+          attention, fp32, eager, plain AdamW), with ratios and model-FLOPs utilisation.
+          All settings start from the same weights; their steps interleave round-robin, so
+          load drifts hit all alike; medians.
+  sample  sampling at batch 1: tokens/s and time to first token, lal with the KV cache, lal
+          recomputing the context every token, and the reference, at 100/200/1000 new tokens.
+          Past block_size the window slides and every token is a full recompute (as in the
+          reference), so 1000-token rows mix both regimes.
+  scale   long-prompt scaling: ms per token as the generated text grows; flat inside the
+          window with the KV cache, then the full-recompute rate once the window slides.
+  memory  peak resident memory (RSS) of training steps at batch 16, one fresh subprocess per
+          config, lal's defaults and the reference.
+  eval    a full evaluation's cost as a fraction of the run's wall time, default settings
+          (one eval per eval_interval = 250 steps).
+
+Absolute figures drift on shared machines; the ratios, measured side by side in one run, are
+the figures to compare. Training settings that cannot run well here are skipped with a reason
+(bf16 without native bf16 kernels: the matmul figures in the header show why).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
+import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reference import NaiveGPT  # noqa: E402
 
+import lal_core.model as lal_model  # noqa: E402
 from lal_core.backends import make_backend  # noqa: E402
-from lal_core.config import TrainConfig, get_model_config  # noqa: E402
+from lal_core.backends.torch_backend import TorchBackend  # noqa: E402
+from lal_core.config import ModelConfig, TrainConfig, get_model_config  # noqa: E402
+from lal_core.flops import flops_per_token, measure_matmul_flops  # noqa: E402
+from lal_core.precision import cpu_has_fast_bf16  # noqa: E402
 from lal_core.sampling import generate_ids  # noqa: E402
+from lal_core.trainer import evaluate  # noqa: E402
+
+Step = Callable[[np.ndarray, np.ndarray], float]
 
 
-def reference_trainer(cfg, state):
+# -- training ---------------------------------------------------------------------------------
+@dataclass
+class Setting:
+    """A row of the training table: how to build a step function on given initial weights."""
+
+    label: str
+    build: Callable[[ModelConfig, dict, int], Step]
+    skip: str = ""  # why this row is not measured here ('' = measured)
+    compile_seconds: float | None = None
+
+
+def reference_step(cfg: ModelConfig, state: dict, batch: int) -> Step:
     model = NaiveGPT(cfg)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
@@ -40,75 +84,303 @@ def reference_trainer(cfg, state):
         opt.step()
         return loss.item()
 
-    return model, step
+    return step
 
 
-def bench_training(name: str, steps: int, batch: int) -> dict:
+def _plain_loss(x, weight, targets, chunk=0):
+    """The loss without the chunking: full (N, V) logits, then cross-entropy."""
+    return torch.nn.functional.cross_entropy(
+        torch.nn.functional.linear(x, weight), targets, ignore_index=-1
+    )
+
+
+def lal_step(plain_loss: bool = False, setting: Setting | None = None, **options) -> Callable:
+    """A builder for lal's TorchBackend with the given fast-path options."""
+
+    def build(cfg: ModelConfig, state: dict, batch: int) -> Step:
+        backend = TorchBackend(cfg, seed=0, device="cpu", **options)
+        backend.load_state_dict(state)
+        backend.setup_training(TrainConfig(batch_size=batch))  # compiles, if compiling
+        if setting is not None:
+            setting.compile_seconds = backend.compile_seconds
+
+        def step(x, y):
+            if not plain_loss:
+                return backend.train_step(x, y, 3e-4)
+            chunked = lal_model.linear_cross_entropy
+            lal_model.linear_cross_entropy = _plain_loss  # this step only
+            try:
+                return backend.train_step(x, y, 3e-4)
+            finally:
+                lal_model.linear_cross_entropy = chunked
+
+        return step
+
+    return build
+
+
+def torch_settings(args) -> list[Setting]:
+    no_bf16 = (
+        ""
+        if cpu_has_fast_bf16() or args.force_bf16
+        else "no native bf16 on this CPU (see the matmul figures above); --force-bf16 runs it"
+    )
+    no_compile = "--quick / --no-compile-rows" if args.quick or args.no_compile_rows else ""
+    base = {"dtype": "float32", "compile": False}
+    rows = [
+        Setting("lal eager fp32 (SDPA), plain loss", lal_step(True, fused=False, **base)),
+        Setting("  + chunked linear+CE loss", lal_step(False, fused=False, **base)),
+        Setting("  + fused AdamW", lal_step(False, fused=True, **base)),
+        Setting(
+            "  + bf16 autocast",
+            lal_step(False, fused=True, dtype="bfloat16", compile=False),
+            skip=no_bf16,
+        ),
+    ]
+    compiled = Setting("  + torch.compile (fp32)", None, skip=no_compile)
+    compiled.build = lal_step(False, setting=compiled, fused=True, dtype="float32", compile=True)
+    rows.append(compiled)
+    defaults = TorchBackend(get_model_config("tiny"), device="cpu")
+    rows.append(Setting(f"lal defaults ({defaults.describe()})", lal_step(False)))
+    return rows
+
+
+# Other backends add their rows here (e.g. "mlx": mlx_settings); --backends picks them.
+BACKEND_SETTINGS: dict[str, Callable[[argparse.Namespace], list[Setting]]] = {
+    "torch": torch_settings,
+}
+
+
+def bench_training(name: str, settings: list[Setting], steps: int, batch: int) -> list[tuple]:
+    """(label, tokens/s or None, skip reason, compile seconds) per row, the reference first."""
     cfg = get_model_config(name)
-    lal = make_backend("torch", cfg, seed=0)
-    lal.setup_training(TrainConfig(batch_size=batch))
-    _, ref_step = reference_trainer(cfg, lal.state_dict())
+    state = TorchBackend(cfg, seed=0, compile=False).state_dict()
+    rows = [Setting("reference (naive)", reference_step)] + settings
+    steppers = {}
+    for s in rows:
+        if not s.skip:
+            steppers[s.label] = s.build(cfg, state, batch)
     rng = np.random.default_rng(0)
-    times = {"lal": [], "reference": []}
+    times: dict[str, list[float]] = {label: [] for label in steppers}
     for i in range(steps + 1):  # the first step of each warms up and is not counted
         x = rng.integers(0, cfg.vocab_size, (batch, cfg.block_size))
         y = rng.integers(0, cfg.vocab_size, (batch, cfg.block_size))
-        steppers = (("lal", lambda a, b: lal.train_step(a, b, 3e-4)), ("reference", ref_step))
-        for label, step in steppers:
+        for label, step in steppers.items():
             t0 = time.perf_counter()
             step(x, y)
             if i:
                 times[label].append(time.perf_counter() - t0)
     tokens = batch * cfg.block_size
-    return {k: tokens / statistics.median(v) for k, v in times.items()}
+    out = []
+    for s in rows:
+        tok_s = tokens / statistics.median(times[s.label]) if s.label in times else None
+        out.append((s.label, tok_s, s.skip, s.compile_seconds))
+    return out
 
 
-def bench_sampling(name: str, n_tokens: int) -> dict:
+# -- sampling ---------------------------------------------------------------------------------
+def bench_sampling(name: str, n_tokens: int, modes: tuple[str, ...]) -> dict:
+    """{mode: (tokens/s, first token ms)} for 'cache', 'recompute' and 'reference'."""
     cfg = get_model_config(name)
-    lal = make_backend("torch", cfg, seed=0)
+    lal = make_backend("torch", cfg, seed=0, device="cpu")
     ref = NaiveGPT(cfg).eval()
     ref.load_state_dict({k: torch.from_numpy(v) for k, v in lal.state_dict().items()})
     prompt = [198] * 8
     out = {}
-    for label in ("lal", "reference"):
+    for mode in modes:
         t0 = time.perf_counter()
         first = None
-        if label == "lal":
-            gen = generate_ids(lal, prompt, n_tokens, temperature=0.8, top_k=50, seed=0)
-        else:
+        if mode == "reference":
             gen = ref.generate(torch.tensor([prompt]), n_tokens)
+        else:
+            use_cache = mode == "cache"
+            gen = generate_ids(lal, prompt, n_tokens, 0.8, 50, seed=0, use_cache=use_cache)
         for _ in gen:
             first = first or time.perf_counter() - t0
         total = time.perf_counter() - t0
-        out[label] = (n_tokens / total, first * 1000)
+        out[mode] = (n_tokens / total, first * 1000)
     return out
 
 
+def bench_scaling(name: str, past: int) -> list[tuple[str, float]]:
+    """(position range, mean ms per token) from a 1-token prompt to `past` tokens beyond the
+    window, with the KV cache."""
+    cfg = get_model_config(name)
+    lal = make_backend("torch", cfg, seed=0, device="cpu")
+    n = cfg.block_size - 1 + past
+    stamps = []
+    t0 = time.perf_counter()
+    for _ in generate_ids(lal, [198], n, 0.8, 50, seed=0):
+        stamps.append(time.perf_counter())
+    per_token = np.diff([t0] + stamps) * 1000  # per_token[i]: the token at context length i+2
+    quarter = cfg.block_size // 4
+    rows = []
+    for q in range(4):
+        lo, hi = q * quarter, min((q + 1) * quarter, cfg.block_size - 1)
+        rows.append((f"{lo + 1}-{hi} (cache)", float(np.mean(per_token[max(lo, 1) : hi]))))
+    slide = per_token[cfg.block_size - 1 :]
+    rows.append((f"past {cfg.block_size} (slides)", float(np.mean(slide))))
+    return rows
+
+
+# -- memory -----------------------------------------------------------------------------------
+def memory_child(name: str, who: str, batch: int, steps: int) -> None:
+    """Run in a fresh process: train `steps` steps, print the peak RSS in bytes."""
+    cfg = get_model_config(name)
+    rng = np.random.default_rng(0)
+    if who == "reference":
+        step = reference_step(cfg, TorchBackend(cfg, seed=0).state_dict(), batch)
+    else:
+        backend = make_backend("torch", cfg, seed=0)
+        backend.setup_training(TrainConfig(batch_size=batch))
+
+        def step(x, y):
+            return backend.train_step(x, y, 3e-4)
+
+    for _ in range(steps):
+        x = rng.integers(0, cfg.vocab_size, (batch, cfg.block_size))
+        step(x, x)
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)  # Linux: KiB
+
+
+def bench_memory(name: str, who: str, batch: int, steps: int = 2) -> float | None:
+    """Peak RSS in GB of training steps in a fresh subprocess (None if it failed)."""
+    cmd = [sys.executable, __file__, "--memory-child", name, who, str(batch), str(steps)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    try:
+        return int(done.stdout.strip().splitlines()[-1]) / 1e9
+    except (ValueError, IndexError):
+        print(f"  memory {name}/{who} failed: {done.stderr.strip()[-300:]}", file=sys.stderr)
+        return None
+
+
+# -- eval cost --------------------------------------------------------------------------------
+class _SyntheticCorpus:
+    """The SPEC's split sizes (304,222 train / 33,803 val tokens) of random tokens."""
+
+    def __init__(self, vocab: int) -> None:
+        rng = np.random.default_rng(0)
+        self.train = rng.integers(0, vocab, 304_222).astype(np.int64)
+        self.val = rng.integers(0, vocab, 33_803).astype(np.int64)
+
+
+def bench_eval(name: str, batch: int, step_seconds: float, interval: int = 250) -> tuple:
+    """(eval seconds, fraction of wall time) for one full evaluation per `interval` steps."""
+    cfg = get_model_config(name)
+    backend = make_backend("torch", cfg, seed=0)
+    corpus = _SyntheticCorpus(cfg.vocab_size)
+    t0 = time.perf_counter()
+    evaluate(backend, corpus, cfg.block_size, batch)
+    seconds = time.perf_counter() - t0
+    return seconds, seconds / (seconds + interval * step_seconds)
+
+
+# -- the report -------------------------------------------------------------------------------
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--memory-child":
+        name, who, batch, steps = sys.argv[2:6]
+        memory_child(name, who, int(batch), int(steps))
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", nargs="+", default=["tiny", "small"])
-    parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--tokens", type=int, default=200)
-    args = parser.parse_args()
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"CPU capability {torch.backends.cpu.get_cpu_capability()}"
+    parser.add_argument("--backends", nargs="+", default=["torch"], choices=list(BACKEND_SETTINGS))
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        default=["train", "sample", "scale", "memory", "eval"],
+        choices=["train", "sample", "scale", "memory", "eval"],
     )
-    print(f"\nTraining, batch {args.batch_size}, median of {args.steps} steps (tokens/s)")
-    print(f"{'config':<8} {'lal':>10} {'reference':>10} {'ratio':>7}")
-    for name in args.configs:
-        r = bench_training(name, args.steps, args.batch_size)
-        print(
-            f"{name:<8} {r['lal']:>10,.0f} {r['reference']:>10,.0f} "
-            f"{r['lal'] / r['reference']:>6.2f}x"
-        )
-    print(f"\nSampling, batch 1, {args.tokens} new tokens (tokens/s, first token ms)")
-    print(f"{'config':<8} {'lal':>10} {'ttft':>7} {'reference':>10} {'ttft':>7} {'ratio':>7}")
-    for name in args.configs:
-        r = bench_sampling(name, args.tokens)
-        (a, ta), (b, tb) = r["lal"], r["reference"]
-        print(f"{name:<8} {a:>10,.1f} {ta:>7.1f} {b:>10,.1f} {tb:>7.1f} {a / b:>6.2f}x")
+    parser.add_argument("--quick", action="store_true", help="a short run (a few minutes)")
+    parser.add_argument("--steps", type=int, default=None, help="timed steps per setting")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--no-compile-rows", action="store_true", help="skip the compile rows")
+    parser.add_argument("--force-bf16", action="store_true", help="time bf16 even if emulated")
+    args = parser.parse_args()
+    steps = args.steps or (2 if args.quick else 5)
+    B = args.batch_size
+
+    fp32 = measure_matmul_flops("cpu", "float32")
+    bf16 = measure_matmul_flops("cpu", "bfloat16", 256)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
+        f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {cpu_has_fast_bf16()}; "
+        f"matmul {fp32 / 1e9:.0f} GFLOP/s fp32, {bf16 / 1e9:.1f} GFLOP/s bf16 (the MFU peak: "
+        f"fp32)"
+    )
+    default_rate = {}  # config -> tokens/s of lal's defaults, for the eval section
+
+    if "train" in args.sections:
+        print(f"\n## Training, batch {B}, median of {steps} interleaved steps")
+        settings = [s for b in args.backends for s in BACKEND_SETTINGS[b](args)]
+        for name in args.configs:
+            cfg = get_model_config(name)
+            rows = bench_training(name, settings, steps, B)
+            ref = rows[0][1]
+            print(f"\n{name:<6} {'tokens/s':>9} {'vs ref':>7} {'MFU':>5}   (setting)")
+            for label, tok_s, skip, compile_s in rows:
+                if tok_s is None:
+                    print(f"{'':<6} {'-':>9} {'':>7} {'':>5}   {label}: skipped, {skip}")
+                    continue
+                util = tok_s * flops_per_token(cfg) / fp32
+                extra = f" (compiled in {compile_s:.0f} s)" if compile_s else ""
+                print(f"{'':<6} {tok_s:>9,.0f} {tok_s / ref:>6.2f}x {util:>5.0%}   {label}{extra}")
+                if label.startswith("lal defaults"):
+                    default_rate[name] = tok_s
+
+    if "sample" in args.sections:
+        print("\n## Sampling, batch 1, top-k 50 (tokens/s | first token ms)")
+        plan = [("tiny", 100), ("tiny", 200), ("small", 200), ("tiny", 1000), ("small", 1000)]
+        if args.quick:
+            plan = [("tiny", 100), ("small", 200)]
+        print(f"{'config':<6} {'new':>5} {'lal cache':>17} {'lal recompute':>17} {'reference':>17}")
+        for name, n in plan:
+            if name not in args.configs:
+                continue
+            # Past the window every mode recomputes the window per token: at 1000 tokens on
+            # small that is minutes per mode, so only lal's cached run is timed there.
+            modes = (
+                ("cache",)
+                if n > 2 * get_model_config(name).block_size and name != "tiny"
+                else (
+                    "cache",
+                    "recompute",
+                    "reference",
+                )
+            )
+            r = bench_sampling(name, n, modes)
+            cells = []
+            for mode in ("cache", "recompute", "reference"):
+                rate = r.get(mode)
+                cells.append(f"{rate[0]:>8,.1f} | {rate[1]:>5.0f}" if rate else f"{'-':>16}")
+            ratio = r["cache"][0] / r["reference"][0] if "reference" in r else None
+            tail = f"   cache {ratio:.1f}x reference" if ratio else ""
+            print(f"{name:<6} {n:>5} " + " ".join(f"{c:>17}" for c in cells) + tail)
+
+    if "scale" in args.sections:
+        past = 8 if args.quick else 32
+        print("\n## Long-prompt scaling, KV cache (ms per token by context length)")
+        for name in args.configs:
+            rows = bench_scaling(name, past)
+            print(f"{name:<6} " + " | ".join(f"{label}: {ms:.1f}" for label, ms in rows))
+
+    if "memory" in args.sections:
+        print(f"\n## Peak RSS of training at batch {B}, fresh process per row (GB)")
+        plan = [(n, w) for n in args.configs for w in ("lal", "reference")]
+        if not args.quick:
+            plan.append(("lal", "lal"))
+        for name, who in plan:
+            gb = bench_memory(name, who, B)
+            print(f"{name:<6} {who:<10} {gb:.2f}" if gb else f"{name:<6} {who:<10} failed")
+
+    if "eval" in args.sections:
+        print("\n## Eval cost, default settings: one full eval per 250 steps")
+        for name in args.configs:
+            cfg = get_model_config(name)
+            rate = default_rate.get(name)
+            if rate is None:  # the train section did not run: time a few default steps
+                rate = bench_training(name, [Setting("d", lal_step(False))], 2, B)[1][1]
+            eval_s, frac = bench_eval(name, B, B * cfg.block_size / rate)
+            print(f"{name:<6} eval {eval_s:.1f} s, {frac:.1%} of the run's wall time")
 
 
 if __name__ == "__main__":

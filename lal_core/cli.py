@@ -67,6 +67,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--runs-dir", default=None, help="where run folders go (default: checkpoints/)")
     t.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="training compute type under autocast; weights stay float32 "
+        "(default: the fastest measured for the device)",
+    )
+    t.add_argument("--no-compile", action="store_true", help="train eagerly, without torch.compile")
+    t.add_argument(
+        "--peak-tflops",
+        type=_float,
+        default=None,
+        help="the device's peak TFLOP/s for the MFU figure (default: per device)",
+    )
+    t.add_argument(
         "--resume",
         default=None,
         metavar="RUN",
@@ -112,7 +126,8 @@ class _Printer:
             if self.live:
                 sys.stderr.write(
                     f"\riter {event.iteration} | loss {event.loss:.4f} | "
-                    f"{event.tokens_per_sec:,.0f} tok/s \x1b[K"
+                    f"{event.tokens_per_sec:,.0f} tok/s"
+                    f"{f' | {event.mfu:.0%} MFU' if event.mfu is not None else ''} \x1b[K"
                 )
                 sys.stderr.flush()
             return
@@ -211,6 +226,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             runs_root=args.runs_dir,
             on_event=_Printer(),
             stop=stop,
+            peak_tflops=args.peak_tflops,
+            backend_options={"dtype": args.dtype, "compile": False if args.no_compile else None},
         )
     with _StopOnSignals(stop):
         result = trainer.run_training()
@@ -292,7 +309,7 @@ def _add_sft_parsers(sub, backends) -> None:
         default=None,
         help="copies of each pair (default: 5, 1 for --pairs)",
     )
-    f.add_argument("--lr", type=_float, default=None, help="constant learning rate (default: 1e-4)")
+    f.add_argument("--lr", type=_float, default=None, help="constant learning rate (default: 3e-4)")
     f.add_argument("--batch-size", type=_positive_int, default=None, help="default: 4")
     f.add_argument("--seed", type=int, default=None, help="shuffling and the comparison's sampling")
     f.add_argument("--backend", default="torch", choices=list(backends))

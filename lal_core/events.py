@@ -53,6 +53,7 @@ class StepDone:
     lr: float
     tokens_per_sec: float  # of this step
     elapsed: float  # seconds since the run started
+    mfu: float | None = None  # model-FLOPs utilisation of this step, 0..1 (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class EvalDone:
     elapsed: float
     eval_seconds: float
     line: str  # the SPEC-shaped log line, with * on a new best
+    mfu: float | None = None  # model-FLOPs utilisation since the previous eval, 0..1
 
 
 @dataclass(frozen=True)

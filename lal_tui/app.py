@@ -10,11 +10,14 @@ change to the screen happens in the handlers below, on the app's own thread.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
+import signal
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from textual import work
+from textual import on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
@@ -124,6 +127,25 @@ class LalApp(App):
         self.focus_pane(self.active_pane)
         if self.settings.train_now:
             self.call_after_refresh(self.action_train)
+        if not self.is_headless:
+            # a closed terminal (SIGHUP) or `kill`: stop the run after its step, save, then exit
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGHUP, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(sig, self.hang_up)
+
+    def hang_up(self) -> None:
+        self.quit_pending = True
+        self.stop_everything("hangup")
+        self.maybe_quit()
+
+    def stop_everything(self, reason: str) -> None:
+        for request in (self.train_stop, self.sft_stop, self.sample_stop):
+            request.set(reason)
+
+    def on_unmount(self) -> None:
+        # however the app ends, a run still going stops after its step and saves its checkpoints
+        self.stop_everything("quit")
 
     # -- panes --------------------------------------------------------------------------------
     @property
@@ -452,12 +474,14 @@ class LalApp(App):
             self.post_message(SFTEnded(status, checkpoint))
         return status
 
-    def on_sft_event(self, message: SFTEvent) -> None:
+    @on(SFTEvent)
+    def handle_sft_event(self, message: SFTEvent) -> None:
         self.query_one(SFTPane).record(message.event)
         if isinstance(message.event, RunFailed):
             self.notify(message.event.message, title="SFT failed", severity="error", timeout=10)
 
-    def on_sft_ended(self, message: SFTEnded) -> None:
+    @on(SFTEnded)
+    def handle_sft_ended(self, message: SFTEnded) -> None:
         self.query_one(SFTPane).ended(message.status, message.checkpoint)
         self.runs_changed()
         self.refresh_bindings()
@@ -493,7 +517,8 @@ class LalApp(App):
         except Exception as exc:  # noqa: BLE001
             self.post_message(EngineError("sft", describe_error(exc)))
 
-    def on_sft_answer(self, message: SFTAnswer) -> None:
+    @on(SFTAnswer)
+    def handle_sft_answer(self, message: SFTAnswer) -> None:
         self.query_one(SFTPane).show_answer(message.which, message.question, message.answer)
 
     # -- quitting -----------------------------------------------------------------------------
@@ -509,8 +534,7 @@ class LalApp(App):
             if not stop:
                 return
             self.quit_pending = True
-            for request in (self.train_stop, self.sft_stop, self.sample_stop):
-                request.set("quit")
+            self.stop_everything("quit")
             self.query_one(TrainPane).note(
                 "stopping after this step, then quitting…", state="stopping"
             )
@@ -626,9 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     app = LalApp(settings)
     app.run()
-    # should the app end some other way (a closed terminal), let a run finish its step and save
-    for request in (app.train_stop, app.sft_stop, app.sample_stop):
-        request.set("quit")
+    app.stop_everything("quit")
     return app.return_code or 0
 
 

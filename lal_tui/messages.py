@@ -90,14 +90,6 @@ class SFTEvent(Message):
         self.event = event
 
 
-class SFTExample(Message):
-    """One chat example split into (text, counted in the loss) pieces, token by token."""
-
-    def __init__(self, pieces: list[tuple[str, bool]]) -> None:
-        super().__init__()
-        self.pieces = pieces
-
-
 class SFTAnswer(Message):
     """An answer to a chat question from the base ("before") or fine-tuned ("after") model."""
 

@@ -23,6 +23,15 @@ from lal_core.tokenizer import decode, encode
 END = sft.END_MARK
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Micro models are fastest on one thread (and on a busy machine, much faster)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def chat_cfg():
     """The micro model with a context long enough for a whole chat example (~62 tokens)."""
@@ -235,13 +244,28 @@ def test_stop_request_ends_between_batches(chat_cfg):
     assert len([e for e in seen if isinstance(e, SFTEpochDone)]) == 1
 
 
-@pytest.mark.skipif(not mlx_available(), reason="the mlx backend is not installed")
-def test_masked_loss_falls_on_mlx(chat_cfg):
-    backend = make_backend("mlx", chat_cfg, seed=0)
+@pytest.mark.parametrize(
+    "backend_name",
+    [
+        "torch",
+        pytest.param(
+            "mlx",
+            marks=pytest.mark.skipif(
+                not mlx_available(), reason="the mlx backend is not installed"
+            ),
+        ),
+    ],
+)
+def test_the_same_loop_lowers_the_answer_loss_on_each_backend(chat_cfg, backend_name):
+    backend = make_backend(backend_name, chat_cfg, seed=0)
     examples = sft.make_examples(sft.builtin_pairs()[:4], chat_cfg.block_size, repeat=2)
-    result = sft.fine_tune(backend, examples, epochs=3, batch_size=4, lr=1e-3)
-    assert result.status == "completed" and len(result.losses) == 3
-    assert result.losses[-1] < result.losses[0]
+    before = masked_eval(backend, examples)
+    events = []
+    result = sft.fine_tune(backend, examples, on_event=events.append)  # the defaults: 5 epochs
+    assert result.status == "completed" and len(result.losses) == 5
+    assert all(b < a for a, b in zip(result.losses, result.losses[1:], strict=False))
+    assert result.losses[0] == pytest.approx(before, abs=0.05)  # epoch 1 starts from the base
+    assert masked_eval(backend, examples) < before - 0.1  # only 10 steps
 
 
 # -- pairs files -------------------------------------------------------------------------------
@@ -330,17 +354,17 @@ def test_chat_without_a_marker_stops_at_the_token_limit(micro_chat):
 
 
 def test_compare_puts_base_and_tuned_side_by_side(micro_chat):
-    base = ScriptedBackend(micro_chat, encode("noise noise noise") * 3)
-    tuned = ScriptedBackend(micro_chat, encode("An answer.<|end|>") * 3)
-    rows = sft.compare(
-        base, tuned, ["Who is Romeo?", "Who is Juliet?"], ["Who is Romeo?"], max_new_tokens=3
-    )
+    base = ScriptedBackend(micro_chat, encode(" noise") * 16)
+    tuned = ScriptedBackend(micro_chat, encode("An answer.<|end|>") * 2)
+    questions = ["Who is Romeo?", "Who is Juliet?"]
+    rows = sft.compare(base, tuned, questions, ["Who is Romeo?"], max_new_tokens=8)
     assert [r.trained for r in rows] == [True, False]
-    assert rows[0].base.text == "noise noise noise" and not rows[0].base.ended
+    assert rows[0].base.text == " ".join(["noise"] * 8) and not rows[0].base.ended
     assert rows[0].tuned.text == "An answer." and rows[0].tuned.ended
     text = sft.format_comparison(rows)
     assert "before (best.safetensors)" in text and "after (sft.safetensors)" in text
     assert "NOT in training pairs" in text and "noise noise noise" in text
+    assert "[no <|end|>]" in text and "An answer.  [<|end|>]" in text
 
 
 # -- command line ------------------------------------------------------------------------------

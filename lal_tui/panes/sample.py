@@ -88,7 +88,7 @@ class SamplePane(Vertical):
             self.app.notify(str(exc), severity="error", title="runs")
             runs = []
         select_run = self.query_one("#sample-run", Select)
-        current = select or (select_run.value if select_run.value != Select.BLANK else None)
+        current = select or (None if select_run.is_blank() else select_run.value)
         options = []
         for r in reversed(runs):
             best = f"{r.best_val:.3f}" if r.best_val is not None else "-"
@@ -106,7 +106,7 @@ class SamplePane(Vertical):
     def request(self) -> dict:
         """The sampling request from the fields; raises LalError with one line if one is bad."""
         run = self.query_one("#sample-run", Select).value
-        if run == Select.BLANK:
+        if self.query_one("#sample-run", Select).is_blank():
             raise LalError("no run to sample from; train one first (key 2, then t)")
 
         def number(field_id: str, kind, label: str, optional: bool = False):
@@ -152,9 +152,8 @@ class SamplePane(Vertical):
         return self.prompt + "".join(t for t, _ in self.pieces)
 
     def render_output(self) -> None:
-        self.query_one("#sample-output", Static).update(
-            render_sample(self.prompt, self.pieces, self.view)
-        )
+        self.rendered = render_sample(self.prompt, self.pieces, self.view)
+        self.query_one("#sample-output", Static).update(self.rendered)
         self.query_one("#sample-scroll", VerticalScroll).scroll_end(animate=False)
 
     def set_status(self, text: str) -> None:

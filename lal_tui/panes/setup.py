@@ -80,9 +80,12 @@ class SetupPane(VerticalScroll):
                 value=settings.backend,
                 allow_blank=False,
                 id="backend",
+                compact=True,
             )
             yield Label("device", classes="field-label")
-            yield Select([("auto", "auto")], value="auto", allow_blank=False, id="device")
+            yield Select(
+                [("auto", "auto")], value="auto", allow_blank=False, id="device", compact=True
+            )
         yield Label("Training", classes="section")
         with Grid(id="fields"):
             for key, (label, _) in FIELDS.items():
@@ -157,7 +160,9 @@ class SetupPane(VerticalScroll):
 
     @on(Select.Changed, "#device")
     def device_chosen(self, event: Select.Changed) -> None:
-        self.app.settings.device = None if event.value in ("auto", Select.BLANK) else event.value
+        self.app.settings.device = (
+            None if event.value == "auto" or event.select.is_blank() else event.value
+        )
 
     @on(Input.Changed, "#fields Input")
     def field_changed(self, event: Input.Changed) -> None:

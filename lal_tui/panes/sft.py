@@ -26,7 +26,7 @@ from lal_core.events import (
     StepDone,
 )
 from lal_core.runs import find_run, list_runs
-from lal_core.sft import HELD_OUT_QUESTION, builtin_pairs, token_mask
+from lal_core.sft import HELD_OUT_QUESTION, builtin_pairs, chat_answer, chat_prompt, token_mask
 from lal_tui.widgets.loss_plot import Series, draw
 
 COUNTED_STYLES = ("black on green", "black on bright_green")
@@ -81,6 +81,7 @@ class SFTPane(Vertical):
         self.dirty = False
         self.refresh_runs()
         self.show_example()
+        self.redraw()
         self.set_interval(REDRAW_SECONDS, self.tick)
 
     # -- runs and the example -----------------------------------------------------------------
@@ -91,7 +92,7 @@ class SFTPane(Vertical):
             self.app.notify(str(exc), severity="error", title="runs")
             runs = []
         widget = self.query_one("#sft-run", Select)
-        current = select or (widget.value if widget.value != Select.BLANK else None)
+        current = select or (None if widget.is_blank() else widget.value)
         options = [(f"{r.run_id} · best {r.best_val:.3f}", str(r.path)) for r in reversed(runs)]
         widget.set_options(options)
         values = [v for _, v in options]
@@ -102,8 +103,8 @@ class SFTPane(Vertical):
 
     @property
     def run_path(self) -> str | None:
-        value = self.query_one("#sft-run", Select).value
-        return None if value == Select.BLANK else str(value)
+        widget = self.query_one("#sft-run", Select)
+        return None if widget.is_blank() else str(widget.value)
 
     def block_size(self) -> int | None:
         if self.run_path is None:
@@ -129,7 +130,9 @@ class SFTPane(Vertical):
         self.query_one("#sft-example", Static).update(self.example_text)
         counted = sum(c for _, c in self.example_pieces)
         masked = len(self.example_pieces) - counted
-        fit = f" (cut from the left to the {block}-token context)" if block else ""
+        whole = chat_prompt(pair.question) + chat_answer(pair.answer)
+        cut = "".join(t for t, _ in self.example_pieces) != whole
+        fit = f" (cut from the left to the {block}-token context)" if cut else ""
         self.query_one("#sft-legend", Static).update(
             f"example {self.example_index % len(self.pairs) + 1}/{len(self.pairs)}{fit}: "
             f"highlighted = {counted} answer tokens counted in the loss; "
@@ -180,13 +183,10 @@ class SFTPane(Vertical):
             Series("batch loss", list(range(len(self.steps))), self.steps, "gray"),
             Series("epoch mean", self.epoch_ends, self.epoch_losses, "orange", marker="dot"),
         ]
-        draw(
-            self.query_one("#sft-plot", PlotextPlot),
-            "masked loss (answer tokens)",
-            series,
-            [],
-            False,
-        )
+        title = "masked loss (answer tokens only)"
+        if not self.steps:
+            title += ": press f to fine-tune"
+        draw(self.query_one("#sft-plot", PlotextPlot), title, series, [], False)
         self.dirty = False
 
     # -- questions ----------------------------------------------------------------------------

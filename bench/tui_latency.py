@@ -1,0 +1,134 @@
+"""Dashboard latency and overhead, while a real training run goes on.
+
+    uv run python bench/tui_latency.py [--config tiny] [--iters 200] [--eval-interval 100]
+                                       [--batch-size 16] [--data PATH] [--presses 30]
+
+1. Trains with the command line (`lal train`, a subprocess) and reads the run's training time
+   (the `elapsed` of the last record in its metrics.jsonl).
+2. Trains the same config in the dashboard (headless, `App.run_test` at 100x30) and, while it
+   runs, presses pane keys (2 <-> 3) through a pilot: the key-to-screen latency is the time from
+   the press until the new pane is active and the screen has been refreshed. Then reads that
+   run's training time the same way.
+
+Prints both, and how much slower training was inside the dashboard. The figures drift on a
+shared machine: run it twice, and compare runs made on the same machine only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lal_core.config import TrainConfig  # noqa: E402
+from lal_tui.app import LalApp  # noqa: E402
+from lal_tui.settings import Settings  # noqa: E402
+
+
+def training_seconds(runs_dir: Path) -> tuple[float, int]:
+    """(elapsed of the last metrics record, steps) of the only run under runs_dir."""
+    (run,) = [p for p in runs_dir.iterdir() if (p / "run.json").is_file()]
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = sum(r["type"] == "step" for r in records)
+    return max(r["elapsed"] for r in records), steps
+
+
+def cli_run(args, runs_dir: Path) -> float:
+    cmd = [
+        sys.executable, "-m", "lal_core.cli", "train",
+        "--config", args.config,
+        "--max-iters", str(args.iters),
+        "--eval-interval", str(args.eval_interval),
+        "--batch-size", str(args.batch_size),
+        "--runs-dir", str(runs_dir),
+    ]  # fmt: skip
+    if args.data:
+        cmd += ["--data", args.data]
+    if args.device:
+        cmd += ["--device", args.device]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return training_seconds(runs_dir)[0]
+
+
+async def dashboard_run(args, runs_dir: Path) -> tuple[float, list[float], list[float]]:
+    settings = Settings(
+        config=args.config,
+        train=TrainConfig(
+            max_iters=args.iters, eval_interval=args.eval_interval, batch_size=args.batch_size
+        ),
+        data=args.data,
+        device=args.device,
+        runs_dir=runs_dir,
+    )
+    app = LalApp(settings)
+    handled, shown = [], []
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("t")
+        pane = app.query_one("#train-pane")
+        while not pane.plot.step_iters and app.running("train"):
+            await pilot.pause(0.05)
+        rng = random.Random(0)
+        target = "sample"
+        while app.running("train") and len(shown) < args.presses:
+            key = "3" if target == "sample" else "2"
+            t0 = time.perf_counter()
+            await pilot.press(key)
+            while app.active_pane != target:
+                await asyncio.sleep(0)
+            handled.append(time.perf_counter() - t0)
+            await pilot.pause()  # the refresh that puts the new pane on screen
+            shown.append(time.perf_counter() - t0)
+            target = "train" if target == "sample" else "sample"
+            await pilot.pause(rng.uniform(0.1, 0.3))
+        await app.train_worker.wait()
+        await pilot.pause(0.2)
+    return training_seconds(runs_dir)[0], handled, shown
+
+
+def ms(values: list[float]) -> str:
+    if not values:
+        return "no presses (the run ended first; raise --iters)"
+    values = sorted(values)
+    p95 = values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
+    return (
+        f"median {statistics.median(values) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, "
+        f"max {values[-1] * 1000:.1f} ms over {len(values)} presses"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="tiny")
+    parser.add_argument("--iters", type=int, default=200)
+    parser.add_argument("--eval-interval", type=int, default=100)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--data", default=os.environ.get("LAL_DATA"))
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--presses", type=int, default=30)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cli_dir, tui_dir = Path(tmp) / "cli", Path(tmp) / "tui"
+        cli_s = cli_run(args, cli_dir)
+        tui_s, handled, shown = asyncio.run(dashboard_run(args, tui_dir))
+
+    print(f"config {args.config}, {args.iters} iterations, batch {args.batch_size}, "
+          f"eval every {args.eval_interval}")  # fmt: skip
+    print(f"training time, command line: {cli_s:.2f} s")
+    print(f"training time, dashboard:    {tui_s:.2f} s ({(tui_s / cli_s - 1) * 100:+.1f}%)")
+    print(f"key to pane switch handled:  {ms(handled)}")
+    print(f"key to screen refreshed:     {ms(shown)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""Snapshots of each dashboard pane at 100x30, with fixed data and no clock in sight.
+
+Runs are written as files with fixed timestamps (shown in UTC), the training pane is fed
+synthetic engine events, the backend probe and corpus count are fixed: the SVGs depend on
+nothing but the code. Update them with `pytest tests/test_tui_snapshots.py --snapshot-update`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from lal_core import events as ev
+from lal_core.config import MODEL_CONFIGS, TrainConfig
+from lal_tui.app import LalApp
+from lal_tui.messages import CorpusInfo, CorpusStats, TrainEvent
+from lal_tui.panes.sample import SamplePane
+from lal_tui.settings import Settings
+
+SIZE = (100, 30)
+CREATED = 1767268800.0  # 2026-01-01 12:00 UTC
+# the SPEC's example run: (iter, train, val)
+SPEC_EVALS = [
+    (0, 10.8746, 10.8710),
+    (250, 4.5904, 5.1055),
+    (500, 3.9147, 4.7649),
+    (750, 3.4834, 4.7376),
+    (1000, 3.0431, 4.8332),
+    (1250, 2.6174, 4.9939),
+    (1500, 2.1891, 5.1886),
+    (1750, 1.7713, 5.4638),
+]
+
+
+def step_loss(it: int) -> float:
+    return 2.0 + 8.8 * math.exp(-it / 90) + 0.15 * math.sin(it / 7.0) - it / 2000
+
+
+def lr_at(it: int) -> float:
+    return 3e-4 * min(1.0, (it + 1) / 100) * 0.5 * (1 + math.cos(math.pi * it / 5000))
+
+
+def write_run(root: Path, run_id: str, backend: str, evals, status: str, offset: float) -> Path:
+    path = root / run_id
+    path.mkdir(parents=True)
+    best = min(evals, key=lambda e: e[2])
+    info = {
+        "format_version": 1,
+        "run_id": run_id,
+        "created": CREATED + offset,
+        "model_config": MODEL_CONFIGS["tiny"].to_dict(),
+        "train_config": TrainConfig().to_dict(),
+        "backend": backend,
+        "device": "cpu" if backend == "torch" else "mlx/cpu",
+        "n_params": 7_242_240,
+        "iteration": evals[-1][0],
+        "best_val": best[2],
+        "best_iter": best[0],
+        "status": status,
+        "process": {"pid": 1, "host": "elsewhere"},
+    }
+    (path / "run.json").write_text(json.dumps(info))
+    records = [
+        {"type": "step", "iter": it, "loss": step_loss(it), "lr": lr_at(it), "tok_s": 2000.0}
+        for it in range(0, evals[-1][0], 5)
+    ] + [
+        {"type": "eval", "iter": it, "train_loss": t, "val_loss": v, "best": False}
+        for it, t, v in evals
+    ]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.fixture
+def snap_app(isolated_home, monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    runs = isolated_home / "checkpoints"
+    write_run(runs, "20260101-120000-tiny-torch", "torch", SPEC_EVALS, "early_stopped", 0)
+    mlx_evals = [(it, t + 0.03, v - 0.01 + 0.002 * i) for i, (it, t, v) in enumerate(SPEC_EVALS)]
+    write_run(runs, "20260101-140000-tiny-mlx", "mlx", mlx_evals[:6], "stopped", 7200)
+
+    monkeypatch.setattr(
+        "lal_tui.panes.setup.probe_backends",
+        lambda: (
+            [
+                "torch 2.x: cpu; default cpu",
+                "mlx: not installed; get it with: uv sync --extra mlx",
+            ],
+            ["cpu"],
+        ),
+    )
+
+    def count_corpus(app, request):
+        stats = CorpusStats(Path("data/tinyshakespeare/input.txt"), 338_025, 304_222, 33_803)
+        app.post_message(CorpusInfo(request, stats, None))
+
+    monkeypatch.setattr(LalApp, "count_corpus", count_corpus)
+    yield LalApp(Settings(runs_dir=runs))
+    time.tzset()
+
+
+def test_setup_pane(snap_app, snap_compare):
+    async def run_before(pilot):
+        await pilot.press("1")
+        await pilot.pause(0.2)
+
+    assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
+
+
+def synthetic_run() -> list:
+    events: list = [
+        ev.RunStarted(
+            "20260101-120000-tiny-torch",
+            Path("checkpoints/20260101-120000-tiny-torch"),
+            MODEL_CONFIGS["tiny"].to_dict(),
+            TrainConfig().to_dict(),
+            "torch",
+            "cpu",
+            7_242_240,
+            {},
+            "run 20260101-120000-tiny-torch | config tiny (7.24M params) | Device: torch/cpu | "
+            "data input.txt (304,222 train / 33,803 val tokens)",
+        )
+    ]
+    best_val, best_iter = math.inf, 0
+    evals = dict((it, (t, v)) for it, t, v in SPEC_EVALS)
+    for it in range(0, 1751):
+        elapsed = it * 3.2
+        if it in evals:
+            train, val = evals[it]
+            is_best = val < best_val
+            if is_best:
+                best_val, best_iter = val, it
+            line = (
+                f"iter {it:<4} | train {train:<7.4f} | val {val:<7.4f} | lr {lr_at(it):.2e} | "
+                f"2,000 tok/s | {elapsed / 60:.1f} min{' *' if is_best else ''}"
+            )
+            events.append(
+                ev.EvalDone(
+                    it,
+                    train,
+                    val,
+                    lr_at(it),
+                    is_best,
+                    best_val,
+                    best_iter,
+                    2000.0,
+                    elapsed,
+                    1.0,
+                    line,
+                )
+            )
+        if it == 1750:
+            events.append(
+                ev.EarlyStopped(
+                    it,
+                    best_iter,
+                    best_val,
+                    4,
+                    "early stop: no val improvement for 4 evals (best @ iter 750: 4.7376)",
+                )
+            )
+            break
+        tok_s = 2000.0 + 150 * math.sin(it / 40)
+        events.append(ev.StepDone(it, step_loss(it), lr_at(it), tok_s, elapsed))
+    return events
+
+
+def test_train_pane(snap_app, snap_compare):
+    async def run_before(pilot):
+        await pilot.press("2")
+        for event in synthetic_run():
+            pilot.app.post_message(TrainEvent(event))
+        await pilot.pause(0.5)
+
+    assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_sample_pane(snap_app, snap_compare):
+    pieces = [
+        ("\n", 0.61),
+        ("Come", 0.04),
+        (",", 0.33),
+        (" sir", 0.12),
+        (",", 0.41),
+        (" I", 0.22),
+        (" will", 0.18),
+        (" not", 0.09),
+        (" be", 0.27),
+        (" the", 0.08),
+        (" king", 0.02),
+        (" of", 0.51),
+        (" the", 0.44),
+        (" world", 0.03),
+        (".", 0.38),
+        ("\n", 0.47),
+        ("\n", 0.83),
+        ("JUL", 0.01),
+        ("IET", 0.97),
+        (":", 0.99),
+        ("\n", 0.72),
+        ("O", 0.06),
+        (",", 0.2),
+        (" my", 0.15),
+        (" lord", 0.31),
+        ("!", 0.07),
+    ]
+
+    async def run_before(pilot):
+        await pilot.press("3")
+        pane = pilot.app.query_one(SamplePane)
+        pane.begin("ROMEO:", "20260101-120000-tiny-torch/best.safetensors")
+        for text, prob in pieces:
+            pane.add_token(text, prob)
+        await pilot.press("v", "v")  # the probability view
+        await pilot.pause(0.2)
+
+    assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_sft_pane(snap_app, snap_compare):
+    async def run_before(pilot):
+        await pilot.press("4")
+        await pilot.pause(0.3)
+
+    assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_runs_pane_overlay(snap_app, snap_compare):
+    async def run_before(pilot):
+        await pilot.press("5", "space", "down", "space", "c")
+        await pilot.pause(0.3)
+
+    assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_runs_pane_open(snap_app, snap_compare):
+    async def run_before(pilot):
+        await pilot.press("5", "down", "enter")
+        await pilot.pause(0.3)
+
+    assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
