@@ -4,6 +4,8 @@
     uv run python bench/run.py --quick    # a few minutes: fewer steps and tokens, no compile,
                                           # no lal-size memory check
     uv run python bench/run.py --sections train sample   # only some sections
+    uv run python bench/run.py --backends torch mlx --configs tiny --sections train sample
+                                          # MLX against PyTorch too (needs the mlx extra)
 
 Sections, each a table:
   train   training tokens/s (batch 16) for tiny and small, per fast-path setting (eager fp32
@@ -22,6 +24,12 @@ Sections, each a table:
           config, lal's defaults and the reference.
   eval    a full evaluation's cost as a fraction of the run's wall time, default settings
           (one eval per eval_interval = 250 steps).
+
+With --backends torch mlx the train table gains MLX rows (eager, and mx.compile) and their
+ratio to lal's torch defaults, and the sample section a table of both backends' defaults on
+the same weights with the ratio. MLX rows time --mlx-steps steps: on the Linux CPU wheel
+(reference BLAS, one thread) a tiny step at batch 16 takes tens of seconds; on a Mac's GPU the
+same command shows where MLX wins.
 
 Absolute figures drift on shared machines; the ratios, measured side by side in one run, are
 the figures to compare. Training settings that cannot run well here are skipped with a reason
@@ -69,6 +77,7 @@ class Setting:
     build: Callable[[ModelConfig, dict, int], Step]
     skip: str = ""  # why this row is not measured here ('' = measured)
     compile_seconds: float | None = None
+    max_steps: int | None = None  # fewer timed steps than the others (a slow backend)
 
 
 def reference_step(cfg: ModelConfig, state: dict, batch: int) -> Step:
@@ -145,9 +154,44 @@ def torch_settings(args) -> list[Setting]:
     return rows
 
 
-# Other backends add their rows here (e.g. "mlx": mlx_settings); --backends picks them.
+def mlx_step(compile: bool) -> Callable:
+    """A builder for lal's MLXBackend (its default device: the GPU on a Mac, else the CPU)."""
+
+    def build(cfg: ModelConfig, state: dict, batch: int) -> Step:
+        from lal_core.backends.mlx_backend import MLXBackend
+
+        backend = MLXBackend(cfg, seed=0, compile=compile)
+        backend.load_state_dict(state)
+        backend.setup_training(TrainConfig(batch_size=batch))
+
+        def step(x, y):
+            return backend.train_step(x, y, 3e-4)
+
+        return step
+
+    return build
+
+
+def mlx_settings(args) -> list[Setting]:
+    """MLX rows: eager, and compiled with mx.compile (the default on a GPU). On the Linux CPU
+    wheel (reference BLAS, one thread) a tiny step at batch 16 takes tens of seconds, and the
+    compiled step's first call C++-compiles its kernels (a minute or more, cached afterwards),
+    so these rows time only --mlx-steps steps."""
+    from lal_core.backends import mlx_available
+
+    missing = "" if mlx_available() else "mlx is not installed (uv sync --extra mlx)"
+    no_compile = "--quick / --no-compile-rows" if args.quick or args.no_compile_rows else ""
+    n = args.mlx_steps
+    return [
+        Setting("mlx eager fp32", mlx_step(False), skip=missing, max_steps=n),
+        Setting("mlx mx.compile step", mlx_step(True), skip=missing or no_compile, max_steps=n),
+    ]
+
+
+# Other backends add their rows here; --backends picks them.
 BACKEND_SETTINGS: dict[str, Callable[[argparse.Namespace], list[Setting]]] = {
     "torch": torch_settings,
+    "mlx": mlx_settings,
 }
 
 
@@ -160,12 +204,15 @@ def bench_training(name: str, settings: list[Setting], steps: int, batch: int) -
     for s in rows:
         if not s.skip:
             steppers[s.label] = s.build(cfg, state, batch)
+    limit = {s.label: min(steps, s.max_steps or steps) for s in rows}
     rng = np.random.default_rng(0)
     times: dict[str, list[float]] = {label: [] for label in steppers}
     for i in range(steps + 1):  # the first step of each warms up and is not counted
         x = rng.integers(0, cfg.vocab_size, (batch, cfg.block_size))
         y = rng.integers(0, cfg.vocab_size, (batch, cfg.block_size))
         for label, step in steppers.items():
+            if i > limit[label]:
+                continue
             t0 = time.perf_counter()
             step(x, y)
             if i:
@@ -199,6 +246,24 @@ def bench_sampling(name: str, n_tokens: int, modes: tuple[str, ...]) -> dict:
             first = first or time.perf_counter() - t0
         total = time.perf_counter() - t0
         out[mode] = (n_tokens / total, first * 1000)
+    return out
+
+
+def bench_backend_sampling(name: str, n_tokens: int, backends: list[str]) -> dict:
+    """{backend: (tokens/s, first token ms)}: each backend's defaults, the same weights, the
+    KV cache, top-k 50."""
+    cfg = get_model_config(name)
+    state = make_backend("torch", cfg, seed=0, device="cpu").state_dict()
+    prompt = [198] * 8
+    out = {}
+    for b in backends:
+        backend = make_backend(b, cfg, seed=0)
+        backend.load_state_dict(state)
+        t0 = time.perf_counter()
+        first = None
+        for _ in generate_ids(backend, prompt, n_tokens, 0.8, 50, seed=0):
+            first = first or time.perf_counter() - t0
+        out[b] = (n_tokens / (time.perf_counter() - t0), first * 1000)
     return out
 
 
@@ -295,8 +360,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--no-compile-rows", action="store_true", help="skip the compile rows")
     parser.add_argument("--force-bf16", action="store_true", help="time bf16 even if emulated")
+    parser.add_argument(
+        "--mlx-steps", type=int, default=None, help="timed MLX steps (default 2; --quick 1)"
+    )
+    parser.add_argument(
+        "--mlx-tokens", type=int, default=None, help="sampled tokens per backend (default 100)"
+    )
     args = parser.parse_args()
     steps = args.steps or (2 if args.quick else 5)
+    args.mlx_steps = args.mlx_steps or (1 if args.quick else 2)
+    args.mlx_tokens = args.mlx_tokens or (30 if args.quick else 100)
     B = args.batch_size
 
     fp32 = measure_matmul_flops("cpu", "float32")
@@ -326,6 +399,13 @@ def main() -> None:
                 print(f"{'':<6} {tok_s:>9,.0f} {tok_s / ref:>6.2f}x {util:>5.0%}   {label}{extra}")
                 if label.startswith("lal defaults"):
                     default_rate[name] = tok_s
+            rates = {label: tok_s for label, tok_s, _, _ in rows if tok_s}
+            for label in ("mlx eager fp32", "mlx mx.compile step"):
+                if label in rates and name in default_rate:
+                    print(
+                        f"{'':<6} {label} / lal defaults (torch): "
+                        f"{rates[label] / default_rate[name]:.3f}x"
+                    )
 
     if "sample" in args.sections:
         print("\n## Sampling, batch 1, top-k 50 (tokens/s | first token ms)")
@@ -355,6 +435,21 @@ def main() -> None:
             ratio = r["cache"][0] / r["reference"][0] if "reference" in r else None
             tail = f"   cache {ratio:.1f}x reference" if ratio else ""
             print(f"{name:<6} {n:>5} " + " ".join(f"{c:>17}" for c in cells) + tail)
+
+        if len(args.backends) > 1:
+            n = args.mlx_tokens
+            print(f"\n## Sampling by backend, batch 1, top-k 50, {n} new tokens, KV cache")
+            print(
+                f"{'config':<6} " + " ".join(f"{b + ' tok/s | ttft ms':>24}" for b in args.backends)
+            )
+            for name in args.configs:
+                r = bench_backend_sampling(name, n, args.backends)
+                cells = " ".join(f"{r[b][0]:>15,.1f} | {r[b][1]:>6.0f}" for b in args.backends)
+                base = r[args.backends[0]][0]
+                ratios = ", ".join(
+                    f"{b} {r[b][0] / base:.3f}x {args.backends[0]}" for b in args.backends[1:]
+                )
+                print(f"{name:<6} {cells}   {ratios}")
 
     if "scale" in args.sections:
         past = 8 if args.quick else 32

@@ -50,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a model, with early stopping and checkpoints")
     t.add_argument("--config", default=None, choices=list(MODEL_CONFIGS), help="default: tiny")
     t.add_argument("--backend", default=None, choices=list(BACKENDS), help="default: torch")
-    t.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best present)")
+    t.add_argument(
+        "--device", default=None, help="torch: cuda, mps or cpu; mlx: gpu or cpu (default: best)"
+    )
     t.add_argument("--max-iters", type=int, default=None)
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--lr", type=_float, default=None)

@@ -642,6 +642,6 @@ def format_comparison(rows: Sequence[Comparison], width: int = 100) -> str:
         tag = "in training pairs" if r.trained else "NOT in training pairs"
         lines.append(f"Q: {r.question}  ({tag})")
         for left, right in zip_longest(cell(r.base), cell(r.tuned), fillvalue=""):
-            lines.append(f"{left:<{col}} | {right}")
+            lines.append(f"{left:<{col}} | {right}".rstrip())
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"

@@ -67,9 +67,9 @@ def eval_line(
 
 
 def fast_paths(backend: Backend) -> str:
-    """` (float32, compiled in 51.3 s, fused AdamW)`: the backend's fast paths, if it tells."""
+    """`float32, compiled in 51 s, fused AdamW | `: the backend's fast paths, if it tells."""
     describe = getattr(backend, "describe", None)
-    return f" ({describe()})" if describe else ""
+    return f"{describe()} | " if describe else ""
 
 
 def peak_flops(backend: Backend, peak_tflops: float | None) -> float | None:
@@ -246,7 +246,7 @@ class Trainer:
         return (
             f"run {run.run_id} | config {self.model_cfg.name} "
             f"({backend.num_parameters() / 1e6:.2f}M params) | "
-            f"Device: {backend.name}/{backend.device}{fast_paths(backend)} | "
+            f"Device: {backend.name}/{backend.device} | {fast_paths(backend)}"
             f"data {self.corpus.path.name} "
             f"({len(self.corpus.train):,} train / {len(self.corpus.val):,} val tokens)"
         )

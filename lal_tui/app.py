@@ -594,8 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--theme",
         default=None,
-        help="Textual theme, e.g. textual-dark, nord, "
-        "gruvbox, textual-ansi (the palette, ctrl+p, changes it too)",
+        help="Textual theme, e.g. textual-dark, nord, gruvbox, "
+        "ansi-dark for 16-colour terminals (ctrl+p changes it too)",
     )
     parser.add_argument(
         "--runs-dir", default=None, help="where run folders go (default: checkpoints/)"

@@ -14,13 +14,14 @@ import pytest
 
 from conftest import random_tokens
 from lal_core import backends
+from lal_core import events as ev
 from lal_core.backends import make_backend
 from lal_core.checkpoint import load_weights, save_weights
 from lal_core.cli import main
 from lal_core.config import MODEL_CONFIGS, ModelConfig, TrainConfig
 from lal_core.errors import DeviceError
 from lal_core.sampling import generate_ids, load_for_sampling, stream
-from lal_core.trainer import train
+from lal_core.trainer import Trainer, train
 
 # Every config's layer shape (width, heads), one layer deep, eight positions: what parity needs.
 SHAPES = [replace(MODEL_CONFIGS[name], n_layer=1, block_size=8) for name in MODEL_CONFIGS]
@@ -118,6 +119,7 @@ def test_train_steps_match_torch(micro_cfg):
     """
     cfg = replace(micro_cfg, block_size=16)
     t, m = twins(cfg, gain=1.0)
+    start = t.state_dict()
     train_cfg = TrainConfig(weight_decay=0.5)
     t.setup_training(train_cfg)
     m.setup_training(train_cfg)
@@ -128,7 +130,6 @@ def test_train_steps_match_torch(micro_cfg):
         y[1, :4] = -1
         assert m.train_step(x, y, lr) == pytest.approx(t.train_step(x, y, lr), abs=1e-4)
     ts, ms = t.state_dict(), m.state_dict()
-    start = random_state(ts)
     for name in ts:
         moved_t, moved_m = ts[name] - start[name], ms[name] - start[name]
         assert np.abs(moved_t).max() > 5e-3  # the steps moved every tensor, well past the tolerance
@@ -166,6 +167,31 @@ def test_optimizer_state_round_trip_resumes_exactly(micro_cfg):
     sa, sb = a.state_dict(), b.state_dict()
     assert all(np.array_equal(sa[k], sb[k]) for k in sa)
     assert b.optimizer_state()["step"][0] == 3
+
+
+def test_stopped_and_resumed_run_ends_bit_identical(micro_cfg, shakespeare, tmp_path):
+    """The shared loop's exact resume, on MLX: weights, AdamW moments and step count, and the
+    dropout masks (drawn from the seed and the step count) all carry over."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(shakespeare.read_text()[:6_000])
+    model_cfg = replace(micro_cfg, dropout=0.1)
+    cfg = TrainConfig(max_iters=6, eval_interval=3, batch_size=2, lr=2e-3, warmup_iters=2)
+    straight = train(model_cfg, cfg, backend="mlx", data=corpus)
+
+    stop = ev.StopRequest()
+
+    def stop_at_4(event):
+        if isinstance(event, ev.StepDone) and event.iteration == 4:
+            stop.set("test")
+
+    first = Trainer(model_cfg, cfg, "mlx", data=corpus, on_event=stop_at_4, stop=stop)
+    assert first.run_training().status == "stopped"
+    resumed = Trainer.resume(first.run.path).run_training()
+    assert resumed.status == "completed" and resumed.iteration == cfg.max_iters
+    a, _ = load_weights(straight.run_dir / "final.safetensors")
+    b, _ = load_weights(resumed.run_dir / "final.safetensors")
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert resumed.best_val == straight.best_val
 
 
 def test_non_finite_gradient_skips_the_update(micro_cfg):

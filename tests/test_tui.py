@@ -192,9 +192,9 @@ async def test_early_stop_shows_its_marker(settings, micro_cfg, shifted_corpus):
 async def test_stop_key_ends_the_worker_cleanly_with_a_checkpoint(settings):
     settings.config = "micro"
     settings.train = TrainConfig(max_iters=100_000, eval_interval=50_000, batch_size=2)
+    settings.train_now = True  # what `lal-tui --train` does: no key needed
     app = LalApp(settings)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("t")
         pane = app.query_one(TrainPane)
         await wait_until(pilot, lambda: len(pane.plot.step_iters) >= 2)
         await pilot.press("x")
