@@ -63,7 +63,32 @@ def cli_run(args, runs_dir: Path) -> float:
     return training_seconds(runs_dir)[0]
 
 
-async def dashboard_run(args, runs_dir: Path) -> tuple[float, list[float], list[float]]:
+async def switch_panes(app, frames: list[float], presses: int, while_training: bool):
+    """Alternate panes 2 <-> 3; (key handled, new pane on screen) seconds per press."""
+    handled, shown = [], []
+    rng = random.Random(0)
+    target = "sample"
+    while len(shown) < presses and (app.running("train") or not while_training):
+        key = "3" if target == "sample" else "2"
+        # the way a terminal's key arrives: from the driver into the app's queue (the pilot's
+        # press() also waits for the process to go idle, which it never is while training)
+        event = events.Key(key, key)
+        event.set_sender(app)
+        t0 = time.perf_counter()
+        app._driver.send_message(event)
+        while app.active_pane != target:
+            await asyncio.sleep(0.001)
+        t1 = time.perf_counter()
+        handled.append(t1 - t0)
+        while not frames or frames[-1] < t1:
+            await asyncio.sleep(0.001)
+        shown.append(frames[-1] - t0)
+        target = "train" if target == "sample" else "sample"
+        await asyncio.sleep(rng.uniform(0.1, 0.3))
+    return handled, shown
+
+
+async def dashboard_run(args, runs_dir: Path):
     settings = Settings(
         config=args.config,
         train=TrainConfig(
@@ -74,7 +99,6 @@ async def dashboard_run(args, runs_dir: Path) -> tuple[float, list[float], list[
         runs_dir=runs_dir,
     )
     app = LalApp(settings)
-    handled, shown = [], []
     async with app.run_test(size=(100, 30)) as pilot:
         # Frames: the app hands each screen update to _display (headless: then drops it).
         frames: list[float] = []
@@ -85,32 +109,16 @@ async def dashboard_run(args, runs_dir: Path) -> tuple[float, list[float], list[
             return real_display(screen, renderable)
 
         app._display = display
+        await pilot.pause(1.0)
+        idle = await switch_panes(app, frames, 10, while_training=False)
         await pilot.press("t")
         pane = app.query_one("#train-pane")
         while not pane.plot.step_iters and app.running("train"):
             await asyncio.sleep(0.05)
-        rng = random.Random(0)
-        target = "sample"
-        while app.running("train") and len(shown) < args.presses:
-            key = "3" if target == "sample" else "2"
-            # the way a terminal's key arrives: from the driver into the app's queue (the
-            # pilot's press() also waits for the process to go idle, which it never does here)
-            event = events.Key(key, key)
-            event.set_sender(app)
-            t0 = time.perf_counter()
-            app._driver.send_message(event)
-            while app.active_pane != target:
-                await asyncio.sleep(0.001)
-            t1 = time.perf_counter()
-            handled.append(t1 - t0)
-            while not frames or frames[-1] < t1:
-                await asyncio.sleep(0.001)
-            shown.append(frames[-1] - t0)
-            target = "train" if target == "sample" else "sample"
-            await asyncio.sleep(rng.uniform(0.1, 0.3))
+        busy = await switch_panes(app, frames, args.presses, while_training=True)
         await app.train_worker.wait()
         await pilot.pause(0.2)
-    return training_seconds(runs_dir)[0], handled, shown
+    return training_seconds(runs_dir)[0], idle, busy
 
 
 def ms(values: list[float]) -> str:
@@ -138,14 +146,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         cli_dir, tui_dir = Path(tmp) / "cli", Path(tmp) / "tui"
         cli_s = cli_run(args, cli_dir)
-        tui_s, handled, shown = asyncio.run(dashboard_run(args, tui_dir))
+        tui_s, idle, busy = asyncio.run(dashboard_run(args, tui_dir))
 
     print(f"config {args.config}, {args.iters} iterations, batch {args.batch_size}, "
           f"eval every {args.eval_interval}")  # fmt: skip
     print(f"training time, command line: {cli_s:.2f} s")
     print(f"training time, dashboard:    {tui_s:.2f} s ({(tui_s / cli_s - 1) * 100:+.1f}%)")
-    print(f"key to pane switch handled:  {ms(handled)}")
-    print(f"key to new pane on screen:   {ms(shown)}")
+    print(f"idle app, key to pane switch handled: {ms(idle[0])}")
+    print(f"idle app, key to new pane on screen:  {ms(idle[1])}")
+    print(f"training, key to pane switch handled: {ms(busy[0])}")
+    print(f"training, key to new pane on screen:  {ms(busy[1])}")
 
 
 if __name__ == "__main__":

@@ -296,7 +296,7 @@ def test_checkpoints_cross_between_backends(tmp_path, micro_cfg):
 def test_cli_samples_a_torch_run_with_mlx(micro_cfg, shakespeare, tmp_path, capsys):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(shakespeare.read_text()[:10_000])
-    cfg = TrainConfig(max_iters=20, eval_interval=20, batch_size=8, lr=3e-3, warmup_iters=5)
+    cfg = TrainConfig(max_iters=8, eval_interval=8, batch_size=4, lr=3e-3, warmup_iters=2)
     result = train(micro_cfg, cfg, backend="torch", data=corpus)
     capsys.readouterr()
     args = ["sample", result.run_dir.name, "--backend", "mlx", "--prompt", "ROMEO:"]

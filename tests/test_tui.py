@@ -364,6 +364,7 @@ async def test_sft_pane_marks_exactly_the_answer_tokens(settings):
 
 
 @pytest.mark.asyncio
+@pytest.mark.filterwarnings("ignore:.*longer than the model's context")  # a 32-token model
 async def test_sft_fine_tunes_and_shows_before_and_after(
     settings, micro_cfg, tiny_corpus, monkeypatch
 ):

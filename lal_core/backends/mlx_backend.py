@@ -215,7 +215,8 @@ class MLXBackend(Backend):
         self.model.eval()
 
     def _run(self, tokens: list[int]) -> mx.array:
-        logits, _ = self.model(mx.array([tokens], dtype=mx.int32), cache=self._cache)  # (1, T, V)
+        idx = mx.array([tokens], dtype=mx.int32)  # (1, T)
+        logits, _ = self.model(idx, cache=self._cache, last_only=True)  # (1, 1, V): the head once
         last = logits[0, -1]  # (V,)
         cached = [] if self._cache is None else self._cache.k + self._cache.v
         mx.eval(last, *cached)  # compute now: the graph does not grow token after token

@@ -141,11 +141,16 @@ class GPT(nn.Module):
         self.load_weights(new, strict=False)
 
     def __call__(
-        self, idx: mx.array, targets: mx.array | None = None, cache: KVCache | None = None
+        self,
+        idx: mx.array,
+        targets: mx.array | None = None,
+        cache: KVCache | None = None,
+        last_only: bool = False,
     ) -> tuple[mx.array, mx.array | None]:
         """Logits (B, T, V) and, with targets, the mean cross-entropy; a target of -1 is ignored.
 
-        With a cache, idx holds only the new positions and their logits come back.
+        Logits are (B, 1, V) with last_only (sampling needs only the last position's). With a
+        cache, idx holds only the new positions and their logits come back.
         """
         B, T = idx.shape
         start = cache.length if cache is not None else 0
@@ -156,6 +161,8 @@ class GPT(nn.Module):
             x = block(x, cache, layer)  # (B, T, C)
         if cache is not None:
             cache.length += T
+        if last_only:
+            x = x[:, -1:, :]  # (B, 1, C): the head is most of a small model's work; skip the rest
         x = self.ln_f(x)  # (B, T, C)
         logits = x @ self.wte.weight.T  # (B, T, V): a score for every next token
         if targets is None:
