@@ -109,7 +109,8 @@ async def dashboard_run(args, runs_dir: Path):
             return real_display(screen, renderable)
 
         app._display = display
-        await pilot.pause(1.0)
+        await app.workers.wait_for_complete()  # the startup probes (torch import, corpus)
+        await pilot.pause(0.5)
         idle = await switch_panes(app, frames, 10, while_training=False)
         await pilot.press("t")
         pane = app.query_one("#train-pane")

@@ -74,7 +74,7 @@ def measure_matmul_flops(device: str = "cpu", dtype: str = "float32", size: int 
     a @ b  # warm up
     sync()
     best = float("inf")
-    for _ in range(5):
+    for _ in range(10):
         t0 = time.perf_counter()
         a @ b
         sync()

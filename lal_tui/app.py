@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -104,6 +106,10 @@ class LalApp(App):
         self.sft_worker: Worker | None = None
         self.current_run_dir: Path | None = None
         self.quit_pending = False
+        self.engine_idle = threading.Event()  # set while no training or fine-tuning thread runs
+        self.engine_idle.set()
+        self._engine_threads = 0
+        self._engine_lock = threading.Lock()
         self._sample_model: tuple[tuple, object] | None = None
         if self.settings.theme:
             self.theme = self.settings.theme
@@ -130,14 +136,38 @@ class LalApp(App):
         if not self.is_headless:
             # a closed terminal (SIGHUP) or `kill`: stop the run after its step, save, then exit
             loop = asyncio.get_running_loop()
-            for sig in (signal.SIGHUP, signal.SIGTERM):
-                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                    loop.add_signal_handler(sig, self.hang_up)
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGHUP, self.hang_up)
+                loop.add_signal_handler(signal.SIGTERM, self.terminate)
+
+    def terminate(self) -> None:
+        """SIGTERM: stop the run after its step, let it save, then quit."""
+        self.quit_pending = True
+        self.stop_everything("SIGTERM")
+        self.maybe_quit()
 
     def hang_up(self) -> None:
-        self.quit_pending = True
-        self.stop_everything("hangup")
-        self.maybe_quit()
+        """SIGHUP: the terminal is gone (a dropped SSH link without tmux). Stop the run after
+        its step and, once the engine thread has saved it, leave at once: Textual cannot shut
+        down cleanly writing to a terminal that no longer exists (it blocks on the dead tty)."""
+        self.stop_everything("SIGHUP")
+
+        def exit_when_saved() -> None:
+            self.engine_idle.wait()
+            os._exit(128 + signal.SIGHUP)
+
+        threading.Thread(target=exit_when_saved, daemon=True).start()
+
+    def _engine_enter(self) -> None:
+        with self._engine_lock:
+            self._engine_threads += 1
+            self.engine_idle.clear()
+
+    def _engine_leave(self) -> None:
+        with self._engine_lock:
+            self._engine_threads -= 1
+            if self._engine_threads == 0:
+                self.engine_idle.set()
 
     def stop_everything(self, reason: str) -> None:
         for request in (self.train_stop, self.sft_stop, self.sample_stop):
@@ -265,6 +295,7 @@ class LalApp(App):
             self.post_message(TrainEvent(event))
 
         status, run_dir = None, None
+        self._engine_enter()
         try:
             trainer = Trainer(
                 model_cfg,
@@ -283,6 +314,7 @@ class LalApp(App):
                 self.post_message(EngineError("train", describe_error(exc)))
             status = "failed"
         finally:
+            self._engine_leave()
             self.post_message(TrainEnded(status, run_dir))
         return status
 
@@ -456,6 +488,7 @@ class LalApp(App):
             failed = failed or isinstance(event, RunFailed)
             self.post_message(SFTEvent(event))
 
+        self._engine_enter()
         try:
             result = run_sft(
                 run_path,
@@ -471,6 +504,7 @@ class LalApp(App):
                 self.post_message(EngineError("sft", describe_error(exc)))
             status = "failed"
         finally:
+            self._engine_leave()
             self.post_message(SFTEnded(status, checkpoint))
         return status
 

@@ -105,8 +105,8 @@ class SamplePane(Vertical):
 
     def request(self) -> dict:
         """The sampling request from the fields; raises LalError with one line if one is bad."""
-        run = self.query_one("#sample-run", Select).value
-        if self.query_one("#sample-run", Select).is_blank():
+        select = self.query_one("#sample-run", Select)
+        if select.is_blank():
             raise LalError("no run to sample from; train one first (key 2, then t)")
 
         def number(field_id: str, kind, label: str, optional: bool = False):
@@ -119,7 +119,7 @@ class SamplePane(Vertical):
                 raise LalError(f"{label} must be a number, got {text!r}") from None
 
         return {
-            "ref": str(run),
+            "ref": str(select.value),
             "kind": str(self.query_one("#sample-kind", Select).value),
             "prompt": self.query_one("#prompt", Input).value.replace("\\n", "\n"),
             "temperature": number("temperature", float, "temperature"),
