@@ -219,3 +219,15 @@ def resolve_checkpoint(ref: str | None, kind: str = "best", root: Path | None = 
     if not path.is_file():
         raise CheckpointError(f"run {run.run_id} has no {kind} checkpoint ({path.name})")
     return path
+
+
+def delete_run(run: RunDir) -> None:
+    """Delete a run folder and its checkpoints; refuses a folder that is not a run."""
+    import shutil
+
+    if not run.run_json.is_file():
+        raise CheckpointError(f"{run.path} is not a run folder (no run.json); not deleting it")
+    try:
+        shutil.rmtree(run.path)
+    except OSError as exc:
+        raise CheckpointError(f"could not delete {run.run_id}: {exc.strerror}") from None

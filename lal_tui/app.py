@@ -271,22 +271,45 @@ class LalApp(App):
             state="starting",
         )
         self.action_show_pane("train")
-        self.train_worker = self.run_training(
-            model_cfg,
-            settings.train,
-            settings.data,
-            settings.backend,
-            settings.device,
-            settings.runs_dir,
-            self.train_stop,
-        )
+
+        def make_trainer(on_event, stop):
+            from lal_core.trainer import Trainer
+
+            return Trainer(
+                model_cfg,
+                settings.train,
+                backend=settings.backend,
+                device=settings.device,
+                data=settings.data,
+                runs_root=settings.runs_dir,
+                on_event=on_event,
+                stop=stop,
+            )
+
+        self.train_worker = self.run_training(make_trainer, self.train_stop)
+        self.refresh_bindings()
+
+    def resume_run(self, run_path: Path) -> None:
+        """Continue a stopped or interrupted run from its last saved state (Runs pane: u)."""
+        if self.running("train"):
+            self.notify("a run is already training; x stops it", severity="warning")
+            return
+        self.train_stop = StopRequest()
+        self.query_one(TrainPane).note(f"resuming {run_path.name}…", state="starting")
+        self.action_show_pane("train")
+        runs_dir = self.settings.runs_dir
+
+        def make_trainer(on_event, stop):
+            from lal_core.trainer import Trainer
+
+            return Trainer.resume(run_path, runs_dir, on_event=on_event, stop=stop)
+
+        self.train_worker = self.run_training(make_trainer, self.train_stop)
         self.refresh_bindings()
 
     @work(thread=True, exclusive=True, group="train", exit_on_error=False)
-    def run_training(self, model_cfg, train_cfg, data, backend, device, runs_dir, stop):
+    def run_training(self, make_trainer, stop):
         """The engine's training loop, on a worker thread; it only posts messages."""
-        from lal_core.trainer import Trainer
-
         failed = False
 
         def on_event(event: Event) -> None:
@@ -297,17 +320,7 @@ class LalApp(App):
         status, run_dir = None, None
         self._engine_enter()
         try:
-            trainer = Trainer(
-                model_cfg,
-                train_cfg,
-                backend=backend,
-                device=device,
-                data=data,
-                runs_root=runs_dir,
-                on_event=on_event,
-                stop=stop,
-            )
-            result = trainer.run_training()
+            result = make_trainer(on_event, stop).run_training()
             status, run_dir = result.status, result.run_dir
         except Exception as exc:  # noqa: BLE001 - every failure becomes a notification
             if not failed:

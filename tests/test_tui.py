@@ -445,3 +445,33 @@ def test_delete_asks_first(settings, micro_cfg, tiny_corpus):
             assert app.query_one("#runs-table").row_count == 0
 
     asyncio.run(go())
+
+
+@pytest.mark.asyncio
+async def test_resume_key_continues_a_stopped_run(settings, micro_cfg, tiny_corpus):
+    stop = ev.StopRequest()
+
+    def stop_early(event):
+        if isinstance(event, ev.StepDone) and event.iteration == 2:
+            stop.set("test")
+
+    from lal_core.trainer import Trainer
+
+    first = Trainer(
+        micro_cfg,
+        FAST,
+        data=tiny_corpus,
+        runs_root=settings.runs_dir,
+        on_event=stop_early,
+        stop=stop,
+    ).run_training()
+    assert first.status == "stopped"
+    app = LalApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("5", "u")
+        await wait_until(pilot, lambda: app.train_worker is not None, timeout=10)
+        await app.train_worker.wait()
+        assert app.train_worker.state == WorkerState.SUCCESS
+    info = json.loads((first.run_dir / "run.json").read_text())
+    assert info["status"] == "completed" and info["iteration"] == FAST.max_iters
+    assert info["resumed"][0]["iteration"] == 3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from textual import on
@@ -13,7 +12,7 @@ from textual.widgets import DataTable, Static
 from textual_plotext import PlotextPlot
 
 from lal_core.errors import LalError
-from lal_core.runs import RunDir, list_runs
+from lal_core.runs import RunDir, delete_run, list_runs
 from lal_tui.screens.confirm import ConfirmScreen
 from lal_tui.widgets.loss_plot import Series, VLine, draw
 
@@ -47,13 +46,14 @@ class RunsPane(Vertical):
         Binding("space", "mark", "Mark"),
         Binding("c", "compare", "Compare"),
         Binding("d", "delete", "Delete"),
+        Binding("u", "resume", "Resume"),
         Binding("r", "refresh_runs", "Refresh"),
     ]
 
     def compose(self) -> ComposeResult:
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
         yield Static(
-            "enter: open · space: mark two · c: overlay their val curves · d: delete",
+            "enter: open · space: mark two · c: overlay val curves · d: delete · u: resume",
             id="runs-info",
         )
         yield PlotextPlot(id="runs-plot")
@@ -142,6 +142,19 @@ class RunsPane(Vertical):
             f"val: {a.run_id} ({a.backend}) vs {b.run_id} ({b.backend})"
         )
 
+    def action_resume(self) -> None:
+        key = self.current()
+        if key is None:
+            return
+        if self.runs[key].status not in ("stopped", "interrupted", "failed"):
+            self.app.notify(
+                f"{self.runs[key].run_id} is {self.runs[key].status}; only a stopped, "
+                "interrupted or failed run resumes",
+                severity="warning",
+            )
+            return
+        self.app.resume_run(Path(key))
+
     def action_delete(self) -> None:
         key = self.current()
         if key is None:
@@ -154,14 +167,10 @@ class RunsPane(Vertical):
         def done(confirmed: bool | None) -> None:
             if not confirmed:
                 return
-            path = Path(key)
-            if not (path / "run.json").is_file():
-                self.app.notify(f"{path} is not a run folder", severity="error")
-                return
             try:
-                shutil.rmtree(path)
-            except OSError as exc:
-                self.app.notify(f"could not delete {run_id}: {exc}", severity="error")
+                delete_run(RunDir(Path(key)))
+            except LalError as exc:
+                self.app.notify(str(exc), severity="error")
                 return
             self.app.notify(f"deleted {run_id}")
             self.app.runs_changed()

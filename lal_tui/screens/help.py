@@ -27,7 +27,7 @@ HELP = """\
 | Train | `m` smoothing of the step loss, `l` log scale |
 | Sample | `g` or `enter` generate, `x` stop, `v` view: plain / token boundaries / probability |
 | SFT | `f` fine-tune the chosen base run, `a` or `enter` ask your question, `e` next example |
-| Runs | `enter` open a run, `space` mark, `c` overlay two marked runs, `d` delete, `r` refresh |
+| Runs | `enter` open, `space` mark, `c` overlay two marked, `d` delete, `u` resume, `r` refresh |
 
 Runs started here are ordinary run folders: `lal sample` and `lal runs` see them.
 Over SSH, run the dashboard inside tmux so a dropped link does not end a run:
