@@ -175,14 +175,26 @@ class GPT(nn.Module):
 LOSS_CHUNK_ROWS = 512  # 512 x 50,257 floats: a 103 MB buffer, reused every chunk and every step
 
 
-@torch.compiler.disable
 def linear_cross_entropy(
     x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = LOSS_CHUNK_ROWS
 ) -> torch.Tensor:
     """Mean cross-entropy of the logits x @ weight^T (x: (N, C), weight: (V, C), targets: (N,),
-    -1 ignored), without the (N, V) logits. torch.compile leaves it out of its graph."""
+    -1 ignored), without the (N, V) logits. Compiled training keeps it out of the graph (see
+    `keep_loss_out_of_compile`)."""
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     return _LinearCrossEntropy.apply(x, weight, targets, chunk, needs_grad)
+
+
+def keep_loss_out_of_compile() -> None:
+    """Make torch.compile call the chunked loss as it is rather than trace its Python loop.
+
+    Done on first compile, not as a decorator: `torch.compiler.disable` imports the compiler
+    stack, which would add seconds to every `import lal_core.model`.
+    """
+    global linear_cross_entropy
+    if not getattr(linear_cross_entropy, "_lal_outside_compile", False):
+        linear_cross_entropy = torch.compiler.disable(linear_cross_entropy)
+        linear_cross_entropy._lal_outside_compile = True
 
 
 _local = threading.local()  # the reused logits buffer, one per thread

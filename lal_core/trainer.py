@@ -156,6 +156,8 @@ class Trainer:
             )
         # The peak FLOP/s that MFU is measured against: the user's, else the backend's default.
         self.peak_tflops = peak_tflops
+        # Kept in run.json, so a resumed run computes the same way (dtype, compile).
+        self.backend_options = {k: v for k, v in (backend_options or {}).items() if v is not None}
         if isinstance(data, data_mod.Corpus):
             self.corpus = data
         else:
@@ -218,6 +220,7 @@ class Trainer:
             runs_root,
             on_event,
             stop,
+            backend_options=info.get("backend_options") or {},
         )
         trainer._resume_from = run
         return trainer
@@ -283,6 +286,7 @@ class Trainer:
                 "train_config": cfg.to_dict(),
                 "backend": backend.name,
                 "device": backend.device,
+                "backend_options": self.backend_options,
                 "n_params": backend.num_parameters(),
                 "data": self.corpus.describe(),
                 "iteration": 0,

@@ -27,7 +27,7 @@ import torch
 from lal_core.backends.base import Backend
 from lal_core.config import ModelConfig, TrainConfig
 from lal_core.device import resolve_device
-from lal_core.model import GPT, KVCache
+from lal_core.model import GPT, KVCache, keep_loss_out_of_compile
 from lal_core.precision import (
     DTYPES,
     autocast,
@@ -203,6 +203,7 @@ class TorchBackend(Backend):
         cuda_rng = torch.cuda.get_rng_state(self.torch_device) if self.device == "cuda" else None
         t0 = time.perf_counter()
         try:
+            keep_loss_out_of_compile()
             compiled = torch.compile(self.model)
             x = torch.zeros(batch_size, self.cfg.block_size, dtype=torch.long)
             x = x.to(self.torch_device)
