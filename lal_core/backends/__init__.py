@@ -41,8 +41,6 @@ def make_backend(
             raise DeviceError("the mlx backend is not installed; run: uv sync --extra mlx")
         from lal_core.backends.mlx_backend import MLXBackend
 
-        if "compile" in options and "compile" not in inspect.signature(MLXBackend).parameters:
-            options["compile_step"] = options.pop("compile")
         return MLXBackend(cfg, seed=seed, device=device, **_accepted(MLXBackend, options))
     raise DeviceError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
 
