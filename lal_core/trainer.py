@@ -68,16 +68,15 @@ def eval_line(
 
 def fast_paths(backend: Backend) -> str:
     """`float32, compiled in 51 s, fused AdamW | `: the backend's fast paths, if it tells."""
-    describe = getattr(backend, "describe", None)
-    return f"{describe()} | " if describe else ""
+    described = backend.describe()
+    return f"{described} | " if described else ""
 
 
 def peak_flops(backend: Backend, peak_tflops: float | None) -> float | None:
     """FLOP/s for MFU: the user's --peak-tflops, else the backend's default for its device."""
     if peak_tflops:
         return peak_tflops * 1e12
-    default = getattr(backend, "peak_flops", None)
-    return default() if default else None
+    return backend.peak_flops()
 
 
 @dataclass

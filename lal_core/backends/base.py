@@ -41,6 +41,14 @@ class Backend(ABC):
     def logits(self, x: np.ndarray) -> np.ndarray:
         """Float32 logits (B, T, V) for int64 tokens x (B, T), in eval mode."""
 
+    def describe(self) -> str:
+        """The fast paths in use, for a run's header (e.g. `float32, eager, fused AdamW`)."""
+        return ""
+
+    def peak_flops(self) -> float | None:
+        """The device's peak FLOP/s that MFU is measured against (None: unknown)."""
+        return None
+
     # -- training ----------------------------------------------------------------------------
     @abstractmethod
     def setup_training(self, train_cfg: TrainConfig) -> None:
