@@ -62,7 +62,7 @@ from lal_core.events import (
     StopRequest,
 )
 from lal_core.runs import RunDir, find_run, summarize
-from lal_core.sampling import check_sampling_args, generate_ids
+from lal_core.sampling import check_sampling_args, generate_ids, load_for_sampling
 from lal_core.tokenizer import EOT_TOKEN, StreamDecoder, encode
 
 SYSTEM_MARK, USER_MARK, ASSISTANT_MARK, END_MARK = (
@@ -613,10 +613,7 @@ def compare_run(
                     f"lal sft {rundir.run_id}"
                 )
             raise CheckpointError(f"run {rundir.run_id} has no best checkpoint")
-        tensors, cfg = load_weights(path)
-        model = make_backend(backend, cfg, device=device)
-        model.load_state_dict(tensors)
-        models.append(model)
+        models.append(load_for_sampling(path, backend, device))
     trained = kwargs.pop("trained_questions", None)
     if trained is None:
         sft_info = rundir.read().get("sft", {})
