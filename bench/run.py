@@ -56,7 +56,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from reference import NaiveGPT  # noqa: E402
 
-import lal_core.model as lal_model  # noqa: E402
 from lal_core.backends import make_backend  # noqa: E402
 from lal_core.backends.torch_backend import TorchBackend  # noqa: E402
 from lal_core.config import ModelConfig, TrainConfig, get_model_config  # noqa: E402
@@ -96,14 +95,7 @@ def reference_step(cfg: ModelConfig, state: dict, batch: int) -> Step:
     return step
 
 
-def _plain_loss(x, weight, targets, chunk=0):
-    """The loss without the chunking: full (N, V) logits, then cross-entropy."""
-    return torch.nn.functional.cross_entropy(
-        torch.nn.functional.linear(x, weight), targets, ignore_index=-1
-    )
-
-
-def lal_step(plain_loss: bool = False, setting: Setting | None = None, **options) -> Callable:
+def lal_step(setting: Setting | None = None, **options) -> Callable:
     """A builder for lal's TorchBackend with the given fast-path options."""
 
     def build(cfg: ModelConfig, state: dict, batch: int) -> Step:
@@ -114,14 +106,7 @@ def lal_step(plain_loss: bool = False, setting: Setting | None = None, **options
             setting.compile_seconds = backend.compile_seconds
 
         def step(x, y):
-            if not plain_loss:
-                return backend.train_step(x, y, 3e-4)
-            chunked = lal_model.linear_cross_entropy
-            lal_model.linear_cross_entropy = _plain_loss  # this step only
-            try:
-                return backend.train_step(x, y, 3e-4)
-            finally:
-                lal_model.linear_cross_entropy = chunked
+            return backend.train_step(x, y, 3e-4)
 
         return step
 
@@ -137,20 +122,22 @@ def torch_settings(args) -> list[Setting]:
     no_compile = "--quick / --no-compile-rows" if args.quick or args.no_compile_rows else ""
     base = {"dtype": "float32", "compile": False}
     rows = [
-        Setting("lal eager fp32 (SDPA), plain loss", lal_step(True, fused=False, **base)),
-        Setting("  + chunked linear+CE loss", lal_step(False, fused=False, **base)),
-        Setting("  + fused AdamW", lal_step(False, fused=True, **base)),
+        Setting(
+            "lal eager fp32 (SDPA), plain loss", lal_step(fused=False, chunked_loss=False, **base)
+        ),
+        Setting("  + chunked linear+CE loss", lal_step(fused=False, **base)),
+        Setting("  + fused AdamW", lal_step(fused=True, **base)),
         Setting(
             "  + bf16 autocast",
-            lal_step(False, fused=True, dtype="bfloat16", compile=False),
+            lal_step(fused=True, dtype="bfloat16", compile=False),
             skip=no_bf16,
         ),
     ]
     compiled = Setting("  + torch.compile (fp32)", None, skip=no_compile)
-    compiled.build = lal_step(False, setting=compiled, fused=True, dtype="float32", compile=True)
+    compiled.build = lal_step(setting=compiled, fused=True, dtype="float32", compile=True)
     rows.append(compiled)
     defaults = TorchBackend(get_model_config("tiny"), device="cpu")
-    rows.append(Setting(f"lal defaults ({defaults.describe()})", lal_step(False)))
+    rows.append(Setting(f"lal defaults ({defaults.describe()})", lal_step()))
     return rows
 
 
@@ -489,7 +476,7 @@ def main() -> None:
             cfg = get_model_config(name)
             rate = default_rate.get(name)
             if rate is None:  # the train section did not run: time a few default steps
-                rate = bench_training(name, [Setting("d", lal_step(False))], 2, B)[1][1]
+                rate = bench_training(name, [Setting("d", lal_step())], 2, B)[1][1]
             eval_s, frac = bench_eval(name, B, B * cfg.block_size / rate)
             print(f"{name:<6} eval {eval_s:.1f} s, {frac:.1%} of the run's wall time")
 

@@ -62,8 +62,11 @@ def measure_matmul_flops(device: str = "cpu", dtype: str = "float32", size: int 
     On a busy machine it reads low (and MFU high); pass a peak to compare runs across machines.
     """
     dt = getattr(torch, dtype)
-    a = torch.randn(size, size, device=device).to(dt)
-    b = torch.randn(size, size, device=device).to(dt)
+    # Its own generator: drawing from the global one would shift a training run's dropout
+    # masks, and only in the first run of a process (this is cached).
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, generator=gen).to(dt)
+    b = torch.randn(size, size, device=device, generator=gen).to(dt)
 
     def sync() -> None:
         if device.startswith("cuda"):

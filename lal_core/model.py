@@ -112,6 +112,9 @@ class GPT(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        # How the training loss is computed: in row chunks (the default; see the end of this
+        # file) or plainly, with full logits. The backend picks per device.
+        self.chunked_loss = True
         # No separate output head: the logits reuse wte's weight (weight tying, as in GPT-2).
         self.apply(self._init_weights)
         # GPT-2: scale the projections into the residual stream by 1/sqrt(2 * n_layer), so the
@@ -156,6 +159,10 @@ class GPT(nn.Module):
         x = self.ln_f(x)  # (B, T, C)
         if targets is None:
             return F.linear(x, self.wte.weight), None  # (B, T, V): a score for every next token
+        if not self.chunked_loss:
+            # Plainly: all (B*T, V) logits, then the mean cross-entropy (float32 for accuracy).
+            logits = F.linear(x, self.wte.weight).view(B * T, -1)  # (B*T, V)
+            return None, F.cross_entropy(logits.float(), targets.reshape(B * T), ignore_index=-1)
         # The same head, x @ wte^T, and the mean cross-entropy, in row chunks: see below.
         loss = linear_cross_entropy(x.reshape(B * T, -1), self.wte.weight, targets.reshape(B * T))
         return None, loss
@@ -171,6 +178,8 @@ class GPT(nn.Module):
 # grad_x_c = g @ W and grad_W += g^T @ x_c. Backward then only scales the stored gradients.
 # Same FLOPs as the plain loss (the backward matmuls move into forward), a fraction of the
 # memory. tests/test_speed.py checks loss and gradients against the plain formula.
+# On a CUDA GPU the plain loss is faster, and compiled it takes less memory than this (the
+# compiler fuses the softmax into the loss); see lal_core/backends/torch_backend.py.
 
 LOSS_CHUNK_ROWS = 512  # 512 x 50,257 floats: a 103 MB buffer, reused every chunk and every step
 

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from lal_core.cli import main
+from lal_core.device import default_device
 
 
 def run_cli(*args, env=None, timeout=300):
@@ -44,7 +45,7 @@ def trained_run(small_corpus, isolated_home, capsys):
 
 def test_train_writes_a_run_folder(trained_run):
     run, out = trained_run
-    assert "Device: torch/cpu" in out
+    assert f"Device: torch/{default_device()}" in out
     assert out.count("| val ") == 3 and "iter 4 " in out
     assert str(run) in out
     info = json.loads((run / "run.json").read_text())

@@ -9,6 +9,7 @@ import pytest
 from lal_core import events as ev
 from lal_core.checkpoint import load_weights
 from lal_core.config import TrainConfig
+from lal_core.device import default_device
 from lal_core.errors import LalError
 from lal_core.trainer import Trainer, train
 
@@ -42,8 +43,13 @@ def test_stop_and_resume_ends_bit_identical(micro_cfg, small_corpus, stop_step):
 
     a, _ = load_weights(straight.run_dir / "final.safetensors")
     b, _ = load_weights(resumed.run_dir / "final.safetensors")
-    assert all(np.array_equal(a[k], b[k]) for k in a)
-    assert resumed.best_val == straight.best_val and resumed.best_iter == straight.best_iter
+    # Exact, except where the defaults compile on CUDA: compiled kernels there reduce in a
+    # varying order, and two uninterrupted runs already differ by ~4e-9 (measured on an H200;
+    # eager CUDA resumes bit-identical, tests/test_cuda.py).
+    tol = 1e-6 if default_device() == "cuda" else 0.0
+    assert all(np.abs(a[k] - b[k]).max() <= tol for k in a)
+    assert resumed.best_val == pytest.approx(straight.best_val, abs=tol * 100)
+    assert resumed.best_iter == straight.best_iter
 
     # The metrics read as one run: every step once, the same evals.
     def records(run_dir, kind):
@@ -54,9 +60,9 @@ def test_stop_and_resume_ends_bit_identical(micro_cfg, small_corpus, stop_step):
     assert steps == list(range(CFG.max_iters))
     evals = records(resumed.run_dir, "eval")
     assert [r["iter"] for r in evals] == [0, 5, 10, 15, 16]
-    assert [r["val_loss"] for r in evals] == [
-        r["val_loss"] for r in records(straight.run_dir, "eval")
-    ]
+    assert [r["val_loss"] for r in evals] == pytest.approx(
+        [r["val_loss"] for r in records(straight.run_dir, "eval")], abs=tol * 100
+    )
 
 
 def test_completed_run_is_not_resumed_without_more_iterations(micro_cfg, small_corpus):

@@ -14,7 +14,10 @@ SHORT = ModelConfig("short", n_layer=2, n_head=2, n_embd=32, block_size=16)
 @pytest.fixture
 def decisive():
     """A random model with large weights, so greedy choices are far from ties."""
-    backend = make_backend("torch", SHORT, seed=0)
+    # On the CPU in float32: exact greedy equality is the point. A CPU with native bf16 would
+    # sample from a bf16 copy by default (seen on a GPU machine's AVX-512 host); CUDA's bf16
+    # copy and TF32 are checked in tests/test_cuda.py.
+    backend = make_backend("torch", SHORT, seed=0, device="cpu", infer_dtype="float32")
     rng = np.random.default_rng(0)
     backend.load_state_dict(
         {

@@ -7,6 +7,7 @@ from lal_core import events as ev
 from lal_core.checkpoint import load_weights
 from lal_core.config import TrainConfig
 from lal_core.data import load_corpus
+from lal_core.device import default_device
 from lal_core.sampling import load_for_sampling
 from lal_core.trainer import Trainer, evaluate, train
 
@@ -71,8 +72,9 @@ def test_short_run_lowers_the_loss(backend, micro_cfg, small_corpus, shakespeare
     ]
     info = json.loads((result.run_dir / "run.json").read_text())
     assert info["status"] == "completed" and info["iteration"] == cfg.max_iters
-    assert info["backend"] == backend and info["device"] == "cpu"
-    assert f"| Device: {backend}/cpu |" in seen[0].header
+    device = default_device() if backend == "torch" else "cpu"  # cuda on a GPU machine
+    assert info["backend"] == backend and info["device"] == device
+    assert f"| Device: {backend}/{device} |" in seen[0].header
     assert info["data"]["sha256"] and info["model_config"]["n_embd"] == 32
     assert info["best_val"] == pytest.approx(min(e.val_loss for e in evals))
     metrics = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").open()]
