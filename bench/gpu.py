@@ -37,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import run  # noqa: E402
 from reference import NaiveGPT  # noqa: E402
 
 from lal_core.backends.torch_backend import TorchBackend  # noqa: E402
@@ -44,7 +45,7 @@ from lal_core.config import ModelConfig, TrainConfig, get_model_config  # noqa: 
 from lal_core.flops import default_peak_flops, flops_per_token  # noqa: E402
 from lal_core.sampling import generate_ids  # noqa: E402
 
-Step = Callable[[np.ndarray, np.ndarray], float]
+Step = run.Step
 DEVICE = torch.device("cuda")
 
 
@@ -53,21 +54,9 @@ def tf32(on: bool) -> None:
     torch.backends.cudnn.allow_tf32 = on
 
 
-def reference_step(cfg: ModelConfig, state: dict, batch: int) -> tuple[Step, float | None]:
-    model = NaiveGPT(cfg).to(DEVICE)
-    model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
+def reference_row(cfg: ModelConfig, state: dict, batch: int) -> tuple[Step, float | None]:
     tf32(False)  # the reference is plain float32
-
-    def step(x, y):
-        _, loss = model(torch.from_numpy(x).to(DEVICE), torch.from_numpy(y).to(DEVICE))
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        return loss.item()
-
-    return step, None
+    return run.reference_step(cfg, state, batch, device="cuda"), None
 
 
 def lal_step(**options) -> Callable:
@@ -85,7 +74,7 @@ def lal_step(**options) -> Callable:
 
 
 SETTINGS: list[tuple[str, Callable]] = [
-    ("reference (naive, fp32)", reference_step),
+    ("reference (naive, fp32)", reference_row),
     ("lal eager fp32/TF32", lal_step(dtype="float32", compile=False)),
     ("lal eager bf16", lal_step(dtype="bfloat16", compile=False)),
     ("lal compiled bf16, chunked loss", lal_step(dtype="bfloat16", chunked_loss=True)),

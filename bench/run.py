@@ -79,13 +79,13 @@ class Setting:
     max_steps: int | None = None  # fewer timed steps than the others (a slow backend)
 
 
-def reference_step(cfg: ModelConfig, state: dict, batch: int) -> Step:
-    model = NaiveGPT(cfg)
+def reference_step(cfg: ModelConfig, state: dict, batch: int, device: str = "cpu") -> Step:
+    model = NaiveGPT(cfg).to(device)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
 
     def step(x, y):
-        _, loss = model(torch.from_numpy(x), torch.from_numpy(y))
+        _, loss = model(torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

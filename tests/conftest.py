@@ -7,11 +7,14 @@ TIKTOKEN_CACHE_DIR / LAL_TEST_CORPUS set by the caller. Nothing in lal itself de
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lal_core import events as ev
 from lal_core.config import ModelConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,3 +69,35 @@ def micro_cfg() -> ModelConfig:
 
 def random_tokens(shape, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 50257, size=shape, dtype=np.int64)
+
+
+def run_cli(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    """`lal ARGS` in a subprocess, with this test's environment (its LAL_HOME included)."""
+    return subprocess.run(
+        [sys.executable, "-m", "lal_core.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def stop_after(step: int, stop: ev.StopRequest):
+    """An event callback that asks the run to stop once step `step` is done."""
+
+    def on_event(event):
+        if isinstance(event, ev.StepDone) and event.iteration == step:
+            stop.set("test")
+
+    return on_event
+
+
+def next_token_kl(a, b, tokens: list[int]) -> float:
+    """KL(a || b) of two backends' next-token distributions after `tokens` (prefill)."""
+    import torch
+
+    a.start_generation(0)
+    b.start_generation(0)
+    p = torch.log_softmax(a.prefill(tokens).float(), -1)
+    q = torch.log_softmax(b.prefill(tokens).float(), -1)
+    return torch.sum(p.exp() * (p - q)).item()

@@ -1,22 +1,10 @@
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
+from conftest import run_cli
 from lal_core.cli import main
 from lal_core.device import default_device
-
-
-def run_cli(*args, env=None, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "lal_core.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
 
 
 @pytest.fixture

@@ -8,9 +8,7 @@ matmuls, pinned non-blocking copies and the bf16 sampling copy.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
+import time
 import warnings
 from dataclasses import replace
 
@@ -18,11 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import MICRO, random_tokens
+from conftest import MICRO, next_token_kl, random_tokens, run_cli, stop_after
 from lal_core import events as ev
 from lal_core.backends.torch_backend import TorchBackend
 from lal_core.checkpoint import load_weights
-from lal_core.config import TrainConfig
+from lal_core.config import TrainConfig, get_model_config
 from lal_core.sampling import generate_ids
 from lal_core.trainer import Trainer, train
 
@@ -92,10 +90,6 @@ def test_compiled_chunked_loss_matches_the_plain_one_on_cuda(exact_fp32):
 def test_sampling_at_growing_lengths_is_fast_from_the_first_run():
     """Every new cache length is a new attention shape; no kernel may plan per shape (cuDNN's
     SDPA did: a fresh process sampled lal at 28 tokens/s)."""
-    import time
-
-    from lal_core.config import get_model_config
-
     b = TorchBackend(get_model_config("small"), seed=0, device="cuda", compile=False)
     list(generate_ids(b, [198] * 4, 4, seed=0))  # CUDA's own start-up, not timed
     t0 = time.perf_counter()
@@ -146,22 +140,16 @@ def test_bf16_sampling_copy_keeps_the_distribution_on_cuda():
     a = TorchBackend(MICRO, seed=3, device="cuda", compile=False, infer_dtype="float32")
     b = TorchBackend(MICRO, seed=3, device="cuda", compile=False, infer_dtype="bfloat16")
     tokens = random_tokens((12,), seed=7).tolist()
-    a.start_generation(0)
-    b.start_generation(0)
-    p = torch.log_softmax(a.prefill(tokens).float(), -1)
-    q = torch.log_softmax(b.prefill(tokens).float(), -1)
-    assert torch.sum(p.exp() * (p - q)).item() < 1e-3
+    assert next_token_kl(a, b, tokens) < 1e-3
     streamed = [t for t, _ in generate_ids(b, tokens, 20, temperature=0.8, top_k=50, seed=1)]
     assert len(streamed) == 20
 
 
-def test_compiled_cuda_checkpoint_loads_into_an_eager_cpu_model(tmp_path, micro_cfg):
-    result = train(
-        micro_cfg,
-        TrainConfig(max_iters=6, eval_interval=3, batch_size=4),
-        device="cuda",
-        data=_corpus(tmp_path),
-    )
+def test_compiled_cuda_checkpoint_loads_into_an_eager_cpu_model(
+    small_corpus, micro_cfg, exact_fp32
+):
+    cfg = TrainConfig(max_iters=6, eval_interval=3, batch_size=4)
+    result = train(micro_cfg, cfg, device="cuda", data=small_corpus)
     info = json.loads((result.run_dir / "run.json").read_text())
     assert info["device"] == "cuda"
     tensors, cfg = load_weights(result.run_dir / "final.safetensors")
@@ -170,33 +158,32 @@ def test_compiled_cuda_checkpoint_loads_into_an_eager_cpu_model(tmp_path, micro_
     gpu = TorchBackend(cfg, seed=8, device="cuda", compile=False)
     cpu.load_state_dict(tensors)
     gpu.load_state_dict(tensors)
-    _tf32(False)
-    try:
-        x = random_tokens((1, 16))
-        assert np.abs(cpu.logits(x) - gpu.logits(x)).max() < 1e-3
-    finally:
-        _tf32(True)
+    exact_fp32()
+    x = random_tokens((1, 16))
+    assert np.abs(cpu.logits(x) - gpu.logits(x)).max() < 1e-3
 
 
-def test_stopped_cuda_run_resumes_and_completes(tmp_path, micro_cfg):
-    cfg = TrainConfig(max_iters=12, eval_interval=4, batch_size=4, warmup_iters=2)
+RESUME_CFG = TrainConfig(max_iters=12, eval_interval=5, batch_size=2, lr=2e-3, warmup_iters=3)
+
+
+def stopped_and_resumed(model_cfg, corpus, **backend_options):
+    """A CUDA run stopped after step 7, then resumed to the end."""
     stop = ev.StopRequest()
-
-    def on_event(event):
-        if isinstance(event, ev.StepDone) and event.iteration == 6:
-            stop.set("test")
-
-    corpus = _corpus(tmp_path)
     first = Trainer(
-        replace(micro_cfg, dropout=0.1),
-        cfg,
+        model_cfg,
+        RESUME_CFG,
         device="cuda",
         data=corpus,
-        on_event=on_event,
+        on_event=stop_after(7, stop),
         stop=stop,
+        backend_options=backend_options,
     ).run_training()
     assert first.status == "stopped"
-    resumed = Trainer.resume(first.run_dir).run_training()
+    return Trainer.resume(first.run_dir).run_training()
+
+
+def test_stopped_cuda_run_resumes_and_completes(small_corpus, micro_cfg):
+    resumed = stopped_and_resumed(replace(micro_cfg, dropout=0.1), small_corpus)
     assert resumed.status == "completed" and resumed.iteration == 12
     steps = [
         json.loads(line)["iter"]
@@ -206,73 +193,23 @@ def test_stopped_cuda_run_resumes_and_completes(tmp_path, micro_cfg):
     assert steps == list(range(12))
 
 
-def test_eager_cuda_run_stopped_and_resumed_ends_bit_identical(tmp_path, micro_cfg):
-    cfg = TrainConfig(max_iters=12, eval_interval=5, batch_size=2, lr=2e-3, warmup_iters=3)
-    model_cfg, corpus = replace(micro_cfg, dropout=0.1), _corpus(tmp_path)
+def test_eager_cuda_run_stopped_and_resumed_ends_bit_identical(small_corpus, micro_cfg):
+    model_cfg = replace(micro_cfg, dropout=0.1)
     eager = {"compile": False}
-    straight = train(model_cfg, cfg, device="cuda", data=corpus, backend_options=eager)
-    stop = ev.StopRequest()
-
-    def on_event(event):
-        if isinstance(event, ev.StepDone) and event.iteration == 7:
-            stop.set("test")
-
-    first = Trainer(
-        model_cfg,
-        cfg,
-        device="cuda",
-        data=corpus,
-        on_event=on_event,
-        stop=stop,
-        backend_options=eager,
-    ).run_training()
-    resumed = Trainer.resume(first.run_dir).run_training()
+    straight = train(model_cfg, RESUME_CFG, device="cuda", data=small_corpus, backend_options=eager)
+    resumed = stopped_and_resumed(model_cfg, small_corpus, **eager)
     a, _ = load_weights(straight.run_dir / "final.safetensors")
     b, _ = load_weights(resumed.run_dir / "final.safetensors")
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
-def test_cli_trains_and_samples_on_cuda(tmp_path, isolated_home):
-    corpus = _corpus(tmp_path)
-    env = {**os.environ, "LAL_HOME": str(isolated_home)}
-
-    def cli(*args):
-        return subprocess.run(
-            [sys.executable, "-m", "lal_core.cli", *args],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=env,
-        )
-
-    done = cli(
-        "train",
-        "--config",
-        "tiny",
-        "--max-iters",
-        "30",
-        "--eval-interval",
-        "15",
-        "--batch-size",
-        "8",
-        "--data",
-        str(corpus),
-        "--device",
-        "cuda",
-    )
+def test_cli_trains_and_samples_on_cuda(small_corpus):
+    done = run_cli(
+        "train", "--config", "tiny", "--max-iters", "30", "--eval-interval", "15",
+        "--batch-size", "8", "--data", str(small_corpus), "--device", "cuda", timeout=600,
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "cuda" in done.stdout and "MFU" in done.stdout
-    sampled = cli("sample", "--tokens", "20", "--seed", "1", "--device", "cuda")
+    sampled = run_cli("sample", "--tokens", "20", "--seed", "1", "--device", "cuda")
     assert sampled.returncode == 0, sampled.stderr
     assert sampled.stdout.strip()
-
-
-def _corpus(tmp_path):
-    from conftest import shakespeare_path
-
-    path = shakespeare_path()
-    if path is None:
-        pytest.skip("TinyShakespeare not found (set LAL_TEST_CORPUS)")
-    out = tmp_path / "corpus.txt"
-    out.write_text(path.read_text()[:60_000])
-    return out

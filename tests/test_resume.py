@@ -6,6 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from conftest import stop_after
 from lal_core import events as ev
 from lal_core.checkpoint import load_weights
 from lal_core.config import TrainConfig
@@ -14,14 +15,6 @@ from lal_core.errors import LalError
 from lal_core.trainer import Trainer, train
 
 CFG = TrainConfig(max_iters=16, eval_interval=5, batch_size=2, lr=2e-3, warmup_iters=3)
-
-
-def stop_after(step: int, stop: ev.StopRequest):
-    def on_event(event):
-        if isinstance(event, ev.StepDone) and event.iteration == step:
-            stop.set("test")
-
-    return on_event
 
 
 @pytest.mark.parametrize("stop_step", [9, 11], ids=["at-eval-point", "between-evals"])

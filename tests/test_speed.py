@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from conftest import MICRO, random_tokens
+from conftest import MICRO, next_token_kl, random_tokens
 from lal_core.backends import make_backend
 from lal_core.backends.torch_backend import TorchBackend
 from lal_core.checkpoint import load_weights, save_weights
@@ -161,13 +161,7 @@ def test_kv_cache_and_full_recompute_generation_agree():
 def test_bf16_sampling_weights_keep_the_distribution():
     a = TorchBackend(SHORT, seed=3, device="cpu", compile=False, infer_dtype="float32")
     b = TorchBackend(SHORT, seed=3, device="cpu", compile=False, infer_dtype="bfloat16")
-    tokens = random_tokens((12,), seed=7).tolist()
-    a.start_generation(0)
-    b.start_generation(0)
-    p = torch.log_softmax(a.prefill(tokens).float(), -1)
-    q = torch.log_softmax(b.prefill(tokens).float(), -1)
-    kl = torch.sum(p.exp() * (p - q)).item()
-    assert kl < 1e-3
+    assert next_token_kl(a, b, random_tokens((12,), seed=7).tolist()) < 1e-3
     assert b._infer_model is not None and b.model.wte.weight.dtype == torch.float32
 
 

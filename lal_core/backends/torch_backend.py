@@ -115,9 +115,6 @@ class TorchBackend(Backend):
             if infer_dtype is None
             else resolve_dtype(infer_dtype, self.torch_device)
         )
-        self.chunked_loss = (
-            default_chunked_loss(self.torch_device) if chunked_loss is None else bool(chunked_loss)
-        )
         self.compile_seconds: float | None = None  # set by setup_training when compiled
         # CPU: one intra-op thread while sampling (0: leave torch's setting).
         self.decode_threads = (
@@ -128,7 +125,9 @@ class TorchBackend(Backend):
             torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(seed)  # the same seed gives the same initial weights
         self.model = GPT(cfg).to(self.torch_device)  # float32 master weights
-        self.model.chunked_loss = self.chunked_loss
+        self.model.chunked_loss = (
+            default_chunked_loss(self.torch_device) if chunked_loss is None else bool(chunked_loss)
+        )
         self._train_model: torch.nn.Module = self.model  # or its compiled wrapper
         self.optimizer: torch.optim.Optimizer | None = None
         self._scaler: torch.amp.GradScaler | None = None
@@ -140,6 +139,11 @@ class TorchBackend(Backend):
         self._next: torch.Tensor | None = None  # the token fed to `extend`, reused
 
     # -- the model ---------------------------------------------------------------------------
+    @property
+    def chunked_loss(self) -> bool:
+        """Whether training computes the loss in row chunks (the model holds the switch)."""
+        return self.model.chunked_loss
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
