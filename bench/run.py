@@ -283,7 +283,7 @@ def memory_child(name: str, who: str, batch: int, steps: int) -> None:
     if who == "reference":
         step = reference_step(cfg, TorchBackend(cfg, seed=0).state_dict(), batch)
     else:
-        backend = make_backend("torch", cfg, seed=0)
+        backend = make_backend("torch", cfg, seed=0, device="cpu")
         backend.setup_training(TrainConfig(batch_size=batch))
 
         def step(x, y):
@@ -332,7 +332,7 @@ class _SyntheticCorpus:
 def bench_eval(name: str, batch: int, step_seconds: float, interval: int = 250) -> tuple:
     """(eval seconds, fraction of wall time) for one full evaluation per `interval` steps."""
     cfg = get_model_config(name)
-    backend = make_backend("torch", cfg, seed=0)
+    backend = make_backend("torch", cfg, seed=0, device="cpu")
     corpus = _SyntheticCorpus(cfg.vocab_size)
     t0 = time.perf_counter()
     evaluate(backend, corpus, cfg.block_size, batch)

@@ -82,6 +82,13 @@ def count_parameters(cfg: ModelConfig) -> int:
     return embeddings + cfg.n_layer * block + layer_norm
 
 
+def saved_activation_bytes(cfg: ModelConfig, batch_size: int) -> int:
+    """Rough float32 bytes the blocks keep for backward: about 16 floats per position per
+    channel per layer (LayerNorm inputs and outputs, Q/K/V, attention output, the MLP's 4C
+    hidden before and after GELU), counted with saved-tensor hooks on lal's config."""
+    return 4 * cfg.n_layer * batch_size * cfg.block_size * cfg.n_embd * 16
+
+
 def estimate_training_memory(cfg: ModelConfig, batch_size: int) -> int:
     """Rough bytes for training in fp32: weights, grads and two Adam moments, plus activations.
 
@@ -92,9 +99,9 @@ def estimate_training_memory(cfg: ModelConfig, batch_size: int) -> int:
     n = count_parameters(cfg)
     states = 4 * n * 4
     tokens = batch_size * cfg.block_size
-    per_layer = tokens * cfg.n_embd * 16 + batch_size * cfg.n_head * cfg.block_size**2 * 2
+    attention = cfg.n_layer * batch_size * cfg.n_head * cfg.block_size**2 * 2
     logits = tokens * cfg.vocab_size * 2  # the logits and their gradient
-    return 4 * (cfg.n_layer * per_layer + logits) + states
+    return saved_activation_bytes(cfg, batch_size) + 4 * (attention + logits) + states
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import threading
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from lal_core.config import ModelConfig
 
@@ -59,15 +60,17 @@ class CausalSelfAttention(nn.Module):
 
         causal = True
         if cache is not None:
-            # Generation: append this step's keys/values to those of earlier positions.
+            # Generation: store this step's keys/values (in the cache's dtype) for later steps.
             start = cache.length
+            assert start == 0 or T == 1, "the cache takes a prompt, then one token at a time"
             cache.k[layer][:, :, start : start + T] = k
             cache.v[layer][:, :, start : start + T] = v
-            k = cache.k[layer][:, :, : start + T]  # (B, nh, start+T, hd)
-            v = cache.v[layer][:, :, : start + T]
-            # A single new token may look at every cached position; a prompt (start 0) is causal.
-            assert start == 0 or T == 1, "the cache takes a prompt, then one token at a time"
-            causal = start == 0
+            if start > 0:
+                # A new token looks at every earlier position, and at itself.
+                k = cache.k[layer][:, :, : start + T]  # (B, nh, start+T, hd)
+                v = cache.v[layer][:, :, : start + T]
+                causal = False
+            # A prompt (start 0) attends causally over its own keys, as in training.
 
         # softmax(q k^T / sqrt(hd)) v, where position t sees positions <= t only.
         dropout = self.dropout if self.training else 0.0
@@ -115,6 +118,10 @@ class GPT(nn.Module):
         # How the training loss is computed: in row chunks (the default; see the end of this
         # file) or plainly, with full logits. The backend picks per device.
         self.chunked_loss = True
+        # Activation checkpointing: keep only each block's input for backward, and run the
+        # block again there. A third more compute for a fraction of the memory; the backend
+        # turns it on where the saved activations would be large.
+        self.recompute = False
         # No separate output head: the logits reuse wte's weight (weight tying, as in GPT-2).
         self.apply(self._init_weights)
         # GPT-2: scale the projections into the residual stream by 1/sqrt(2 * n_layer), so the
@@ -151,7 +158,11 @@ class GPT(nn.Module):
         pos = torch.arange(start, start + T, device=idx.device)  # (T,)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C) + (T, C) -> (B, T, C)
         for layer, block in enumerate(self.blocks):
-            x = block(x, cache, layer)  # (B, T, C)
+            if self.recompute and torch.is_grad_enabled():
+                # Same values and gradients; the block's dropout masks are drawn again alike.
+                x = checkpoint(block, x, use_reentrant=False)  # (B, T, C)
+            else:
+                x = block(x, cache, layer)  # (B, T, C)
         if cache is not None:
             cache.length += T
         if last_only:
@@ -206,15 +217,18 @@ def keep_loss_out_of_compile() -> None:
         linear_cross_entropy._lal_outside_compile = True
 
 
-_local = threading.local()  # the reused logits buffer, one per thread
+_local = threading.local()  # the reused buffers, one set per thread
 
 
-def _logits_buffer(rows: int, vocab: int, device: torch.device) -> torch.Tensor:
-    key = (str(device), rows, vocab)
-    if getattr(_local, "key", None) != key:  # a new shape replaces the old buffer
-        _local.key, _local.buffer = key, None
-        _local.buffer = torch.empty(rows, vocab, device=device, dtype=torch.float32)
-    return _local.buffer
+def _reused(name: str, shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
+    """A buffer kept from call to call (a new shape or type replaces it): on a CPU, fresh
+    memory every step costs a page fault per 4 KB."""
+    buffers = _local.__dict__.setdefault("buffers", {})
+    buf = buffers.get(name)
+    if buf is None or buf.shape != shape or buf.dtype != dtype or buf.device != device:
+        buffers[name] = None  # let the old one go before taking the new
+        buf = buffers[name] = torch.empty(shape, dtype=dtype, device=device)
+    return buf
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -225,6 +239,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # Under autocast the matmuls run in its 16-bit type; softmax and sums stay float32.
         autocast_on = torch.is_autocast_enabled(device.type)
         dtype = torch.get_autocast_dtype(device.type) if autocast_on else x.dtype
+        sixteen = dtype != torch.float32
         with torch.autocast(device.type, enabled=False):
             xs, w = x.to(dtype), weight.to(dtype)
             counted = targets != -1
@@ -232,14 +247,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
             safe = targets.clamp(min=0).unsqueeze(1)  # (N, 1): -1 -> 0, masked out below
             grad_x = torch.empty(x.shape, device=device, dtype=x.dtype) if needs_grad else None
             grad_w = torch.zeros_like(weight) if needs_grad else None
-            buffer = _logits_buffer(min(chunk, N), V, device) if dtype == torch.float32 else None
+            rows_max = min(chunk, N)
+            buffer = _reused("logits", (rows_max, V), torch.float32, device)
+            # 16 bits: the matmuls write into 16-bit buffers, copied to and from float32.
+            low = _reused("logits16", (rows_max, V), dtype, device) if sixteen else None
+            low_w = _reused("grad_w16", w.shape, dtype, device) if sixteen and needs_grad else None
             total = torch.zeros((), device=device, dtype=torch.float32)
             for s in range(0, N, chunk):
                 xc, rows = xs[s : s + chunk], min(chunk, N - s)
-                if buffer is not None:
-                    logits = torch.mm(xc, w.t(), out=buffer[:rows])  # (rows, V)
+                logits = buffer[:rows]  # (rows, V)
+                if sixteen:
+                    logits.copy_(torch.mm(xc, w.t(), out=low[:rows]))
                 else:
-                    logits = torch.mm(xc, w.t()).float()
+                    torch.mm(xc, w.t(), out=logits)
                 # loss = logsumexp(logits) - logits[target], computed stably, in place.
                 logits.sub_(logits.amax(dim=1, keepdim=True))
                 target_logit = logits.gather(1, safe[s : s + chunk]).squeeze(1)
@@ -250,13 +270,13 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     g = logits.div_(sums.unsqueeze(1))  # softmax, in place
                     g.scatter_add_(1, safe[s : s + chunk], g.new_full((rows, 1), -1.0))
                     g.mul_((keep / n).unsqueeze(1))  # ignored rows get no gradient
-                    if buffer is not None:  # float32: write into place, no new memory
+                    if sixteen:
+                        g = low[:rows].copy_(g)
+                        grad_x[s : s + chunk] = torch.mm(g, w)  # (rows, C): small
+                        grad_w += torch.mm(g.t(), xc, out=low_w)
+                    else:  # write into place, no new memory
                         torch.mm(g, w, out=grad_x[s : s + chunk])
                         grad_w.addmm_(g.t(), xc)
-                    else:
-                        g = g.to(dtype)
-                        grad_x[s : s + chunk] = torch.mm(g, w)
-                        grad_w += torch.mm(g.t(), xc).float()
         ctx.save_for_backward(grad_x, grad_w)
         return total / n
 

@@ -93,11 +93,20 @@ def stop_after(step: int, stop: ev.StopRequest):
 
 
 def next_token_kl(a, b, tokens: list[int]) -> float:
-    """KL(a || b) of two backends' next-token distributions after `tokens` (prefill)."""
+    """The largest KL(a || b) of two backends' next-token distributions: after the first half
+    of `tokens` (a prompt's forward), then after each of the rest fed one at a time (the KV
+    cache's one-token steps, which may run on other weights than the prompt)."""
     import torch
 
+    def kl(logits_a, logits_b) -> float:
+        p = torch.log_softmax(logits_a.float(), -1)
+        q = torch.log_softmax(logits_b.float(), -1)
+        return torch.sum(p.exp() * (p - q)).item()
+
+    half = len(tokens) // 2
     a.start_generation(0)
     b.start_generation(0)
-    p = torch.log_softmax(a.prefill(tokens).float(), -1)
-    q = torch.log_softmax(b.prefill(tokens).float(), -1)
-    return torch.sum(p.exp() * (p - q)).item()
+    worst = kl(a.prefill(tokens[:half]), b.prefill(tokens[:half]))
+    for token in tokens[half:]:
+        worst = max(worst, kl(a.extend(token), b.extend(token)))
+    return worst

@@ -10,7 +10,7 @@ import torch
 from torch.nn import functional as F
 
 from conftest import MICRO, next_token_kl, random_tokens
-from lal_core.backends import make_backend
+from lal_core.backends import make_backend, torch_backend
 from lal_core.backends.torch_backend import TorchBackend
 from lal_core.checkpoint import load_weights, save_weights
 from lal_core.config import ModelConfig, TrainConfig, count_parameters, get_model_config
@@ -43,6 +43,24 @@ def test_chunked_loss_equals_plain_loss_and_gradients(chunk):
     assert torch.allclose(cx, gx, atol=1e-6) and torch.allclose(cw, gw, atol=1e-6)
     with torch.no_grad():
         assert abs(linear_cross_entropy(x, w, t, chunk=chunk).item() - plain.item()) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_chunked_loss_under_autocast_matches_the_plain_loss(dtype):
+    # Both run the matmuls in 16 bits and the softmax in float32.
+    torch.manual_seed(0)
+    x = torch.randn(50, 16, requires_grad=True)
+    w = (torch.randn(300, 16) * 0.5).requires_grad_()
+    t = torch.randint(0, 300, (50,))
+    t[[3, 10, 11]] = -1
+    with torch.autocast("cpu", dtype=dtype):
+        plain = F.cross_entropy(F.linear(x, w).float(), t, ignore_index=-1)
+        chunked = linear_cross_entropy(x, w, t, chunk=16)
+    gx, gw = torch.autograd.grad(plain, (x, w))
+    cx, cw = torch.autograd.grad(chunked, (x, w))
+    assert abs(plain.item() - chunked.item()) < 1e-3
+    torch.testing.assert_close(cx, gx, atol=2e-4, rtol=2e-2)
+    torch.testing.assert_close(cw, gw, atol=2e-4, rtol=2e-2)
 
 
 def test_chunked_loss_with_every_target_ignored_is_zero_not_nan():
@@ -133,6 +151,62 @@ def test_fused_adamw_state_round_trips(micro_cfg):
     assert a.train_step(x2, y2, 1e-3) == pytest.approx(b.train_step(x2, y2, 1e-3), abs=1e-6)
 
 
+# -- activation checkpointing -------------------------------------------------------------------
+def block_activation_bytes(model: GPT, x: torch.Tensor) -> int:
+    """Bytes autograd keeps for backward while the blocks run forward (parameters aside)."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    kept: dict[int, int] = {}
+    inside = [False]
+    first = model.blocks[0].register_forward_pre_hook(lambda *_: inside.__setitem__(0, True))
+    last = model.blocks[-1].register_forward_hook(lambda *_: inside.__setitem__(0, False))
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if inside[0] and storage.data_ptr() not in params:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x, x)
+    first.remove()
+    last.remove()
+    return sum(kept.values())
+
+
+def test_recompute_gives_the_same_loss_and_gradients_for_less_memory():
+    cfg = ModelConfig("wide", n_layer=3, n_head=2, n_embd=64, block_size=32, dropout=0.1)
+    x, y = batch(shape=(4, cfg.block_size))
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    results, kept = [], []
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        model = GPT(cfg)
+        model.recompute = recompute
+        kept.append(block_activation_bytes(model, x))
+        torch.manual_seed(1)  # the same dropout masks for both, if recomputing redraws alike
+        _, loss = model(x, y)
+        loss.backward()
+        results.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
+    assert results[0][0] == results[1][0]
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
+    assert kept[0] > 0 and kept[1] < kept[0] / 4  # not the blocks' insides
+
+
+def test_recompute_is_on_by_default_only_where_activations_are_large():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    lal = get_model_config("lal")
+    assert torch_backend.default_recompute(cpu, lal, 16)
+    assert not torch_backend.default_recompute(cpu, lal, 8)
+    assert not torch_backend.default_recompute(cpu, get_model_config("small"), 16)
+    assert not torch_backend.default_recompute(cuda, lal, 16)
+    b = TorchBackend(MICRO, seed=0, device="cpu", compile=False, recompute=True)
+    b.setup_training(TrainConfig(batch_size=2))
+    assert b.recompute and "recomputed activations" in b.describe()
+    loss = b.train_step(*batch(), 1e-3)
+    assert np.isfinite(loss)
+
+
 # -- sampling -----------------------------------------------------------------------------------
 def test_prefill_last_position_equals_the_full_logits():
     b = TorchBackend(SHORT, seed=3, device="cpu", compile=False, infer_dtype="float32")
@@ -158,11 +232,49 @@ def test_kv_cache_and_full_recompute_generation_agree():
     assert sampled[0] == sampled[1]
 
 
-def test_bf16_sampling_weights_keep_the_distribution():
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_16bit_sampling_weights_keep_the_distribution(dtype):
     a = TorchBackend(SHORT, seed=3, device="cpu", compile=False, infer_dtype="float32")
-    b = TorchBackend(SHORT, seed=3, device="cpu", compile=False, infer_dtype="bfloat16")
+    b = TorchBackend(SHORT, seed=3, device="cpu", compile=False, infer_dtype=dtype)
     assert next_token_kl(a, b, random_tokens((12,), seed=7).tolist()) < 1e-3
-    assert b._infer_model is not None and b.model.wte.weight.dtype == torch.float32
+    assert dtype in b._copies and b.model.wte.weight.dtype == torch.float32
+    assert b._cache.k[0].dtype == getattr(torch, dtype)  # the one-token steps ran in 16 bits
+
+
+def test_prompts_run_in_float32_where_16bit_matmuls_are_emulated(monkeypatch):
+    # On a CPU without native bf16 a prompt's forward (compute-bound) would be several times
+    # slower in 16 bits; the one-token steps after it (memory-bound) still read 16-bit weights.
+    monkeypatch.setattr(torch_backend, "cpu_has_fast_bf16", lambda: False)
+    b = TorchBackend(SHORT, seed=3, device="cpu", compile=False)
+    assert (b.infer_dtype, b.prompt_dtype) == ("bfloat16", "float32")
+    monkeypatch.setattr(torch_backend, "cpu_has_fast_bf16", lambda: True)
+    b = TorchBackend(SHORT, seed=3, device="cpu", compile=False)
+    assert (b.infer_dtype, b.prompt_dtype) == ("bfloat16", "bfloat16")
+
+
+def test_sampling_takes_one_thread_while_this_process_trains(monkeypatch):
+    # Idle, sampling uses torch's threads; while a run trains in the same process (the
+    # dashboard), one, so the two do not wait on each other's time slices.
+    activity = torch_backend.TrainingActivity(grace=60.0)
+    monkeypatch.setattr(torch_backend, "TRAINING", activity)
+    b = TorchBackend(SHORT, seed=3, device="cpu", compile=False, infer_dtype="float32")
+    seen: list[int] = []
+    b.model.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        list(generate_ids(b, [1, 2], 3, seed=0))
+        assert set(seen) == {2}
+        trainer = TorchBackend(SHORT, seed=3, device="cpu", compile=False)
+        trainer.setup_training(TrainConfig(batch_size=2))
+        trainer.train_step(*batch(shape=(2, SHORT.block_size)), 1e-3)
+        assert activity.busy()  # the step just ended: the run is between steps
+        seen.clear()
+        list(generate_ids(b, [1, 2], 3, seed=0))
+        assert set(seen) == {1}
+        assert torch.get_num_threads() == 2  # given back after sampling
+    finally:
+        torch.set_num_threads(before)
 
 
 # -- torch.compile ------------------------------------------------------------------------------

@@ -11,8 +11,13 @@ Fast paths, each with a switch (None picks the measured default for the device; 
 - fused: fused AdamW kernels where torch has them, else foreach.
 - chunked_loss: the head and loss a chunk of rows at a time (CPU, MPS), or plainly with full
   logits (CUDA, where compiled it is 2.2x faster; see `default_chunked_loss`).
-- infer_dtype: a 16-bit copy of the weights for sampling where 16-bit matmuls are native.
-- decode_threads: intra-op threads for sampling (prefill, extend, sample) on the CPU (default 1).
+- recompute: activation checkpointing, on by default off CUDA where the blocks would keep more
+  than RECOMPUTE_ABOVE_BYTES for backward (lal at batch 16; see `default_recompute`).
+- infer_dtype: a 16-bit copy of the weights for sampling's one-token steps, which are bound by
+  reading the weights; a prompt's forward (compute-bound) uses it only where 16-bit matmuls
+  are native, else the float32 weights (see `prompt_dtype`).
+- decode_threads: intra-op threads for sampling (prefill, extend, sample) on the CPU; by
+  default all of torch's, or one while this process is training (see `TrainingActivity`).
 On CUDA also TF32 matmuls, pinned non-blocking host-to-device copies, and flash attention
 for sampling (see `_decoding`).
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import threading
 import time
 import warnings
 
@@ -29,7 +35,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lal_core.backends.base import Backend
-from lal_core.config import ModelConfig, TrainConfig
+from lal_core.config import ModelConfig, TrainConfig, saved_activation_bytes
 from lal_core.device import resolve_device
 from lal_core.model import GPT, KVCache, keep_loss_out_of_compile
 from lal_core.precision import (
@@ -43,12 +49,25 @@ from lal_core.precision import (
 
 
 def default_infer_dtype(device: torch.device) -> str:
-    """16-bit sampling weights where 16-bit matmuls are native: half the bytes read per token."""
+    """16-bit weights for sampling's one-token steps: each step reads every weight once and
+    does little arithmetic on it, so half the bytes is nearly half the time, whether or not
+    16-bit matmuls are native. Measured on a 2-core AVX2 CPU without native bf16 (200 tokens,
+    two threads, medians of 5): small float32 63 tokens/s, bfloat16 128, float16 126; tiny
+    162, 294, 293. bfloat16 keeps float32's range, so nothing overflows where float16 might."""
     if device.type == "cuda":
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
-    if device.type == "cpu" and cpu_has_fast_bf16():
+    if device.type == "cpu":
         return "bfloat16"
     return "float32"
+
+
+def native_16bit_matmuls(device: torch.device, dtype: str) -> bool:
+    """Whether matmuls in `dtype` run natively, i.e. at least as fast as float32 when they are
+    compute-bound (a prompt's forward). On an AVX2 CPU a 16-bit matmul is converted in software:
+    small's 256-token prompt took 723 ms in bfloat16 against 94 ms in float32."""
+    if dtype == "float32" or device.type in ("cuda", "mps"):
+        return True
+    return device.type == "cpu" and dtype == "bfloat16" and cpu_has_fast_bf16()
 
 
 def default_chunked_loss(device: torch.device) -> bool:
@@ -57,6 +76,22 @@ def default_chunked_loss(device: torch.device) -> bool:
     chunked one (kept out of the graph) at 171k with 5.8 GB; eager, plain 189k against 153k.
     On the CPU the chunked loss is the faster (1.6x on tiny; bench/run.py) and the smaller."""
     return device.type != "cuda"
+
+
+# Above this, training recomputes each block's activations in backward instead of keeping them.
+RECOMPUTE_ABOVE_BYTES = 4 * 2**30
+
+
+def default_recompute(device: torch.device, cfg: ModelConfig, batch_size: int) -> bool:
+    """Activation checkpointing where the blocks would keep over 4 GiB for backward, off CUDA.
+    Measured on a 2-core AVX2 CPU (lal, batch 16, float32, 3 steps, two runs each): peak RSS
+    9.6-9.8 GB without, 4.7-4.9 GB with; median step 69 s without, 75 s with (+8%: the
+    recompute's extra forward is partly paid back by fewer page faults). On CUDA the GPU's
+    own memory holds it (6.0 GB peak on an H100) and the recompute would cost speed there;
+    pass recompute=True on a small GPU."""
+    if device.type == "cuda":
+        return False
+    return saved_activation_bytes(cfg, batch_size) > RECOMPUTE_ABOVE_BYTES
 
 
 # Attention kernels for sampling on CUDA: not cuDNN's, which builds a plan for every new
@@ -72,12 +107,46 @@ def fused_adamw_available(device: torch.device) -> bool:
     ) >= (2, 4)
 
 
+class TrainingActivity:
+    """Whether this process is training with torch now: a step or an eval running, or one
+    ended under `grace` seconds ago (the trainer's work between steps).
+
+    Sampling reads it to pick its threads. On an idle 2-core AVX2 CPU, small's 200 tokens
+    with 16-bit weights ran at 135 tokens/s on two threads and 95 on one (converting the
+    weights is arithmetic two cores share); while tiny trained in another process, at 30-38
+    on two and 62 on one: two sets of intra-op threads on the same cores wait on each other's
+    time slices at every op. The dashboard samples while it trains, in one process.
+    """
+
+    def __init__(self, grace: float = 2.0) -> None:
+        self.grace = grace
+        self._lock = threading.Lock()
+        self._running = 0
+        self._ended = float("-inf")
+
+    @contextlib.contextmanager
+    def working(self):
+        with self._lock:
+            self._running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running -= 1
+                self._ended = time.monotonic()
+
+    def busy(self) -> bool:
+        with self._lock:
+            return self._running > 0 or time.monotonic() - self._ended < self.grace
+
+
+TRAINING = TrainingActivity()
+
+
 @contextlib.contextmanager
 def intra_op_threads(n: int):
-    """Run with n intra-op threads (0: as set). A generated token is a chain of small ops, too
-    small to split across cores: measured on a 2-core CPU shared with other work, one thread
-    sampled 4.5x (tiny) to 7.5x (small) faster than two, which wait on each other's time
-    slices at every op. Setting the count costs under a microsecond."""
+    """Run with n intra-op threads (0: as set). Setting the count costs under a microsecond;
+    it is process-wide, so a training run in the same process shares it meanwhile."""
     before = torch.get_num_threads()
     if n <= 0 or n == before:
         yield
@@ -103,6 +172,7 @@ class TorchBackend(Backend):
         infer_dtype: str | None = None,
         decode_threads: int | None = None,
         chunked_loss: bool | None = None,
+        recompute: bool | None = None,
     ) -> None:
         super().__init__(cfg)
         self.torch_device = resolve_device(device)
@@ -115,11 +185,16 @@ class TorchBackend(Backend):
             if infer_dtype is None
             else resolve_dtype(infer_dtype, self.torch_device)
         )
-        self.compile_seconds: float | None = None  # set by setup_training when compiled
-        # CPU: one intra-op thread while sampling (0: leave torch's setting).
-        self.decode_threads = (
-            (1 if self.device == "cpu" else 0) if decode_threads is None else decode_threads
+        # A prompt's forward is compute-bound: 16-bit only where 16-bit matmuls are native.
+        self.prompt_dtype = (
+            self.infer_dtype
+            if native_16bit_matmuls(self.torch_device, self.infer_dtype)
+            else "float32"
         )
+        self.compile_seconds: float | None = None  # set by setup_training when compiled
+        # CPU: intra-op threads while sampling (None: all, or one while training; see
+        # `TrainingActivity`).
+        self.decode_threads = decode_threads
         if self.device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls on tensor cores
             torch.backends.cudnn.allow_tf32 = True
@@ -128,13 +203,14 @@ class TorchBackend(Backend):
         self.model.chunked_loss = (
             default_chunked_loss(self.torch_device) if chunked_loss is None else bool(chunked_loss)
         )
+        self._recompute_option = recompute  # None: decided in setup_training, by batch size
         self._train_model: torch.nn.Module = self.model  # or its compiled wrapper
         self.optimizer: torch.optim.Optimizer | None = None
         self._scaler: torch.amp.GradScaler | None = None
         self._grad_clip = 1.0
         self._generator: torch.Generator | None = None
         self._cache: KVCache | None = None
-        self._infer_model: GPT | None = None  # the 16-bit sampling copy, rebuilt after changes
+        self._copies: dict[str, GPT] = {}  # 16-bit sampling copies, dropped when weights change
         self._pinned: dict[tuple, torch.Tensor] = {}
         self._next: torch.Tensor | None = None  # the token fed to `extend`, reused
 
@@ -143,6 +219,11 @@ class TorchBackend(Backend):
     def chunked_loss(self) -> bool:
         """Whether training computes the loss in row chunks (the model holds the switch)."""
         return self.model.chunked_loss
+
+    @property
+    def recompute(self) -> bool:
+        """Whether training recomputes activations in backward (the model holds the switch)."""
+        return self.model.recompute
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
@@ -156,7 +237,7 @@ class TorchBackend(Backend):
 
     def load_state_dict(self, tensors: dict[str, np.ndarray]) -> None:
         self.model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in tensors.items()})
-        self._infer_model = None
+        self._copies.clear()
 
     def _tensor(self, a: np.ndarray, slot: str = "x") -> torch.Tensor:
         t = torch.from_numpy(np.ascontiguousarray(a))
@@ -194,6 +275,8 @@ class TorchBackend(Backend):
         parts = [self.dtype, compiled if self.compile else "eager"]
         parts.append("fused AdamW" if self.fused else "foreach AdamW")
         parts.append("chunked loss" if self.chunked_loss else "plain loss")
+        if self.recompute:
+            parts.append("recomputed activations")
         return ", ".join(parts)
 
     # -- training ----------------------------------------------------------------------------
@@ -213,6 +296,11 @@ class TorchBackend(Backend):
             self.optimizer = torch.optim.AdamW(groups, lr=train_cfg.lr, betas=betas, foreach=True)
         self._params = params
         self._grad_clip = train_cfg.grad_clip
+        self.model.recompute = (
+            default_recompute(self.torch_device, self.cfg, train_cfg.batch_size)
+            if self._recompute_option is None
+            else bool(self._recompute_option)
+        )
         # float16 overflows where bfloat16 does not: scale the loss so small gradients survive.
         self._scaler = torch.amp.GradScaler(self.device) if self.dtype == "float16" else None
         self.model.train()
@@ -255,10 +343,14 @@ class TorchBackend(Backend):
                 torch.cuda.set_rng_state(cuda_rng, self.torch_device)
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
+        with TRAINING.working():  # sampling in this process meanwhile takes one thread
+            return self._train_step(x, y, lr)
+
+    def _train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
         assert self.optimizer is not None, "call setup_training first"
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        self._infer_model = None  # the weights change: a sampling copy would be stale
+        self._copies.clear()  # the weights change: a sampling copy would be stale
         with autocast(self.torch_device, self.dtype):
             _, loss = self._train_model(self._tensor(x, "x"), self._tensor(y, "y"))
         self.optimizer.zero_grad(set_to_none=True)
@@ -283,7 +375,7 @@ class TorchBackend(Backend):
     @torch.no_grad()
     def eval_loss(self, x: np.ndarray, y: np.ndarray) -> float:
         self.model.eval()
-        with autocast(self.torch_device, self.dtype):
+        with TRAINING.working(), autocast(self.torch_device, self.dtype):
             _, loss = self.model(self._tensor(x, "x"), self._tensor(y, "y"))
         self.model.train()
         return loss.item()
@@ -331,16 +423,25 @@ class TorchBackend(Backend):
         (`intra_op_threads`), on CUDA the attention kernels of DECODE_ATTENTION."""
         if self.device == "cuda":
             return sdpa_kernel(DECODE_ATTENTION)
-        return intra_op_threads(self.decode_threads)
+        if self.decode_threads is not None:
+            return intra_op_threads(self.decode_threads)
+        return intra_op_threads(1 if TRAINING.busy() else 0)
 
-    def _sampling_model(self) -> GPT:
-        """The model to sample from: the weights in `infer_dtype` (a copy, kept until the
-        weights change), or the float32 module itself."""
-        if self.infer_dtype == "float32":
+    def _sampling_model(self, dtype: str) -> GPT:
+        """The weights in `dtype`: the float32 module itself, or a copy kept until the weights
+        change. A prompt and the tokens after it may use different copies (`prompt_dtype`);
+        the KV cache is in `infer_dtype` either way."""
+        if dtype == "float32":
             return self.model
-        if self._infer_model is None:
-            self._infer_model = copy.deepcopy(self.model).to(DTYPES[self.infer_dtype]).eval()
-        return self._infer_model
+        if dtype not in self._copies:
+            # deepcopy takes each parameter's cast copy from the memo instead of copying its
+            # float32 data first: one pass over the weights (part of the first token's wait).
+            cast = {
+                id(p): torch.nn.Parameter(p.detach().to(DTYPES[dtype]), requires_grad=False)
+                for p in self.model.parameters()
+            }
+            self._copies[dtype] = copy.deepcopy(self.model, cast).eval()
+        return self._copies[dtype]
 
     def start_generation(self, seed: int | None) -> None:
         self._generator = torch.Generator(device=self.torch_device)
@@ -352,7 +453,7 @@ class TorchBackend(Backend):
 
     @torch.inference_mode()
     def prefill(self, tokens: list[int], use_cache: bool = True) -> torch.Tensor:
-        model = self._sampling_model()
+        model = self._sampling_model(self.prompt_dtype)
         idx = torch.tensor([tokens], dtype=torch.long, device=self.torch_device)  # (1, T)
         dtype = DTYPES[self.infer_dtype]
         self._cache = KVCache(self.cfg, 1, self.torch_device, dtype) if use_cache else None
@@ -367,7 +468,7 @@ class TorchBackend(Backend):
             self._next = torch.zeros((1, 1), dtype=torch.long, device=self.torch_device)
         self._next.fill_(token)  # (1, 1), reused: no new tensor or host copy per token
         with self._decoding():
-            logits, _ = self._sampling_model()(self._next, cache=self._cache)
+            logits, _ = self._sampling_model(self.infer_dtype)(self._next, cache=self._cache)
         return logits[0, -1]  # (V,)
 
     @torch.inference_mode()
