@@ -142,7 +142,9 @@ class _Printer:
             return
         if self.live:
             sys.stderr.write("\r\x1b[K")
-        if isinstance(event, ev.RunStarted):
+        if isinstance(event, ev.Preparing):
+            print(event.line, flush=True)
+        elif isinstance(event, ev.RunStarted):
             print(event.header, flush=True)
         elif isinstance(event, (ev.EvalDone, ev.EarlyStopped, ev.RunFinished)):
             print(event.line, flush=True)

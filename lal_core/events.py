@@ -34,6 +34,13 @@ class StopRequest:
 
 
 @dataclass(frozen=True)
+class Preparing:
+    """Before RunStarted, when setting up will take a while (compiling the model)."""
+
+    line: str  # what is being done, for people
+
+
+@dataclass(frozen=True)
 class RunStarted:
     run_id: str
     run_dir: Path
@@ -118,7 +125,8 @@ class RunFailed:
 
 
 Event = (
-    RunStarted
+    Preparing
+    | RunStarted
     | StepDone
     | EvalDone
     | CheckpointSaved

@@ -31,6 +31,7 @@ from lal_core.events import (
     EarlyStopped,
     EvalDone,
     Event,
+    Preparing,
     RunFailed,
     RunFinished,
     RunStarted,
@@ -255,6 +256,9 @@ class Trainer:
 
     def _start_run(self) -> tuple[RunDir, LoopState]:
         cfg, mcfg, backend = self.cfg, self.model_cfg, self.backend
+        notice = backend.preparing()
+        if notice:  # e.g. compiling: say so before the wait, not after
+            self._emit(Preparing(line=notice))
         backend.setup_training(cfg)
         if self._resume_from is not None:
             run = self._resume_from

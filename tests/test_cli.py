@@ -40,6 +40,17 @@ def test_train_writes_a_run_folder(trained_run):
     assert info["model_config"]["name"] == "tiny" and info["status"] == "completed"
 
 
+def test_train_recompute_flag_reaches_the_engine_and_the_run_record(
+    small_corpus, isolated_home, capsys
+):
+    args = ["train", "--max-iters", "2", "--eval-interval", "2", "--batch-size", "2"]
+    assert main([*args, "--data", str(small_corpus), "--recompute"]) == 0
+    assert "recomputed activations" in capsys.readouterr().out
+    (run,) = (isolated_home / "checkpoints").iterdir()
+    info = json.loads((run / "run.json").read_text())
+    assert info["backend_options"]["recompute"] is True  # a resume keeps it
+
+
 def test_sample_streams_from_the_newest_run(trained_run, capsys):
     code = main(["sample", "--prompt", "ROMEO:", "--tokens", "20", "--seed", "1"])
     first = capsys.readouterr().out

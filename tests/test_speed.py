@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from conftest import MICRO, next_token_kl, random_tokens
-from lal_core.backends import make_backend, torch_backend
+from lal_core.backends import cpu_threads, make_backend, torch_backend
 from lal_core.backends.torch_backend import TorchBackend
 from lal_core.checkpoint import load_weights, save_weights
 from lal_core.config import ModelConfig, TrainConfig, count_parameters, get_model_config
@@ -129,6 +131,21 @@ def test_float16_trains_with_a_grad_scaler(micro_cfg):
     x, y = batch()
     losses = [b.train_step(x, y, 1e-3) for _ in range(3)]
     assert all(np.isfinite(losses))
+
+
+def test_float16_loss_scale_survives_a_resume(micro_cfg):
+    a = TorchBackend(micro_cfg, seed=0, device="cpu", dtype="float16", compile=False)
+    a.setup_training(TrainConfig(batch_size=2))
+    a.train_step(*batch(), 1e-3)
+    a._scaler.update(1024.0)  # as if overflows had lowered it
+    b = TorchBackend(micro_cfg, seed=1, device="cpu", dtype="float16", compile=False)
+    b.setup_training(TrainConfig(batch_size=2))
+    b.load_state_dict(a.state_dict())
+    b.load_optimizer_state(a.optimizer_state())
+    assert b._scaler.get_scale() == 1024.0
+    x, y = batch(seed=5)
+    assert a.train_step(x, y, 1e-3) == b.train_step(x, y, 1e-3)
+    assert a._scaler.get_scale() == b._scaler.get_scale()
 
 
 def test_dtype_is_checked_and_options_pass_through_make_backend(micro_cfg):
@@ -252,29 +269,64 @@ def test_prompts_run_in_float32_where_16bit_matmuls_are_emulated(monkeypatch):
     assert (b.infer_dtype, b.prompt_dtype) == ("bfloat16", "bfloat16")
 
 
-def test_sampling_takes_one_thread_while_this_process_trains(monkeypatch):
-    # Idle, sampling uses torch's threads; while a run trains in the same process (the
-    # dashboard), one, so the two do not wait on each other's time slices.
-    activity = torch_backend.TrainingActivity(grace=60.0)
-    monkeypatch.setattr(torch_backend, "TRAINING", activity)
-    b = TorchBackend(SHORT, seed=3, device="cpu", compile=False, infer_dtype="float32")
+def threads_seen_while_sampling(b: TorchBackend) -> set[int]:
     seen: list[int] = []
-    b.model.register_forward_pre_hook(lambda module, args: seen.append(torch.get_num_threads()))
+    hook = b.model.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    list(generate_ids(b, [1, 2], 3, seed=0))
+    hook.remove()
+    return set(seen)
+
+
+@pytest.fixture
+def two_threads():
     before = torch.get_num_threads()
     torch.set_num_threads(2)
-    try:
-        list(generate_ids(b, [1, 2], 3, seed=0))
-        assert set(seen) == {2}
-        trainer = TorchBackend(SHORT, seed=3, device="cpu", compile=False)
-        trainer.setup_training(TrainConfig(batch_size=2))
-        trainer.train_step(*batch(shape=(2, SHORT.block_size)), 1e-3)
-        assert activity.busy()  # the step just ended: the run is between steps
-        seen.clear()
-        list(generate_ids(b, [1, 2], 3, seed=0))
-        assert set(seen) == {1}
-        assert torch.get_num_threads() == 2  # given back after sampling
-    finally:
-        torch.set_num_threads(before)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_sampling_takes_one_thread_while_this_process_trains(monkeypatch, two_threads):
+    # Idle, sampling uses torch's threads; while a run trains in the same process (the
+    # dashboard), one, so the two do not wait on each other's time slices.
+    activity = cpu_threads.TrainingActivity(grace=60.0)
+    monkeypatch.setattr(torch_backend, "TRAINING", activity)
+    monkeypatch.setattr(torch_backend, "sampling_threads", lambda: 0)  # the cores are free
+    b = TorchBackend(SHORT, seed=3, device="cpu", compile=False, infer_dtype="float32")
+    assert threads_seen_while_sampling(b) == {2}
+    trainer = TorchBackend(SHORT, seed=3, device="cpu", compile=False)
+    trainer.setup_training(TrainConfig(batch_size=2))
+    trainer.train_step(*batch(shape=(2, SHORT.block_size)), 1e-3)
+    assert activity.busy()  # the step just ended: the run is between steps
+    assert threads_seen_while_sampling(b) == {1}
+    assert torch.get_num_threads() == 2  # given back after sampling
+
+
+def test_sampling_leaves_the_cores_other_threads_run_on(monkeypatch, two_threads):
+    monkeypatch.setattr(torch_backend, "TRAINING", cpu_threads.TrainingActivity())  # not training
+    b = TorchBackend(SHORT, seed=3, device="cpu", compile=False, infer_dtype="float32")
+    monkeypatch.setattr(cpu_threads, "free_cores", lambda: 1)  # another process runs on one
+    assert threads_seen_while_sampling(b) == {1}
+    monkeypatch.setattr(cpu_threads, "free_cores", lambda: 0)  # on both: still one thread
+    assert threads_seen_while_sampling(b) == {1}
+    monkeypatch.setattr(cpu_threads, "free_cores", lambda: None)  # unknown: torch's setting
+    assert threads_seen_while_sampling(b) == {2}
+    pinned = TorchBackend(SHORT, seed=3, device="cpu", compile=False, decode_threads=2)
+    monkeypatch.setattr(cpu_threads, "free_cores", lambda: 0)
+    assert threads_seen_while_sampling(pinned) == {2}  # the user's choice stands
+
+
+@pytest.mark.skipif(not Path("/proc/loadavg").exists(), reason="Linux /proc only")
+def test_free_cores_counts_this_process_as_not_other_work():
+    assert cpu_threads.own_runnable_threads() >= 1  # the reader itself is running
+    free = cpu_threads.free_cores()
+    assert free is not None and 0 <= free <= len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize(
+    "text, runnable", [("0.52 0.58 0.59 3/467 12345", 3), ("1.0 1.0 1.0", None), ("", None)]
+)
+def test_runnable_threads_are_read_from_loadavg(text, runnable):
+    assert cpu_threads.runnable_threads(text) == runnable
 
 
 # -- torch.compile ------------------------------------------------------------------------------

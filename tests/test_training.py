@@ -134,6 +134,23 @@ def test_stop_request_from_another_thread(micro_cfg, small_corpus):
     assert (result.run_dir / "best.safetensors").is_file()
 
 
+def test_a_compiling_run_says_so_before_the_wait(micro_cfg, small_corpus, monkeypatch):
+    from lal_core.backends.torch_backend import TorchBackend
+
+    seen, at_compile = [], []
+    # Compiling takes a minute on a CPU: record what was said when it would start instead.
+    monkeypatch.setattr(TorchBackend, "_compile", lambda self, b: at_compile.append(list(seen)))
+    cfg = TrainConfig(max_iters=2, eval_interval=2, batch_size=2)
+    run = {"data": small_corpus, "on_event": seen.append}
+    train(micro_cfg, cfg, **run, backend_options={"compile": True})
+    (before,) = at_compile
+    assert [type(e) for e in before] == [ev.Preparing] and "compiling" in before[0].line
+    assert isinstance(seen[1], ev.RunStarted)
+    seen.clear()
+    train(micro_cfg, cfg, **run, backend_options={"compile": False})
+    assert isinstance(seen[0], ev.RunStarted)  # nothing to wait for, nothing to announce
+
+
 def test_non_finite_loss_fails_and_keeps_best(micro_cfg, small_corpus, monkeypatch):
     from lal_core.backends.torch_backend import TorchBackend
 

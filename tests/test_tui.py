@@ -189,6 +189,19 @@ async def test_early_stop_shows_its_marker(settings, micro_cfg, shifted_corpus):
 
 
 @pytest.mark.asyncio
+async def test_a_compiling_notice_shows_in_the_train_log(settings):
+    from textual.widgets import Log
+
+    app = LalApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        line = "compiling the model with torch.compile on cpu: a one-time wait"
+        app.post_message(TrainEvent(ev.Preparing(line)))
+        await pilot.pause(0.2)
+        assert line in app.query_one(TrainPane).query_one(Log).lines
+
+
+@pytest.mark.asyncio
 async def test_stop_key_ends_the_worker_cleanly_with_a_checkpoint(settings):
     settings.config = "micro"
     settings.train = TrainConfig(max_iters=100_000, eval_interval=50_000, batch_size=2)

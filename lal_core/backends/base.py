@@ -45,6 +45,10 @@ class Backend(ABC):
         """The fast paths in use, for a run's header (e.g. `float32, eager, fused AdamW`)."""
         return ""
 
+    def preparing(self) -> str:
+        """What setup_training is about to spend a while on, for people ('' if nothing)."""
+        return ""
+
     def peak_flops(self) -> float | None:
         """The device's peak FLOP/s that MFU is measured against (None: unknown)."""
         return None

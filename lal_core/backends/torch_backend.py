@@ -17,16 +17,14 @@ Fast paths, each with a switch (None picks the measured default for the device; 
   reading the weights; a prompt's forward (compute-bound) uses it only where 16-bit matmuls
   are native, else the float32 weights (see `prompt_dtype`).
 - decode_threads: intra-op threads for sampling (prefill, extend, sample) on the CPU; by
-  default all of torch's, or one while this process is training (see `TrainingActivity`).
+  default all of torch's, or one where other work runs on the cores (`cpu_threads`).
 On CUDA also TF32 matmuls, pinned non-blocking host-to-device copies, and flash attention
 for sampling (see `_decoding`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import threading
 import time
 import warnings
 
@@ -35,6 +33,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lal_core.backends.base import Backend
+from lal_core.backends.cpu_threads import TRAINING, intra_op_threads, sampling_threads
 from lal_core.config import ModelConfig, TrainConfig, saved_activation_bytes
 from lal_core.device import resolve_device
 from lal_core.model import GPT, KVCache, keep_loss_out_of_compile
@@ -107,57 +106,6 @@ def fused_adamw_available(device: torch.device) -> bool:
     ) >= (2, 4)
 
 
-class TrainingActivity:
-    """Whether this process is training with torch now: a step or an eval running, or one
-    ended under `grace` seconds ago (the trainer's work between steps).
-
-    Sampling reads it to pick its threads. On an idle 2-core AVX2 CPU, small's 200 tokens
-    with 16-bit weights ran at 135 tokens/s on two threads and 95 on one (converting the
-    weights is arithmetic two cores share); while tiny trained in another process, at 30-38
-    on two and 62 on one: two sets of intra-op threads on the same cores wait on each other's
-    time slices at every op. The dashboard samples while it trains, in one process.
-    """
-
-    def __init__(self, grace: float = 2.0) -> None:
-        self.grace = grace
-        self._lock = threading.Lock()
-        self._running = 0
-        self._ended = float("-inf")
-
-    @contextlib.contextmanager
-    def working(self):
-        with self._lock:
-            self._running += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._running -= 1
-                self._ended = time.monotonic()
-
-    def busy(self) -> bool:
-        with self._lock:
-            return self._running > 0 or time.monotonic() - self._ended < self.grace
-
-
-TRAINING = TrainingActivity()
-
-
-@contextlib.contextmanager
-def intra_op_threads(n: int):
-    """Run with n intra-op threads (0: as set). Setting the count costs under a microsecond;
-    it is process-wide, so a training run in the same process shares it meanwhile."""
-    before = torch.get_num_threads()
-    if n <= 0 or n == before:
-        yield
-        return
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 class TorchBackend(Backend):
     name = "torch"
 
@@ -192,9 +140,10 @@ class TorchBackend(Backend):
             else "float32"
         )
         self.compile_seconds: float | None = None  # set by setup_training when compiled
-        # CPU: intra-op threads while sampling (None: all, or one while training; see
-        # `TrainingActivity`).
+        # CPU: intra-op threads while sampling (None: all, or one where other work runs on
+        # the cores; see `cpu_threads`).
         self.decode_threads = decode_threads
+        self._threads = 0  # for this generation, set when it starts (0: torch's setting)
         if self.device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls on tensor cores
             torch.backends.cudnn.allow_tf32 = True
@@ -280,6 +229,14 @@ class TorchBackend(Backend):
         return ", ".join(parts)
 
     # -- training ----------------------------------------------------------------------------
+    def preparing(self) -> str:
+        if self.compile and self._train_model is self.model:
+            return (
+                f"compiling the model with torch.compile on {self.device}: a one-time wait "
+                "of seconds to minutes, timed apart from the steps"
+            )
+        return ""
+
     def setup_training(self, train_cfg: TrainConfig) -> None:
         # Weight decay on matrices and embeddings only; biases and LayerNorm gains are exempt.
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -381,11 +338,16 @@ class TorchBackend(Backend):
         return loss.item()
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
-        """AdamW's moments and step count by parameter name, and the RNG state (for dropout)."""
+        """AdamW's moments and step count by parameter name, the RNG state (for dropout) and,
+        with float16, the GradScaler's loss scale."""
         assert self.optimizer is not None, "call setup_training first"
         out: dict[str, np.ndarray] = {"rng.torch": torch.get_rng_state().numpy().copy()}
         if self.torch_device.type == "cuda":
             out["rng.cuda"] = torch.cuda.get_rng_state(self.torch_device).numpy().copy()
+        if self._scaler is not None:  # float16: the loss scale it has settled on
+            scaler = self._scaler.state_dict()
+            out["scaler.scale"] = np.array([scaler["scale"]], dtype=np.float64)
+            out["scaler.growth_tracker"] = np.array([scaler["_growth_tracker"]], dtype=np.float64)
         for name, p in self.model.named_parameters():
             state = self.optimizer.state.get(p)
             if not state:
@@ -402,6 +364,11 @@ class TorchBackend(Backend):
             torch.cuda.set_rng_state(
                 torch.from_numpy(tensors["rng.cuda"].copy()), self.torch_device
             )
+        if self._scaler is not None and "scaler.scale" in tensors:
+            scaler = self._scaler.state_dict()
+            scaler["scale"] = float(tensors["scaler.scale"][0])
+            scaler["_growth_tracker"] = int(tensors["scaler.growth_tracker"][0])
+            self._scaler.load_state_dict(scaler)
         if "step" not in tensors:
             return  # saved before the first step: the optimizer has no state yet
         step = float(tensors["step"][0])
@@ -425,7 +392,7 @@ class TorchBackend(Backend):
             return sdpa_kernel(DECODE_ATTENTION)
         if self.decode_threads is not None:
             return intra_op_threads(self.decode_threads)
-        return intra_op_threads(1 if TRAINING.busy() else 0)
+        return intra_op_threads(1 if TRAINING.busy() else self._threads)
 
     def _sampling_model(self, dtype: str) -> GPT:
         """The weights in `dtype`: the float32 module itself, or a copy kept until the weights
@@ -450,6 +417,8 @@ class TorchBackend(Backend):
         else:
             self._generator.manual_seed(seed)
         self.model.eval()
+        if self.device == "cpu" and self.decode_threads is None:
+            self._threads = sampling_threads()
 
     @torch.inference_mode()
     def prefill(self, tokens: list[int], use_cache: bool = True) -> torch.Tensor:

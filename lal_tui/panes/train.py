@@ -16,6 +16,7 @@ from lal_core.events import (
     EarlyStopped,
     EvalDone,
     Event,
+    Preparing,
     RunFailed,
     RunFinished,
     RunStarted,
@@ -96,6 +97,8 @@ class TrainPane(Vertical):
             self.device = f"{event.backend}/{event.device}"
             self.max_iters = int(event.train_config.get("max_iters", 0)) or None
             log.write_line(event.header)
+        elif isinstance(event, Preparing):
+            log.write_line(event.line)
         elif isinstance(event, EarlyStopped):
             self.plot.set_early_stop(event.iteration)
             log.write_line(event.line)
