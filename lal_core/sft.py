@@ -54,6 +54,7 @@ from lal_core.errors import CheckpointError, ConfigError, DataError
 from lal_core.events import (
     CheckpointSaved,
     Event,
+    Preparing,
     RunFailed,
     RunFinished,
     RunStarted,
@@ -291,6 +292,9 @@ def fine_tune(
             "build them with make_examples(..., block_size)"
         )
 
+    notice = backend.preparing()
+    if notice:  # e.g. compiling: say so before the wait
+        emit(Preparing(line=notice))
     backend.setup_training(TrainConfig(batch_size=batch_size, lr=lr, warmup_iters=0, seed=seed))
     rng = np.random.default_rng(seed)
     started = time.perf_counter()

@@ -19,6 +19,7 @@ from lal_core.errors import LalError
 from lal_core.events import (
     CheckpointSaved,
     Event,
+    Preparing,
     RunFailed,
     RunFinished,
     RunStarted,
@@ -159,6 +160,8 @@ class SFTPane(Vertical):
         elif isinstance(event, SFTEpochDone):
             self.epoch_ends.append(len(self.steps) - 1)
             self.epoch_losses.append(event.masked_loss)
+            self.set_status(event.line)
+        elif isinstance(event, Preparing):
             self.set_status(event.line)
         elif isinstance(event, CheckpointSaved):
             self.set_status(f"saved {event.path}")
