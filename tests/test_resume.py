@@ -10,11 +10,16 @@ from conftest import stop_after
 from lal_core import events as ev
 from lal_core.checkpoint import load_weights
 from lal_core.config import TrainConfig
-from lal_core.device import default_device
 from lal_core.errors import LalError
 from lal_core.trainer import Trainer, train
 
 CFG = TrainConfig(max_iters=16, eval_interval=5, batch_size=2, lr=2e-3, warmup_iters=3)
+# Eager everywhere (the default on the CPU). Compiled CUDA kernels reduce in a varying order,
+# so two uninterrupted compiled runs already differ, and AdamW can turn that noise in a
+# near-zero gradient into a whole step's difference: measured on an H200, such a resume once
+# stayed within 2e-9 and twice did not within 1e-6. tests/test_cuda.py covers the compiled
+# resume with its own tolerance; eager CUDA resumes bit-identical, as here.
+EAGER = {"compile": False}
 
 
 @pytest.mark.parametrize("stop_step", [9, 11], ids=["at-eval-point", "between-evals"])
@@ -22,12 +27,18 @@ def test_stop_and_resume_ends_bit_identical(micro_cfg, small_corpus, stop_step):
     model_cfg = replace(
         micro_cfg, dropout=0.1
     )  # dropout draws from torch's RNG: it must resume too
-    straight = train(model_cfg, CFG, data=small_corpus)
+    straight = train(model_cfg, CFG, data=small_corpus, backend_options=EAGER)
 
     stop = ev.StopRequest()
     first = Trainer(
-        model_cfg, CFG, data=small_corpus, on_event=stop_after(stop_step, stop), stop=stop
+        model_cfg,
+        CFG,
+        data=small_corpus,
+        on_event=stop_after(stop_step, stop),
+        stop=stop,
+        backend_options=EAGER,
     ).run_training()
+    assert json.loads((first.run_dir / "run.json").read_text())["backend_options"] == EAGER
     assert first.status == "stopped" and first.iteration == stop_step + 1
     assert json.loads((first.run_dir / "run.json").read_text())["status"] == "stopped"
 
@@ -36,12 +47,8 @@ def test_stop_and_resume_ends_bit_identical(micro_cfg, small_corpus, stop_step):
 
     a, _ = load_weights(straight.run_dir / "final.safetensors")
     b, _ = load_weights(resumed.run_dir / "final.safetensors")
-    # Exact, except where the defaults compile on CUDA: compiled kernels there reduce in a
-    # varying order, and two uninterrupted runs already differ by ~4e-9 (measured on an H200;
-    # eager CUDA resumes bit-identical, tests/test_cuda.py).
-    tol = 1e-6 if default_device() == "cuda" else 0.0
-    assert all(np.abs(a[k] - b[k]).max() <= tol for k in a)
-    assert resumed.best_val == pytest.approx(straight.best_val, abs=tol * 100)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert resumed.best_val == straight.best_val
     assert resumed.best_iter == straight.best_iter
 
     # The metrics read as one run: every step once, the same evals.
@@ -53,9 +60,9 @@ def test_stop_and_resume_ends_bit_identical(micro_cfg, small_corpus, stop_step):
     assert steps == list(range(CFG.max_iters))
     evals = records(resumed.run_dir, "eval")
     assert [r["iter"] for r in evals] == [0, 5, 10, 15, 16]
-    assert [r["val_loss"] for r in evals] == pytest.approx(
-        [r["val_loss"] for r in records(straight.run_dir, "eval")], abs=tol * 100
-    )
+    assert [r["val_loss"] for r in evals] == [
+        r["val_loss"] for r in records(straight.run_dir, "eval")
+    ]
 
 
 def test_completed_run_is_not_resumed_without_more_iterations(micro_cfg, small_corpus):
