@@ -15,10 +15,10 @@ from lal_core.trainer import Trainer, train
 
 CFG = TrainConfig(max_iters=16, eval_interval=5, batch_size=2, lr=2e-3, warmup_iters=3)
 # Eager everywhere (the default on the CPU). Compiled CUDA kernels reduce in a varying order,
-# so two uninterrupted compiled runs already differ, and AdamW can turn that noise in a
-# near-zero gradient into a whole step's difference: measured on an H200, such a resume once
-# stayed within 2e-9 and twice did not within 1e-6. tests/test_cuda.py covers the compiled
-# resume with its own tolerance; eager CUDA resumes bit-identical, as here.
+# so two uninterrupted compiled runs already differ (by 4e-9 on an H200), and AdamW likely
+# magnifies that noise where a gradient is near zero: there a compiled resume once stayed
+# within 2e-9 of the straight run and twice did not stay within 1e-6. tests/test_cuda.py
+# checks that a compiled CUDA run resumes and completes; eager CUDA resumes bit-identical.
 EAGER = {"compile": False}
 
 
