@@ -1,5 +1,5 @@
-"""How many threads sampling takes on a CPU: all of torch's when the cores are free, one when
-other work is running on them.
+"""How many threads sampling takes on a CPU: torch's own count when the cores are free, else
+as many as the cores no other work is running on (at least one).
 
 A generated token is a chain of small ops. Measured on a 2-core AVX2 CPU (small, bf16
 sampling weights, tokens/s):

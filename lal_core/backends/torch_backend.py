@@ -17,7 +17,8 @@ Fast paths, each with a switch (None picks the measured default for the device; 
   reading the weights; a prompt's forward (compute-bound) uses it only where 16-bit matmuls
   are native, else the float32 weights (see `prompt_dtype`).
 - decode_threads: intra-op threads for sampling (prefill, extend, sample) on the CPU; by
-  default all of torch's, or one where other work runs on the cores (`cpu_threads`).
+  default the cores no other thread runs on, and one while this process trains
+  (`cpu_threads`).
 On CUDA also TF32 matmuls, pinned non-blocking host-to-device copies, and flash attention
 for sampling (see `_decoding`).
 """
@@ -140,8 +141,8 @@ class TorchBackend(Backend):
             else "float32"
         )
         self.compile_seconds: float | None = None  # set by setup_training when compiled
-        # CPU: intra-op threads while sampling (None: all, or one where other work runs on
-        # the cores; see `cpu_threads`).
+        # CPU: intra-op threads while sampling (None: the free cores, one while training;
+        # see `cpu_threads`).
         self.decode_threads = decode_threads
         self._threads = 0  # for this generation, set when it starts (0: torch's setting)
         if self.device == "cuda":
