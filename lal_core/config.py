@@ -89,19 +89,29 @@ def saved_activation_bytes(cfg: ModelConfig, batch_size: int) -> int:
     return 4 * cfg.n_layer * batch_size * cfg.block_size * cfg.n_embd * 16
 
 
-def estimate_training_memory(cfg: ModelConfig, batch_size: int) -> int:
-    """Rough bytes for training in fp32: weights, grads and two Adam moments, plus activations.
+# Above this, training recomputes each block's activations in backward instead of keeping
+# them (off CUDA; see lal_core/backends/torch_backend.py's `default_recompute`).
+RECOMPUTE_ABOVE_BYTES = 4 * 2**30
 
-    The activation term counts the tensors a block keeps for backward (about 16 floats per
-    position per channel, plus the attention matrix) and the vocab-sized logits, which dominate
-    for small models. It is an estimate to compare configs, not a promise.
+
+def estimate_training_memory(cfg: ModelConfig, batch_size: int) -> int:
+    """Rough peak bytes for training with the engine's CPU defaults, in float32:
+    - 20 bytes a parameter: weights, gradients, AdamW's two moments, the update's temporaries;
+    - the activations the blocks keep for backward, or, past RECOMPUTE_ABOVE_BYTES, each
+      block's input and one block's worth; and two blocks' worth while backward runs;
+    - the chunked loss: a 512-row logits buffer and the head's and the rows' gradients;
+    - about 0.75 GB of runtime (torch itself, the corpus).
+    Checked against bench/run.py's peak RSS at batch 16 on a 2-core CPU: tiny 1.11 GB
+    (estimated 1.12), small 2.15 (2.34), lal 4.86 (5.02). It is an estimate, not a promise.
     """
-    n = count_parameters(cfg)
-    states = 4 * n * 4
+    C, V = cfg.n_embd, cfg.vocab_size
     tokens = batch_size * cfg.block_size
-    attention = cfg.n_layer * batch_size * cfg.n_head * cfg.block_size**2 * 2
-    logits = tokens * cfg.vocab_size * 2  # the logits and their gradient
-    return saved_activation_bytes(cfg, batch_size) + 4 * (attention + logits) + states
+    kept = saved_activation_bytes(cfg, batch_size)
+    one_block = kept // cfg.n_layer
+    if kept > RECOMPUTE_ABOVE_BYTES:
+        kept = 4 * cfg.n_layer * tokens * C + one_block
+    loss = 4 * (512 * V + V * C + tokens * C)  # 512: model.LOSS_CHUNK_ROWS
+    return 20 * count_parameters(cfg) + kept + 2 * one_block + loss + 750_000_000
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,14 @@ from conftest import MICRO, next_token_kl, random_tokens
 from lal_core.backends import cpu_threads, make_backend, torch_backend
 from lal_core.backends.torch_backend import TorchBackend
 from lal_core.checkpoint import load_weights, save_weights
-from lal_core.config import ModelConfig, TrainConfig, count_parameters, get_model_config
+from lal_core.config import (
+    ModelConfig,
+    TrainConfig,
+    count_parameters,
+    estimate_training_memory,
+    get_model_config,
+    saved_activation_bytes,
+)
 from lal_core.errors import ConfigError
 from lal_core.flops import flops_per_token, measure_matmul_flops, mfu
 from lal_core.model import GPT, linear_cross_entropy
@@ -399,3 +406,14 @@ def test_measuring_the_peak_leaves_training_randomness_alone():
     before = torch.get_rng_state()
     measure_matmul_flops.__wrapped__("cpu", "float32", 64)
     assert torch.equal(before, torch.get_rng_state())
+
+
+def test_the_memory_estimate_follows_what_autograd_keeps():
+    # saved_activation_bytes's 16 floats per position, channel and layer, measured with hooks.
+    cfg = ModelConfig("wide", n_layer=3, n_head=2, n_embd=64, block_size=32)
+    x = torch.from_numpy(random_tokens((4, cfg.block_size)))
+    measured = block_activation_bytes(GPT(cfg), x)
+    assert 0.8 < measured / saved_activation_bytes(cfg, 4) < 1.25
+    # lal at batch 16 recomputes, so it is estimated (and measured: 4.9 GB) under 8 GB.
+    lal = get_model_config("lal")
+    assert estimate_training_memory(lal, 16) < 8e9

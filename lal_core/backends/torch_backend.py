@@ -35,7 +35,12 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lal_core.backends.base import Backend
 from lal_core.backends.cpu_threads import TRAINING, intra_op_threads, sampling_threads
-from lal_core.config import ModelConfig, TrainConfig, saved_activation_bytes
+from lal_core.config import (
+    RECOMPUTE_ABOVE_BYTES,
+    ModelConfig,
+    TrainConfig,
+    saved_activation_bytes,
+)
 from lal_core.device import resolve_device
 from lal_core.model import GPT, KVCache, keep_loss_out_of_compile
 from lal_core.precision import (
@@ -76,10 +81,6 @@ def default_chunked_loss(device: torch.device) -> bool:
     chunked one (kept out of the graph) at 171k with 5.8 GB; eager, plain 189k against 153k.
     On the CPU the chunked loss is the faster (1.6x on tiny; bench/run.py) and the smaller."""
     return device.type != "cuda"
-
-
-# Above this, training recomputes each block's activations in backward instead of keeping them.
-RECOMPUTE_ABOVE_BYTES = 4 * 2**30
 
 
 def default_recompute(device: torch.device, cfg: ModelConfig, batch_size: int) -> bool:
