@@ -89,6 +89,10 @@ def saved_activation_bytes(cfg: ModelConfig, batch_size: int) -> int:
     return 4 * cfg.n_layer * batch_size * cfg.block_size * cfg.n_embd * 16
 
 
+# Rows of the chunked loss at a time (lal_core/model.py): 512 x 50,257 floats is a 103 MB
+# buffer, reused every chunk and every step.
+LOSS_CHUNK_ROWS = 512
+
 # Above this, training recomputes each block's activations in backward instead of keeping
 # them (off CUDA; see lal_core/backends/torch_backend.py's `default_recompute`).
 RECOMPUTE_ABOVE_BYTES = 4 * 2**30
@@ -110,7 +114,7 @@ def estimate_training_memory(cfg: ModelConfig, batch_size: int) -> int:
     one_block = kept // cfg.n_layer
     if kept > RECOMPUTE_ABOVE_BYTES:
         kept = 4 * cfg.n_layer * tokens * C + one_block
-    loss = 4 * (512 * V + V * C + tokens * C)  # 512: model.LOSS_CHUNK_ROWS
+    loss = 4 * (LOSS_CHUNK_ROWS * V + V * C + tokens * C)
     return 20 * count_parameters(cfg) + kept + 2 * one_block + loss + 750_000_000
 
 

@@ -26,7 +26,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
-from lal_core.config import ModelConfig
+from lal_core.config import LOSS_CHUNK_ROWS, ModelConfig
 
 
 class KVCache:
@@ -188,11 +188,10 @@ class GPT(nn.Module):
 # the chunk's loss, and right away its gradients (d loss / d logits = (softmax - onehot) / n),
 # grad_x_c = g @ W and grad_W += g^T @ x_c. Backward then only scales the stored gradients.
 # Same FLOPs as the plain loss (the backward matmuls move into forward), a fraction of the
-# memory. tests/test_speed.py checks loss and gradients against the plain formula.
+# memory. A chunk is LOSS_CHUNK_ROWS rows (512, in lal_core/config.py: a 103 MB buffer for
+# GPT-2's vocabulary). tests/test_speed.py checks loss and gradients against the plain formula.
 # On a CUDA GPU the plain loss is faster, and compiled it takes less memory than this (the
 # compiler fuses the softmax into the loss); see lal_core/backends/torch_backend.py.
-
-LOSS_CHUNK_ROWS = 512  # 512 x 50,257 floats: a 103 MB buffer, reused every chunk and every step
 
 
 def linear_cross_entropy(

@@ -54,7 +54,6 @@ from lal_core.errors import CheckpointError, ConfigError, DataError
 from lal_core.events import (
     CheckpointSaved,
     Event,
-    Preparing,
     RunFailed,
     RunFinished,
     RunStarted,
@@ -65,6 +64,7 @@ from lal_core.events import (
 from lal_core.runs import RunDir, find_run, summarize
 from lal_core.sampling import check_sampling_args, generate_ids, load_for_sampling
 from lal_core.tokenizer import EOT_TOKEN, StreamDecoder, encode
+from lal_core.trainer import setup_training
 
 SYSTEM_MARK, USER_MARK, ASSISTANT_MARK, END_MARK = (
     "<|system|>",
@@ -292,10 +292,9 @@ def fine_tune(
             "build them with make_examples(..., block_size)"
         )
 
-    notice = backend.preparing()
-    if notice:  # e.g. compiling: say so before the wait
-        emit(Preparing(line=notice))
-    backend.setup_training(TrainConfig(batch_size=batch_size, lr=lr, warmup_iters=0, seed=seed))
+    setup_training(
+        backend, TrainConfig(batch_size=batch_size, lr=lr, warmup_iters=0, seed=seed), emit
+    )
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
     losses: list[float] = []

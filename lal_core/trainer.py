@@ -73,6 +73,15 @@ def fast_paths(backend: Backend) -> str:
     return f"{described} | " if described else ""
 
 
+def setup_training(backend: Backend, cfg: TrainConfig, emit: EventCallback) -> None:
+    """`backend.setup_training(cfg)`, saying first what it will spend a while on (compiling),
+    so the wait is announced before it starts, not after."""
+    notice = backend.preparing()
+    if notice:
+        emit(Preparing(line=notice))
+    backend.setup_training(cfg)
+
+
 def peak_flops(backend: Backend, peak_tflops: float | None) -> float | None:
     """FLOP/s for MFU: the user's --peak-tflops, else the backend's default for its device."""
     if peak_tflops:
@@ -256,10 +265,7 @@ class Trainer:
 
     def _start_run(self) -> tuple[RunDir, LoopState]:
         cfg, mcfg, backend = self.cfg, self.model_cfg, self.backend
-        notice = backend.preparing()
-        if notice:  # e.g. compiling: say so before the wait, not after
-            self._emit(Preparing(line=notice))
-        backend.setup_training(cfg)
+        setup_training(backend, cfg, self._emit)
         if self._resume_from is not None:
             run = self._resume_from
             weights, optimizer, saved = load_state(run.path / STATE_FILE, mcfg)

@@ -94,9 +94,9 @@ def free_cores(samples: int = 3, gap: float = 0.001) -> int | None:
             time.sleep(gap)
     if not others:
         return None
-    others = sorted(others)[len(others) // 2]
+    median = sorted(others)[len(others) // 2]
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(0, (cores or 1) - others)
+    return max(0, (cores or 1) - median)
 
 
 def sampling_threads() -> int:
