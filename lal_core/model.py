@@ -259,8 +259,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
             for s in range(0, N, chunk):
                 xc, rows = xs[s : s + chunk], min(chunk, N - s)
                 target = safe[:, s : s + chunk]  # (1, rows)
-                logits = buffer[:, :rows]  # (V, rows)
-                if sixteen:
+                logits = buffer[:, :rows]  # (V, rows), float32
+                if sixteen:  # the product in 16 bits, the softmax in float32
                     logits.copy_(torch.mm(w, xc.t(), out=low[:, :rows]))
                 else:
                     torch.mm(w, xc.t(), out=logits)
@@ -271,9 +271,11 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 keep = counted[s : s + chunk]
                 total += ((sums.log() - target_logit) * keep).sum()
                 if needs_grad:
-                    g = logits.div_(sums)  # softmax, in place
-                    g.scatter_add_(0, target, g.new_full((1, rows), -1.0))
-                    g.mul_(keep / n)  # ignored rows get no gradient
+                    # d loss / d logits = (softmax - onehot) * keep / n
+                    #                   = (exp(logits - max) - sums * onehot) * keep / (n * sums):
+                    # the row factors on the small side, one pass over the buffer instead of two.
+                    logits.scatter_add_(0, target, -sums.unsqueeze(0))
+                    g = logits.mul_(keep / (n * sums))  # ignored rows get no gradient
                     if sixteen:
                         g = low[:, :rows].copy_(g)
                         grad_x[s : s + chunk] = torch.mm(g.t(), w)  # (rows, C): small
