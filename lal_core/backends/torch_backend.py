@@ -79,7 +79,8 @@ def default_chunked_loss(device: torch.device) -> bool:
     """The chunked loss everywhere but CUDA. Measured on an H100 (lal, batch 16, bf16): the
     plain loss inside the compiled graph trained at 371k tokens/s with a 6.0 GB peak, the
     chunked one (kept out of the graph) at 171k with 5.8 GB; eager, plain 189k against 153k.
-    On the CPU the chunked loss is the faster (1.6x on tiny; bench/run.py) and the smaller."""
+    On the CPU the chunked loss is the faster (1.8x on tiny, 1.5x on small, 2-core AVX2;
+    bench/run.py) and the smaller."""
     return device.type != "cuda"
 
 
