@@ -98,6 +98,12 @@ LOSS_CHUNK_ROWS = 512
 RECOMPUTE_ABOVE_BYTES = 4 * 2**30
 
 
+def activations_need_recompute(cfg: ModelConfig, batch_size: int) -> bool:
+    """Whether the blocks would keep more than RECOMPUTE_ABOVE_BYTES for backward: where the
+    engine recomputes them instead (off CUDA), and what the memory estimate assumes."""
+    return saved_activation_bytes(cfg, batch_size) > RECOMPUTE_ABOVE_BYTES
+
+
 def estimate_training_memory(cfg: ModelConfig, batch_size: int) -> int:
     """Rough peak bytes for training with the engine's CPU defaults, in float32:
     - 20 bytes a parameter: weights, gradients, AdamW's two moments, the update's temporaries;
@@ -112,7 +118,7 @@ def estimate_training_memory(cfg: ModelConfig, batch_size: int) -> int:
     tokens = batch_size * cfg.block_size
     kept = saved_activation_bytes(cfg, batch_size)
     one_block = kept // cfg.n_layer
-    if kept > RECOMPUTE_ABOVE_BYTES:
+    if activations_need_recompute(cfg, batch_size):
         kept = 4 * cfg.n_layer * tokens * C + one_block
     loss = 4 * (LOSS_CHUNK_ROWS * V + V * C + tokens * C)
     return 20 * count_parameters(cfg) + kept + 2 * one_block + loss + 750_000_000

@@ -35,12 +35,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lal_core.backends.base import Backend
 from lal_core.backends.cpu_threads import TRAINING, intra_op_threads, sampling_threads
-from lal_core.config import (
-    RECOMPUTE_ABOVE_BYTES,
-    ModelConfig,
-    TrainConfig,
-    saved_activation_bytes,
-)
+from lal_core.config import ModelConfig, TrainConfig, activations_need_recompute
 from lal_core.device import resolve_device
 from lal_core.model import GPT, KVCache, keep_loss_out_of_compile
 from lal_core.precision import (
@@ -93,7 +88,7 @@ def default_recompute(device: torch.device, cfg: ModelConfig, batch_size: int) -
     pass recompute=True on a small GPU."""
     if device.type == "cuda":
         return False
-    return saved_activation_bytes(cfg, batch_size) > RECOMPUTE_ABOVE_BYTES
+    return activations_need_recompute(cfg, batch_size)
 
 
 # Attention kernels for sampling on CUDA: not cuDNN's, which builds a plan for every new
