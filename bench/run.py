@@ -14,8 +14,10 @@ Sections, each a table:
           attention, fp32, eager, plain AdamW), with ratios and model-FLOPs utilisation.
           All settings start from the same weights; their steps interleave round-robin, so
           load drifts hit all alike; medians.
-  sample  sampling at batch 1: tokens/s and time to first token, lal with the KV cache, lal
-          recomputing the context every token, and the reference, at 100/200/1000 new tokens.
+  sample  sampling at batch 1: tokens/s and time to first token, lal with the KV cache, the
+          same with the bf16 head where the int8 head is the default (a CPU without native
+          bf16), lal recomputing the context every token, and the reference, at 100/200/1000
+          new tokens.
           Past block_size the window slides and every token is a full recompute (as in the
           reference), so 1000-token rows mix both regimes.
   scale   long-prompt scaling: ms per token as the generated text grows; flat inside the
@@ -214,9 +216,11 @@ def bench_training(name: str, settings: list[Setting], steps: int, batch: int) -
 
 # -- sampling ---------------------------------------------------------------------------------
 def bench_sampling(name: str, n_tokens: int, modes: tuple[str, ...]) -> dict:
-    """{mode: (tokens/s, first token ms)} for 'cache', 'recompute' and 'reference'."""
+    """{mode: (tokens/s, first token ms)} for 'cache', 'bf16 head' (the cache with the int8
+    head off, where the defaults have it on), 'recompute' and 'reference'."""
     cfg = get_model_config(name)
     lal = make_backend("torch", cfg, seed=0, device="cpu")
+    bf16_head = make_backend("torch", cfg, seed=0, device="cpu", int8_head=False)
     ref = NaiveGPT(cfg).eval()
     ref.load_state_dict({k: torch.from_numpy(v) for k, v in lal.state_dict().items()})
     prompt = [198] * 8
@@ -226,6 +230,10 @@ def bench_sampling(name: str, n_tokens: int, modes: tuple[str, ...]) -> dict:
         first = None
         if mode == "reference":
             gen = ref.generate(torch.tensor([prompt]), n_tokens)
+        elif mode == "bf16 head":
+            if not lal.int8_head:
+                continue
+            gen = generate_ids(bf16_head, prompt, n_tokens, 0.8, 50, seed=0)
         else:
             use_cache = mode == "cache"
             gen = generate_ids(lal, prompt, n_tokens, 0.8, 50, seed=0, use_cache=use_cache)
@@ -415,7 +423,11 @@ def main() -> None:
         plan = [("tiny", 100), ("tiny", 200), ("small", 200), ("tiny", 1000), ("small", 1000)]
         if args.quick:
             plan = [("tiny", 100), ("small", 200)]
-        print(f"{'config':<6} {'new':>5} {'lal cache':>17} {'lal recompute':>17} {'reference':>17}")
+        columns = ("cache", "bf16 head", "recompute", "reference")
+        print(
+            f"{'config':<6} {'new':>5} {'lal cache':>17} {'cache, bf16 head':>17} "
+            f"{'lal recompute':>17} {'reference':>17}"
+        )
         for name, n in plan:
             if name not in args.configs:
                 continue
@@ -424,15 +436,11 @@ def main() -> None:
             modes = (
                 ("cache",)
                 if n > 2 * get_model_config(name).block_size and name != "tiny"
-                else (
-                    "cache",
-                    "recompute",
-                    "reference",
-                )
+                else columns
             )
             r = bench_sampling(name, n, modes)
             cells = []
-            for mode in ("cache", "recompute", "reference"):
+            for mode in columns:
                 rate = r.get(mode)
                 cells.append(f"{rate[0]:>8,.1f} | {rate[1]:>5.0f}" if rate else f"{'-':>16}")
             ratio = r["cache"][0] / r["reference"][0] if "reference" in r else None

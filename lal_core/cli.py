@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backend", default="torch", choices=list(BACKENDS))
     s.add_argument("--device", default=None)
     s.add_argument("--no-cache", action="store_true", help="recompute the context every token")
+    _add_int8_head_switch(s)
     s.add_argument("--runs-dir", default=None)
 
     r = sub.add_parser("runs", help="list past runs")
@@ -259,6 +260,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 # -- sample --------------------------------------------------------------------------------
+def _add_int8_head_switch(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-int8-head",
+        action="store_true",
+        help="keep the output head in bfloat16 (torch, on a CPU without native bf16, samples "
+        "with an int8 head by default)",
+    )
+
+
+def _sampling_options(args: argparse.Namespace) -> dict:
+    return {"int8_head": False} if args.no_int8_head else {}
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from lal_core.runs import resolve_checkpoint
     from lal_core.sampling import check_sampling_args, load_for_sampling, stream
@@ -268,7 +282,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if args.prompt == "":
         raise LalError("the prompt is empty; give at least one character with --prompt")
     path = resolve_checkpoint(args.run, args.checkpoint, args.runs_dir)
-    backend = load_for_sampling(path, args.backend, args.device)
+    backend = load_for_sampling(path, args.backend, args.device, **_sampling_options(args))
     n_prompt = len(encode(args.prompt))
     if n_prompt > backend.cfg.block_size:
         raise LalError(
@@ -343,6 +357,7 @@ def _add_sft_parsers(sub, backends) -> None:
     c.add_argument("--backend", default="torch", choices=list(backends))
     c.add_argument("--device", default=None)
     c.add_argument("--runs-dir", default=None)
+    _add_int8_head_switch(c)
 
 
 class _SFTPrinter(_Printer):
@@ -426,7 +441,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 f"run {run.run_id} has no fine-tuned checkpoint yet; "
                 f"run first: lal sft {run.run_id}"
             )
-    backend = load_for_sampling(path, args.backend, args.device)
+    backend = load_for_sampling(path, args.backend, args.device, **_sampling_options(args))
     out = sys.stdout
     pieces = stream_answer(
         backend, args.question, args.tokens, args.temperature, args.top_k, args.seed

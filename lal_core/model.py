@@ -169,14 +169,19 @@ class GPT(nn.Module):
             x = x[:, -1:, :]  # (B, 1, C): the head is a third of small's weights; skip the rest
         x = self.ln_f(x)  # (B, T, C)
         if targets is None:
-            return F.linear(x, self.wte.weight), None  # (B, T, V): a score for every next token
+            return self.head(x), None  # (B, T, V): a score for every next token
         if not self.chunked_loss:
             # Plainly: all (B*T, V) logits, then the mean cross-entropy (float32 for accuracy).
-            logits = F.linear(x, self.wte.weight).view(B * T, -1)  # (B*T, V)
+            logits = self.head(x).view(B * T, -1)  # (B*T, V)
             return None, F.cross_entropy(logits.float(), targets.reshape(B * T), ignore_index=-1)
         # The same head, x @ wte^T, and the mean cross-entropy, in row chunks: see below.
         loss = linear_cross_entropy(x.reshape(B * T, -1), self.wte.weight, targets.reshape(B * T))
         return None, loss
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits x @ wte^T, (..., C) -> (..., V). A sampling copy may replace it with an
+        int8 one (`lal_core/int8_head.py`)."""
+        return F.linear(x, self.wte.weight)
 
 
 # -- The loss, a chunk of rows at a time ------------------------------------------------------

@@ -99,8 +99,11 @@ def stream(
         yield SampledToken(token, text, prob)
 
 
-def load_for_sampling(checkpoint, backend: str = "torch", device: str | None = None) -> Backend:
-    """A backend holding the weights of a checkpoint file, ready to sample."""
+def load_for_sampling(
+    checkpoint, backend: str = "torch", device: str | None = None, **options
+) -> Backend:
+    """A backend holding the weights of a checkpoint file, ready to sample. `options` are the
+    backend's switches (e.g. int8_head=False; see `make_backend`)."""
     from lal_core.backends import make_backend
     from lal_core.checkpoint import load_weights, read_json
 
@@ -110,6 +113,6 @@ def load_for_sampling(checkpoint, backend: str = "torch", device: str | None = N
         with contextlib.suppress(LalError, KeyError, TypeError):
             expected = ModelConfig.from_dict(read_json(run_json)["model_config"])
     tensors, cfg = load_weights(checkpoint, expected)
-    model = make_backend(backend, cfg, device=device)
+    model = make_backend(backend, cfg, device=device, **options)
     model.load_state_dict(tensors)
     return model

@@ -59,6 +59,21 @@ def test_sample_streams_from_the_newest_run(trained_run, capsys):
     assert capsys.readouterr().out == first  # same seed, same text; run id works too
 
 
+def test_sample_no_int8_head_reaches_the_backend(trained_run, capsys, monkeypatch):
+    import lal_core.backends as backends
+
+    made = []
+    real = backends.make_backend
+
+    def recording(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(backends, "make_backend", recording)
+    assert main(["sample", "--tokens", "3", "--seed", "1", "--no-int8-head"]) == 0
+    assert len(made) == 1 and made[0].int8_head is False
+
+
 def test_runs_lists_the_run(trained_run, capsys):
     assert main(["runs"]) == 0
     out = capsys.readouterr().out

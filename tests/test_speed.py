@@ -25,6 +25,7 @@ from lal_core.config import (
 )
 from lal_core.errors import ConfigError
 from lal_core.flops import flops_per_token, measure_matmul_flops, mfu
+from lal_core.int8_head import Int8Head
 from lal_core.model import GPT, linear_cross_entropy
 from lal_core.precision import compile_available
 from lal_core.sampling import generate_ids
@@ -263,6 +264,60 @@ def test_16bit_sampling_weights_keep_the_distribution(dtype):
     assert next_token_kl(a, b, random_tokens((12,), seed=7).tolist()) < 1e-3
     assert dtype in b._copies and b.model.wte.weight.dtype == torch.float32
     assert b._cache.k[0].dtype == getattr(torch, dtype)  # the one-token steps ran in 16 bits
+
+
+def test_int8_head_is_within_its_rounding_of_the_float_product():
+    torch.manual_seed(0)
+    w = torch.randn(500, 64) * torch.rand(500, 1) * 3  # rows of different sizes
+    x = torch.randn(3, 64)
+    head = Int8Head(w)
+    assert head.weight.dtype == torch.int8 and head.weight.abs().max() == 127
+    got = head(x).float()  # (3, 500), in bfloat16
+    exact = x @ w.t()
+    x16 = x.to(torch.bfloat16).float()
+    # Each weight is off by at most half its row's step, and x and the logits are rounded to
+    # bfloat16 (relative 2**-8 at most).
+    bound = (
+        x16.abs() @ (head.scales.float() / 2 + 1e-6).expand(64, -1)
+        + (x - x16).abs() @ w.abs().t()
+        + exact.abs() * 2**-8
+    )
+    assert ((got - exact).abs() <= bound * 1.01).all()
+    assert (got - exact).abs().max() < 0.02 * exact.abs().max()
+
+
+def peaked(cfg: ModelConfig, **options) -> TorchBackend:
+    """A backend whose next-token distributions are peaked, as a trained model's are (a fresh
+    model's are near uniform, where any rounding looks harmless)."""
+    b = TorchBackend(cfg, seed=3, device="cpu", compile=False, **options)
+    state = b.state_dict()
+    state["wte.weight"] = state["wte.weight"] * 30
+    b.load_state_dict(state)
+    return b
+
+
+def test_int8_head_keeps_the_distribution():
+    a = peaked(SHORT, infer_dtype="float32")
+    b = peaked(SHORT, infer_dtype="bfloat16", int8_head=True)
+    tokens = random_tokens((12,), seed=7).tolist()
+    a.start_generation(0)
+    assert torch.softmax(a.prefill(tokens), -1).max() > 0.5  # peaked indeed
+    assert next_token_kl(a, b, tokens) < 1e-3
+    assert isinstance(b._copies["bfloat16"].head, Int8Head)  # the one-token steps used it
+    assert b.model.head.__func__ is GPT.head  # the float32 model keeps its own head
+    greedy = [[t for t, _ in generate_ids(m, tokens, 8, temperature=0)] for m in (a, b)]
+    assert greedy[0] == greedy[1]
+
+
+def test_int8_head_is_the_default_where_bf16_is_emulated(monkeypatch):
+    monkeypatch.setattr(torch_backend, "cpu_has_fast_bf16", lambda: False)
+    assert TorchBackend(SHORT, device="cpu").int8_head
+    assert not TorchBackend(SHORT, device="cpu", int8_head=False).int8_head
+    assert not TorchBackend(SHORT, device="cpu", infer_dtype="float16").int8_head
+    monkeypatch.setattr(torch_backend, "cpu_has_fast_bf16", lambda: True)
+    assert not TorchBackend(SHORT, device="cpu").int8_head
+    with pytest.raises(ConfigError, match="bfloat16"):
+        TorchBackend(SHORT, device="cpu", infer_dtype="float32", int8_head=True)
 
 
 def test_prompts_run_in_float32_where_16bit_matmuls_are_emulated(monkeypatch):

@@ -16,6 +16,9 @@ Fast paths, each with a switch (None picks the measured default for the device; 
 - infer_dtype: a 16-bit copy of the weights for sampling's one-token steps, which are bound by
   reading the weights; a prompt's forward (compute-bound) uses it only where 16-bit matmuls
   are native, else the float32 weights (see `prompt_dtype`).
+- int8_head: in that copy, the head as int8 rows with a scale each (`lal_core/int8_head.py`),
+  on by default on a CPU without native bf16, where it makes tiny's generations 1.4x and
+  small's 1.2x faster (see `default_int8_head`).
 - decode_threads: intra-op threads for sampling (prefill, extend, sample) on the CPU; by
   default the cores no other thread runs on, and one while this process trains
   (`cpu_threads`).
@@ -37,6 +40,8 @@ from lal_core.backends.base import Backend
 from lal_core.backends.cpu_threads import TRAINING, intra_op_threads, sampling_threads
 from lal_core.config import ModelConfig, TrainConfig, activations_need_recompute
 from lal_core.device import resolve_device
+from lal_core.errors import ConfigError
+from lal_core.int8_head import Int8Head, int8_head_works
 from lal_core.model import GPT, KVCache, keep_loss_out_of_compile
 from lal_core.precision import (
     DTYPES,
@@ -68,6 +73,25 @@ def native_16bit_matmuls(device: torch.device, dtype: str) -> bool:
     if dtype == "float32" or device.type in ("cuda", "mps"):
         return True
     return device.type == "cpu" and dtype == "bfloat16" and cpu_has_fast_bf16()
+
+
+def default_int8_head(device: torch.device, infer_dtype: str) -> bool:
+    """The int8 head in bfloat16 sampling copies on a CPU whose bf16 matmuls are emulated.
+    There the bf16 head is converted in software, and int8 is both half its bytes and a
+    vectorised kernel. Measured on a 2-core AVX2 EPYC (two threads, medians): the head's
+    product for one token 0.48 ms against 1.55 in bf16 (tiny), 1.41 against 2.91 (small), 4.26
+    against 5.05 (lal); whole generations, the two heads alternating in one process, tiny's
+    100 tokens 1.39x and small's 200 tokens 1.22x faster. On a trained tiny (val 5.41) the
+    int8 head moved the next-token distributions about as far as bf16 itself does (mean KL
+    to float32 3.3e-5 against 3.0e-5). Where bf16 is native (AVX-512 BF16, AMX, GPUs) the
+    bf16 head stays: the int8 one is unmeasured there. Int8 blocks as well measured only
+    1.02x (tiny) and 1.11x (small) more, so they stay bf16."""
+    return (
+        device.type == "cpu"
+        and infer_dtype == "bfloat16"
+        and not cpu_has_fast_bf16()
+        and int8_head_works(device)
+    )
 
 
 def default_chunked_loss(device: torch.device) -> bool:
@@ -117,6 +141,7 @@ class TorchBackend(Backend):
         fused: bool | None = None,
         infer_dtype: str | None = None,
         decode_threads: int | None = None,
+        int8_head: bool | None = None,
         chunked_loss: bool | None = None,
         recompute: bool | None = None,
     ) -> None:
@@ -137,6 +162,14 @@ class TorchBackend(Backend):
             if native_16bit_matmuls(self.torch_device, self.infer_dtype)
             else "float32"
         )
+        # The infer_dtype copy's head in int8 (see `lal_core/int8_head.py`).
+        if int8_head is None:
+            int8_head = default_int8_head(self.torch_device, self.infer_dtype)
+        elif int8_head and self.infer_dtype != "bfloat16":
+            raise ConfigError("the int8 head samples with bfloat16 weights; drop int8_head")
+        elif int8_head and not int8_head_works(self.torch_device):
+            raise ConfigError(f"this torch has no int8 head kernel on {self.device}")
+        self.int8_head = bool(int8_head)
         self.compile_seconds: float | None = None  # set by setup_training when compiled
         # CPU: intra-op threads while sampling (None: the free cores, one while training;
         # see `cpu_threads`).
@@ -394,8 +427,9 @@ class TorchBackend(Backend):
 
     def _sampling_model(self, dtype: str) -> GPT:
         """The weights in `dtype`: the float32 module itself, or a copy kept until the weights
-        change. A prompt and the tokens after it may use different copies (`prompt_dtype`);
-        the KV cache is in `infer_dtype` either way."""
+        change (with the int8 head, for `infer_dtype`, where `int8_head` is on). A prompt and
+        the tokens after it may use different copies (`prompt_dtype`); the KV cache is in
+        `infer_dtype` either way."""
         if dtype == "float32":
             return self.model
         if dtype not in self._copies:
@@ -405,7 +439,12 @@ class TorchBackend(Backend):
                 id(p): torch.nn.Parameter(p.detach().to(DTYPES[dtype]), requires_grad=False)
                 for p in self.model.parameters()
             }
-            self._copies[dtype] = copy.deepcopy(self.model, cast).eval()
+            model = copy.deepcopy(self.model, cast).eval()
+            if self.int8_head and dtype == self.infer_dtype:
+                # An instance attribute shadows the GPT.head method: this copy's logits come
+                # from int8 rows, quantised from the float32 weights.
+                model.head = Int8Head(self.model.wte.weight, DTYPES[dtype])
+            self._copies[dtype] = model
         return self._copies[dtype]
 
     def start_generation(self, seed: int | None) -> None:
