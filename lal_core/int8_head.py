@@ -18,6 +18,7 @@ import functools
 import torch
 
 _INT8_MM = getattr(torch.ops.aten, "_weight_int8pack_mm", None)
+BLOCK_ROWS = 2048  # rows quantised at a time
 
 
 class Int8Head:
@@ -30,20 +31,20 @@ class Int8Head:
         # A block of rows at a time: the temporaries stay small and in cache (tiny's head in
         # 6 ms, small's in 12, against 50 and 150 for whole-matrix passes, which would delay
         # a generation's second token).
-        for r in range(0, w.shape[0], 2048):
-            rows = w[r : r + 2048]
+        for r in range(0, w.shape[0], BLOCK_ROWS):
+            block = slice(r, r + BLOCK_ROWS)
+            rows = w[block]
             # The kernel takes the scales in x's dtype: q is rounded against the scale it will
             # use. (That scale may be a hair under amax / 127, so the clamp moves a row's
             # largest weight by half a step at most.)
             scale = (rows.abs().amax(dim=1).clamp_(min=1e-30) / 127).to(dtype)
-            self.scales[r : r + 2048] = scale
+            self.scales[block] = scale
             q = rows.mul(scale.float().reciprocal().unsqueeze(1)).round_().clamp_(-127, 127)
-            self.weight[r : r + 2048] = q
-        self.dtype = dtype
+            self.weight[block] = q
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.reshape(-1, x.shape[-1]).to(self.dtype).contiguous()  # (N, C)
-        logits = _INT8_MM(rows, self.weight, self.scales)  # (N, V), in self.dtype
+        rows = x.reshape(-1, x.shape[-1]).to(self.scales.dtype).contiguous()  # (N, C)
+        logits = _INT8_MM(rows, self.weight, self.scales)  # (N, V), in the scales' dtype
         return logits.view(*x.shape[:-1], -1)
 
 
