@@ -13,7 +13,9 @@ Sections, each a table:
           the defaults) against the naive reference (bench/reference.py: explicit masked
           attention, fp32, eager, plain AdamW), with ratios and model-FLOPs utilisation.
           All settings start from the same weights; their steps interleave round-robin, so
-          load drifts hit all alike; medians.
+          load drifts hit all alike; medians. A last row per config gives the limit: the
+          tokens/s with every FLOP at the measured fp32 matmul peak (and bf16's, where it is
+          native), and so the largest ratio to the reference any implementation could reach.
   sample  sampling at batch 1: tokens/s and time to first token, lal with the KV cache, the
           same with the bf16 head where the int8 head is the default (a CPU without native
           bf16), lal recomputing the context every token, and the reference, at 100/200/1000
@@ -386,7 +388,8 @@ def main() -> None:
     B = args.batch_size
 
     fp32 = measure_matmul_flops("cpu", "float32")
-    bf16 = measure_matmul_flops("cpu", "bfloat16", 256)
+    # Emulated bf16 is slow: a small product then, a full-size one where it is native.
+    bf16 = measure_matmul_flops("cpu", "bfloat16", 1024 if cpu_has_fast_bf16() else 256)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
         f"{torch.backends.cpu.get_cpu_capability()}, native bf16: {cpu_has_fast_bf16()}; "
@@ -415,6 +418,15 @@ def main() -> None:
                 print(f"{'':<6} {tok_s:>9,.0f} {tok_s / ref:>6.2f}x {util:>5.0%}   {label}{extra}")
                 if label.startswith("lal defaults"):
                     default_rate[name] = tok_s
+            # The most any implementation of this model's FLOPs can reach here: every FLOP at
+            # the peak matmul rate. A ratio to the reference above this row's is out of reach.
+            limits = [("fp32", fp32)] + ([("bf16", bf16)] if cpu_has_fast_bf16() else [])
+            for kind, peak in limits:
+                limit = peak / flops_per_token(cfg)
+                print(
+                    f"{'':<6} {limit:>9,.0f} {limit / ref:>6.2f}x {peak / fp32:>5.0%}   "
+                    f"limit: every FLOP at the {kind} matmul peak ({peak / 1e9:.0f} GFLOP/s)"
+                )
             rates = {label: tok_s for label, tok_s, _, _ in rows if tok_s}
             for label in ("mlx eager fp32", "mlx mx.compile step"):
                 if label in rates and name in default_rate:
