@@ -48,15 +48,33 @@ class Int8Head:
         return logits.view(*x.shape[:-1], -1)
 
 
+PROBE_PATTERNS = 7  # distinct rows in the probe's matrix (not a power of two: see below)
+
+
 @functools.cache
-def int8_head_works(device: torch.device) -> bool:
-    """Whether this torch has the int8 kernel for `device` (it is a private op: checked by use)."""
+def int8_head_works(device: torch.device, in_features: int, out_features: int) -> bool:
+    """Whether the int8 kernel computes a head of this shape correctly on `device`.
+
+    It is a private op, so it is checked by use, at the head's own shape and against a float
+    product. At other shapes it has been seen to crash the process (a segmentation fault on
+    an AVX-512 CPU for (1, 8) x (3, 8), which no `try` can catch) or to return garbage ((1, 24)
+    x (50257, 24)), so nothing but the shape the head will really use is ever run.
+    """
     if _INT8_MM is None:
         return False
+    K, N = in_features, out_features
+    gen = torch.Generator().manual_seed(0)
+    # Row i of the weights is pattern i % 7, so the exact product costs 7 dot products instead
+    # of N; 7 rows repeating across the blocks a kernel works in still shows a misplaced row.
+    patterns = torch.randint(-127, 128, (PROBE_PATTERNS, K), dtype=torch.int8, generator=gen)
+    rows = torch.arange(N) % PROBE_PATTERNS
+    scales = torch.rand(N, generator=gen).add_(0.5).to(torch.bfloat16)  # (N,)
+    x = torch.randn(1, K, generator=gen).to(torch.bfloat16)  # (1, K)
+    exact = (patterns.float() @ x.float().t())[rows, 0] * scales.float()  # (N,)
     try:
-        x = torch.ones((1, 8), dtype=torch.bfloat16, device=device)
-        q = torch.ones((3, 8), dtype=torch.int8, device=device)
-        s = torch.ones(3, dtype=torch.bfloat16, device=device)
-        return bool((_INT8_MM(x, q, s) == 8).all())
+        got = _INT8_MM(x.to(device), patterns[rows].to(device), scales.to(device))  # (1, N)
     except (RuntimeError, NotImplementedError):
         return False
+    error = (got[0].float().cpu() - exact).abs().max()
+    # bfloat16 logits are rounded to 2**-8 of their size; a wrong kernel is off by far more.
+    return bool(error <= 2e-2 * exact.abs().max())

@@ -12,6 +12,7 @@ import torch
 from torch.nn import functional as F
 
 from conftest import MICRO, next_token_kl, random_tokens
+from lal_core import int8_head
 from lal_core.backends import cpu_threads, make_backend, torch_backend
 from lal_core.backends.torch_backend import TorchBackend
 from lal_core.checkpoint import load_weights, save_weights
@@ -25,7 +26,7 @@ from lal_core.config import (
 )
 from lal_core.errors import ConfigError
 from lal_core.flops import flops_per_token, measure_matmul_flops, mfu
-from lal_core.int8_head import Int8Head
+from lal_core.int8_head import Int8Head, int8_head_works
 from lal_core.model import GPT, linear_cross_entropy
 from lal_core.precision import compile_available
 from lal_core.sampling import generate_ids
@@ -286,6 +287,46 @@ def test_int8_head_is_within_its_rounding_of_the_float_product():
     assert (got - exact).abs().max() < 0.02 * exact.abs().max()
 
 
+def test_the_int8_probe_checks_the_kernels_numbers_at_the_heads_own_shape(monkeypatch):
+    # Runs on every CPU: the kernel is replaced by a correct one and by two wrong ones (what
+    # an AVX-512 CPU returned for a width of 24 or 8), whatever this CPU's own kernel does.
+    calls = []
+
+    def exact(x, q, s):
+        calls.append((tuple(x.shape), tuple(q.shape)))
+        return (x.float() @ q.float().t() * s.float()).to(x.dtype)
+
+    def garbage(x, q, s):
+        return torch.full((x.shape[0], q.shape[0]), 1.1e33, dtype=x.dtype)
+
+    def one_row_off(x, q, s):
+        out = exact(x, q, s)
+        out[0, -1] += out.abs().max()  # right but for the last row: a tail bug
+        return out
+
+    for kernel, works in ((exact, True), (garbage, False), (one_row_off, False)):
+        monkeypatch.setattr(int8_head, "_INT8_MM", kernel)
+        assert int8_head_works.__wrapped__(torch.device("cpu"), 48, 50257) is works
+    assert set(calls) == {((1, 48), (50257, 48))}  # only ever the head's own shape
+    monkeypatch.setattr(int8_head, "_INT8_MM", None)  # a torch without the op
+    assert int8_head_works.__wrapped__(torch.device("cpu"), 48, 50257) is False
+
+
+def test_a_wrong_int8_kernel_keeps_the_bf16_head(monkeypatch):
+    monkeypatch.setattr(torch_backend, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(torch_backend, "int8_head_works", lambda device, k, n: False)
+    assert not TorchBackend(SHORT, device="cpu").int8_head  # the default falls back
+    with pytest.raises(ConfigError, match="int8 head kernel is missing or wrong"):
+        TorchBackend(SHORT, device="cpu", int8_head=True)
+
+
+# This CPU's own int8 kernel at the test models' width (the probe above runs everywhere).
+int8_kernel_here = pytest.mark.skipif(
+    not int8_head_works(torch.device("cpu"), SHORT.n_embd, SHORT.vocab_size),
+    reason="this CPU's int8 kernel fails its probe at width 32, so the int8 head stays off here",
+)
+
+
 def peaked(cfg: ModelConfig, **options) -> TorchBackend:
     """A backend whose next-token distributions are peaked, as a trained model's are (a fresh
     model's are near uniform, where any rounding looks harmless)."""
@@ -296,6 +337,7 @@ def peaked(cfg: ModelConfig, **options) -> TorchBackend:
     return b
 
 
+@int8_kernel_here
 def test_int8_head_keeps_the_distribution():
     a = peaked(SHORT, infer_dtype="float32")
     b = peaked(SHORT, infer_dtype="bfloat16", int8_head=True)
@@ -309,6 +351,7 @@ def test_int8_head_keeps_the_distribution():
     assert greedy[0] == greedy[1]
 
 
+@int8_kernel_here
 def test_int8_head_is_the_default_where_bf16_is_emulated(monkeypatch):
     monkeypatch.setattr(torch_backend, "cpu_has_fast_bf16", lambda: False)
     assert TorchBackend(SHORT, device="cpu").int8_head

@@ -75,7 +75,7 @@ def native_16bit_matmuls(device: torch.device, dtype: str) -> bool:
     return device.type == "cpu" and dtype == "bfloat16" and cpu_has_fast_bf16()
 
 
-def default_int8_head(device: torch.device, infer_dtype: str) -> bool:
+def default_int8_head(device: torch.device, infer_dtype: str, cfg: ModelConfig) -> bool:
     """The int8 head in bfloat16 sampling copies on a CPU whose bf16 matmuls are emulated.
     There the bf16 head is converted in software, and int8 is both half its bytes and a
     vectorised kernel. Measured on a 2-core AVX2 EPYC (two threads, medians): the head's
@@ -90,7 +90,7 @@ def default_int8_head(device: torch.device, infer_dtype: str) -> bool:
         device.type == "cpu"
         and infer_dtype == "bfloat16"
         and not cpu_has_fast_bf16()
-        and int8_head_works(device)
+        and int8_head_works(device, cfg.n_embd, cfg.vocab_size)
     )
 
 
@@ -164,11 +164,14 @@ class TorchBackend(Backend):
         )
         # The infer_dtype copy's head in int8 (see `lal_core/int8_head.py`).
         if int8_head is None:
-            int8_head = default_int8_head(self.torch_device, self.infer_dtype)
+            int8_head = default_int8_head(self.torch_device, self.infer_dtype, cfg)
         elif int8_head and self.infer_dtype != "bfloat16":
             raise ConfigError("the int8 head samples with bfloat16 weights; drop int8_head")
-        elif int8_head and not int8_head_works(self.torch_device):
-            raise ConfigError(f"this torch has no int8 head kernel on {self.device}")
+        elif int8_head and not int8_head_works(self.torch_device, cfg.n_embd, cfg.vocab_size):
+            raise ConfigError(
+                f"this torch's int8 head kernel is missing or wrong for a width-{cfg.n_embd} "
+                f"model on {self.device}; sample without the int8 head"
+            )
         self.int8_head = bool(int8_head)
         self.compile_seconds: float | None = None  # set by setup_training when compiled
         # CPU: intra-op threads while sampling (None: the free cores, one while training;
