@@ -317,6 +317,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
     heads = ("run", "config", "backend", "best val", "@iter", "iters")
     print("{:<34} {:<7} {:<8} {:>8} {:>6} {:>6}  status".format(*heads))
     for r in runs:
+        if r.damaged:
+            blank = "{:<34} {:<7} {:<8} {:>8} {:>6} {:>6}".format(r.run_id, *"??----")
+            print(f"{blank}  damaged: {r.error}")
+            continue
         best = f"{r.best_val:.4f}" if r.best_val is not None else "-"
         at = str(r.best_iter) if r.best_iter is not None else "-"
         print(

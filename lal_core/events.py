@@ -1,9 +1,9 @@
 """Typed progress events from a training run, and the stop request.
 
 `train(..., on_event=callback)` calls the callback, on the training thread, with one of these
-events. The CLI prints them; the dashboard posts them to its UI thread as messages; SFT and
-every backend emit the same ones. `StopRequest.set()` from any thread makes the run stop after
-the step in progress, keeping its checkpoints and metrics.
+events, always built by keyword. The CLI prints them; the dashboard posts them to its UI thread
+as messages; SFT and every backend emit the same ones. `StopRequest.set()` from any thread
+makes the run stop after the step in progress, keeping its checkpoints and metrics.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from lal_core.config import ModelConfig, TrainConfig
+from lal_core.records import CorpusInfo
 
 
 class StopRequest:
@@ -33,27 +36,29 @@ class StopRequest:
         self._event.clear()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Preparing:
     """Before RunStarted, when setting up will take a while (compiling the model)."""
 
     line: str  # what is being done, for people
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunStarted:
     run_id: str
     run_dir: Path
-    model_config: dict[str, Any]
-    train_config: dict[str, Any]
+    kind: str  # "train" (pre-training) or "sft" (fine-tuning)
+    model_config: ModelConfig
     backend: str
     device: str
     n_params: int
-    corpus: dict[str, Any]
+    max_steps: int  # the iteration the run ends at, unless it stops early
     header: str  # a line for people: config, parameters, device, data
+    train_config: TrainConfig | None = None  # pre-training's recipe
+    corpus: CorpusInfo | None = None  # what pre-training reads
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StepDone:
     iteration: int  # the step just taken (0-based)
     loss: float
@@ -63,7 +68,7 @@ class StepDone:
     mfu: float | None = None  # model-FLOPs utilisation of this step, 0..1 (None: unknown)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EvalDone:
     iteration: int
     train_loss: float
@@ -79,14 +84,14 @@ class EvalDone:
     mfu: float | None = None  # model-FLOPs utilisation since the previous eval, 0..1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CheckpointSaved:
     iteration: int
     kind: str  # "best", "final" or "sft"
     path: Path
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EarlyStopped:
     iteration: int
     best_iter: int
@@ -95,7 +100,7 @@ class EarlyStopped:
     line: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunFinished:
     status: str  # "completed", "early_stopped" or "stopped"
     iteration: int
@@ -106,7 +111,7 @@ class RunFinished:
     line: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SFTEpochDone:
     epoch: int  # 1-based
     epochs: int
@@ -116,7 +121,7 @@ class SFTEpochDone:
     line: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RunFailed:
     message: str
     run_dir: Path | None = None

@@ -6,7 +6,9 @@
                        status (running, completed, early_stopped, stopped, failed)
     metrics.jsonl      one JSON object per step and per eval
 
-A run whose run.json still says `running` but whose process is gone shows as `interrupted`.
+A run whose run.json still says `running` but whose process is gone shows as `interrupted`; one
+whose run.json cannot be read is listed as `damaged`, with the reason. The files' layouts are
+typed in `lal_core.records`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,14 @@ from typing import Any
 from lal_core import paths
 from lal_core.checkpoint import atomic_write, read_json, write_json
 from lal_core.errors import CheckpointError
+from lal_core.records import (
+    EvalRecord,
+    MetricRecord,
+    ProcessInfo,
+    RunRecord,
+    StepRecord,
+    metric_from_json,
+)
 
 CHECKPOINT_KINDS = ("best", "final", "sft")
 
@@ -70,57 +80,70 @@ class RunDir:
             )
         return self.path / f"{kind}.safetensors"
 
-    def read(self) -> dict[str, Any]:
+    def read(self) -> RunRecord:
+        """run.json, checked; a missing, damaged or newer-format file is a one-line error."""
         if not self.run_json.is_file():
             raise CheckpointError(f"{self.path} is not a run folder (no run.json)")
-        return read_json(self.run_json)
+        try:
+            return RunRecord.from_json(read_json(self.run_json), self.run_id)
+        except CheckpointError as exc:
+            if str(self.run_json) in str(exc):
+                raise
+            raise CheckpointError(f"{self.run_json}: {exc}") from None
 
-    def write(self, info: dict[str, Any]) -> None:
-        write_json(self.run_json, info)
+    def write(self, record: RunRecord) -> None:
+        write_json(self.run_json, record.to_json())
 
-    def update(self, **fields: Any) -> dict[str, Any]:
-        info = self.read()
-        info.update(fields)
-        info["updated"] = time.time()
-        self.write(info)
-        return info
+    def update(self, **changes: Any) -> RunRecord:
+        """Rewrite run.json with these fields changed (and `updated` set to now)."""
+        record = replace(self.read(), **changes, updated=time.time())
+        self.write(record)
+        return record
 
-    def append_metrics(self, records: list[dict[str, Any]]) -> None:
+    def append_metrics(self, records: list[MetricRecord]) -> None:
         if not records:
             return
         with open(self.metrics_path, "a") as f:
-            f.write("".join(json.dumps(r) + "\n" for r in records))
+            f.write("".join(json.dumps(r.to_json()) + "\n" for r in records))
             f.flush()
 
     def drop_metrics_after(self, iteration: int, evaluated: bool) -> None:
         """Forget records past a resume point: they will be made again (rewritten atomically)."""
 
-        def keep(r: dict[str, Any]) -> bool:
-            if r.get("type") == "eval":
-                return r["iter"] < iteration or (evaluated and r["iter"] == iteration)
-            return r.get("iter", 0) < iteration
+        def keep(r: MetricRecord) -> bool:
+            if isinstance(r, EvalRecord):
+                return r.iteration < iteration or (evaluated and r.iteration == iteration)
+            return r.iteration < iteration
 
         kept = [r for r in self.read_metrics() if keep(r)]
-        text = "".join(json.dumps(r) + "\n" for r in kept)
+        text = "".join(json.dumps(r.to_json()) + "\n" for r in kept)
         atomic_write(self.metrics_path, lambda tmp: tmp.write_text(text))
         for stale in self.path.glob(".*.tmp"):  # left by a process killed mid-write
             stale.unlink(missing_ok=True)
 
-    def read_metrics(self) -> list[dict[str, Any]]:
+    def read_metrics(self) -> list[MetricRecord]:
         """Every complete record; a last line cut off by a crash is skipped."""
         if not self.metrics_path.is_file():
             return []
         records = []
         for line in self.metrics_path.read_text().splitlines():
             try:
-                records.append(json.loads(line))
+                record = metric_from_json(json.loads(line))
             except json.JSONDecodeError:
                 continue
+            if record is not None:
+                records.append(record)
         return records
 
+    def steps(self) -> list[StepRecord]:
+        return [r for r in self.read_metrics() if isinstance(r, StepRecord)]
 
-def process_info() -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname()}
+    def evals(self) -> list[EvalRecord]:
+        return [r for r in self.read_metrics() if isinstance(r, EvalRecord)]
+
+
+def process_info() -> ProcessInfo:
+    return ProcessInfo(pid=os.getpid(), host=socket.gethostname())
 
 
 def _alive(pid: int) -> bool:
@@ -128,62 +151,92 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0
     return True
 
 
-@dataclass
-class RunSummary:
-    run_id: str
+def live_status(record: RunRecord) -> str:
+    """The status a run really has: `interrupted` when run.json says `running` but its owner,
+    on this host, is gone (killed, or the machine went down)."""
+    owner = record.process
+    if record.status != "running" or owner is None or owner.host != socket.gethostname():
+        return record.status
+    return record.status if _alive(owner.pid) else "interrupted"
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    """A run folder as `lal runs` and the dashboard list it: its record and its live status,
+    or, for a folder whose run.json cannot be read, status "damaged" and the reason."""
+
     path: Path
-    config: str
-    backend: str
-    device: str
-    best_val: float | None
-    best_iter: int | None
-    iteration: int
+    record: RunRecord | None
     status: str
-    created: float
+    error: str | None = None
+
+    @property
+    def run_id(self) -> str:
+        return self.path.name
+
+    @property
+    def damaged(self) -> bool:
+        return self.record is None
+
+    @property
+    def config(self) -> str:
+        return self.record.model_config.name if self.record else "?"
+
+    @property
+    def backend(self) -> str:
+        return self.record.backend if self.record else "?"
+
+    @property
+    def device(self) -> str:
+        return self.record.device if self.record else "?"
+
+    @property
+    def best_val(self) -> float | None:
+        return self.record.best_val if self.record else None
+
+    @property
+    def best_iter(self) -> int | None:
+        return self.record.best_iter if self.record else None
+
+    @property
+    def iteration(self) -> int:
+        return self.record.iteration if self.record else 0
+
+    @property
+    def created(self) -> float:
+        if self.record is not None and self.record.created:
+            return self.record.created
+        try:
+            return self.path.stat().st_mtime
+        except OSError:
+            return 0.0
 
     @property
     def date(self) -> str:
         return datetime.fromtimestamp(self.created).strftime("%Y-%m-%d %H:%M")
 
 
-def summarize(run: RunDir) -> RunSummary:
-    info = run.read()
-    status = info.get("status", "unknown")
-    owner = info.get("process", {})
-    same_host = owner.get("host") == socket.gethostname()
-    if status == "running" and same_host and not _alive(int(owner.get("pid", -1))):
-        status = "interrupted"
-    return RunSummary(
-        run_id=run.run_id,
-        path=run.path,
-        config=info.get("model_config", {}).get("name", "?"),
-        backend=info.get("backend", "?"),
-        device=info.get("device", "?"),
-        best_val=info.get("best_val"),
-        best_iter=info.get("best_iter"),
-        iteration=int(info.get("iteration", 0)),
-        status=status,
-        created=float(info.get("created", 0.0)),
-    )
+def read_entry(run: RunDir) -> RunEntry:
+    """The run's entry; a damaged run.json makes a "damaged" entry, not an error."""
+    try:
+        record = run.read()
+    except CheckpointError as exc:
+        return RunEntry(run.path, None, "damaged", str(exc))
+    return RunEntry(run.path, record, live_status(record))
 
 
-def list_runs(root: Path | None = None) -> list[RunSummary]:
-    """All readable runs under root, oldest first; unreadable folders are skipped."""
+def list_runs(root: Path | None = None) -> list[RunEntry]:
+    """Every folder under root with a run.json, oldest first; damaged ones included, so they
+    can be found and deleted."""
     root = Path(root) if root is not None else paths.runs_dir()
     if not root.is_dir():
         return []
-    runs = []
-    for folder in root.iterdir():
-        if (folder / "run.json").is_file():
-            try:
-                runs.append(summarize(RunDir(folder)))
-            except CheckpointError:
-                continue
+    runs = [read_entry(RunDir(f)) for f in root.iterdir() if (f / "run.json").is_file()]
     return sorted(runs, key=lambda r: (r.created, r.run_id))
 
 
@@ -191,7 +244,7 @@ def find_run(ref: str | None, root: Path | None = None) -> RunDir:
     """A run folder from a run id, a path to a folder, or (None) the newest run."""
     root = Path(root) if root is not None else paths.runs_dir()
     if ref in (None, ""):
-        runs = list_runs(root)
+        runs = [r for r in list_runs(root) if not r.damaged]
         if not runs:
             raise CheckpointError(
                 f"no runs in {root}; train one first with: lal train --config tiny"

@@ -1,12 +1,12 @@
-"""The training loop, written once for every backend.
+"""Pre-training: the SPEC's recipe on any backend, through the one step loop (`lal_core.loop`).
 
     for it in 0 .. max_iters:
         every eval_interval (and at the end): eval train/val, keep the best, maybe stop early
-        one optimisation step at lr_at(it)
+        one optimisation step on a random batch at lr_at(it)
 
-The backend does the framework work (a step, an eval batch, weights in and out); this module
-owns the recipe: batches, schedule, eval cadence, early stopping, checkpoints, metrics, events
-and the stop request.
+`Trainer` sets a run up (a new run folder, or `Trainer.resume` of a stopped one); `PreTraining`
+is its part of the loop: batches, schedule, eval cadence, early stopping, the best checkpoint,
+the resumable state, metrics and run.json. The backend does the framework work.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -22,48 +21,28 @@ from typing import Any
 import numpy as np
 
 from lal_core import data as data_mod
+from lal_core import events as ev
 from lal_core.backends import Backend, make_backend
-from lal_core.checkpoint import STATE_FILE, load_state, read_header, save_state, save_weights
+from lal_core.checkpoint import STATE_FILE, load_state, read_header
 from lal_core.config import ModelConfig, TrainConfig
 from lal_core.errors import LalError
-from lal_core.events import (
-    CheckpointSaved,
-    EarlyStopped,
-    EvalDone,
-    Event,
-    Preparing,
-    RunFailed,
-    RunFinished,
-    RunStarted,
-    StepDone,
-    StopRequest,
-)
 from lal_core.flops import mfu
-from lal_core.runs import RunDir, find_run, process_info, summarize
+from lal_core.loop import Checkpoints, Clock, EventCallback, Job, Step, format_elapsed, run_steps
+from lal_core.records import CorpusInfo, EvalRecord, MetricRecord, ResumeMark, RunRecord, StepRecord
+from lal_core.runs import RunDir, find_run, live_status, process_info
 from lal_core.schedule import lr_at
 
-EventCallback = Callable[[Event], None]
+METRICS_FLUSH_SECONDS = 0.5  # step records reach metrics.jsonl at least this often
 
 
-def format_elapsed(seconds: float) -> str:
-    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
-
-
-def eval_line(
-    it: int,
-    train: float,
-    val: float,
-    lr: float,
-    tok_s: float,
-    elapsed: float,
-    best: bool,
-    mfu: float | None = None,
-) -> str:
+def eval_line(record: EvalRecord, mfu: float | None = None) -> str:
     """The SPEC's log line, plus throughput: `iter 250  | train 4.5904  | val 5.1055  | ...`."""
-    util = f" ({mfu:.0%} MFU)" if mfu is not None and tok_s else ""
+    r = record
+    util = f" ({mfu:.0%} MFU)" if mfu is not None and r.tokens_per_sec else ""
     return (
-        f"iter {it:<4} | train {train:<7.4f} | val {val:<7.4f} | lr {lr:.2e} | "
-        f"{tok_s:,.0f} tok/s{util} | {format_elapsed(elapsed)}{' *' if best else ''}"
+        f"iter {r.iteration:<4} | train {r.train_loss:<7.4f} | val {r.val_loss:<7.4f} | "
+        f"lr {r.lr:.2e} | {r.tokens_per_sec:,.0f} tok/s{util} | {format_elapsed(r.elapsed)}"
+        f"{' *' if r.is_best else ''}"
     )
 
 
@@ -78,7 +57,7 @@ def setup_training(backend: Backend, cfg: TrainConfig, emit: EventCallback) -> N
     so the wait is announced before it starts, not after."""
     notice = backend.preparing()
     if notice:
-        emit(Preparing(line=notice))
+        emit(ev.Preparing(line=notice))
     backend.setup_training(cfg)
 
 
@@ -115,7 +94,7 @@ def evaluate(backend: Backend, corpus: data_mod.Corpus, block_size: int, batch_s
 
 @dataclass
 class LoopState:
-    """Where the loop is: enough, with the weights and optimizer, to resume exactly."""
+    """Where pre-training is: enough, with the weights and optimizer, to resume exactly."""
 
     iteration: int = 0  # the next step to take
     evaluated: bool = False  # whether the eval at `iteration` has already run
@@ -137,6 +116,15 @@ class LoopState:
         return state
 
 
+def read_state_header(path: Path) -> dict:
+    """The loop state saved in a state file's header (iteration, best val, ...)."""
+    meta = read_header(path)
+    try:
+        return json.loads(meta["trainer_state"])
+    except (KeyError, json.JSONDecodeError):
+        raise LalError(f"{path} holds no training state") from None
+
+
 class Trainer:
     """One training run. Build it, then `run_training()`; `stop.set()` from another thread ends
     it after the step in progress. `Trainer.resume(run)` continues a stopped or interrupted run."""
@@ -150,30 +138,29 @@ class Trainer:
         data: str | Path | data_mod.Corpus | None = None,
         runs_root: Path | None = None,
         on_event: EventCallback | None = None,
-        stop: StopRequest | None = None,
+        stop: ev.StopRequest | None = None,
         peak_tflops: float | None = None,
         backend_options: dict[str, Any] | None = None,
     ) -> None:
         self.model_cfg = model_cfg.validate()
         self.cfg = train_cfg.validate()
+        # Kept in run.json, so a resumed run computes the same way (dtype, compile).
+        self.backend_options = {k: v for k, v in (backend_options or {}).items() if v is not None}
         # The backend first: a missing device or framework is found before any file is written.
         if isinstance(backend, Backend):
             self.backend = backend
         else:
             self.backend = make_backend(
-                backend, model_cfg, seed=train_cfg.seed, device=device, **(backend_options or {})
+                backend, model_cfg, seed=train_cfg.seed, device=device, **self.backend_options
             )
-        # The peak FLOP/s that MFU is measured against: the user's, else the backend's default.
-        self.peak_tflops = peak_tflops
-        # Kept in run.json, so a resumed run computes the same way (dtype, compile).
-        self.backend_options = {k: v for k, v in (backend_options or {}).items() if v is not None}
+        self.peak_tflops = peak_tflops  # MFU's peak: the user's, else the backend's default
         if isinstance(data, data_mod.Corpus):
             self.corpus = data
         else:
             self.corpus = data_mod.load_corpus(data, block_size=model_cfg.block_size)
         data_mod.check_corpus_fits(self.corpus, model_cfg.block_size)
         self.on_event = on_event or (lambda event: None)
-        self.stop = stop or StopRequest()
+        self.stop = stop or ev.StopRequest()
         self.runs_root = runs_root
         self.run: RunDir | None = None
         self._resume_from: RunDir | None = None
@@ -186,337 +173,297 @@ class Trainer:
         max_iters: int | None = None,
         device: str | None = None,
         on_event: EventCallback | None = None,
-        stop: StopRequest | None = None,
+        stop: ev.StopRequest | None = None,
     ) -> Trainer:
         """A trainer that continues the run `run_ref` from its last saved state."""
         run = find_run(str(run_ref), runs_root)
-        summary = summarize(run)
-        info = run.read()
-        if summary.status == "running":
-            owner = info.get("process", {})
-            raise LalError(f"run {run.run_id} is still running (pid {owner.get('pid')})")
-        try:
-            model_cfg = ModelConfig.from_dict(info["model_config"])
-            train_cfg = TrainConfig.from_dict(info["train_config"])
-            data_info = info["data"]
-        except (KeyError, TypeError) as exc:
-            raise LalError(f"{run.run_json} is missing {exc}; this run cannot be resumed") from None
+        record = run.read()
+        if live_status(record) == "running":
+            pid = record.process.pid if record.process else "?"
+            raise LalError(f"run {run.run_id} is still running (pid {pid})")
+        if record.train_config is None or record.data is None:
+            missing = "train_config" if record.train_config is None else "data"
+            raise LalError(f"{run.run_json} is missing {missing!r}; this run cannot be resumed")
+        train_cfg = record.train_config
         if max_iters is not None:
             train_cfg = replace(train_cfg, max_iters=max_iters).validate()
         if not (run.path / STATE_FILE).is_file():
             raise LalError(f"run {run.run_id} has no saved training state ({STATE_FILE}) to resume")
         state = LoopState.from_dict(read_state_header(run.path / STATE_FILE))
-        if (
-            summary.status in ("completed", "early_stopped")
-            and state.iteration >= train_cfg.max_iters
-        ):
+        done = record.status in ("completed", "early_stopped")
+        if done and state.iteration >= train_cfg.max_iters:
             raise LalError(
-                f"run {run.run_id} already {summary.status.replace('_', ' ')} at iter "
+                f"run {run.run_id} already {record.status.replace('_', ' ')} at iter "
                 f"{state.iteration}; pass --max-iters above it to train further"
             )
-        corpus = data_mod.load_corpus(data_info.get("path"), block_size=model_cfg.block_size)
-        if corpus.sha256 != data_info.get("sha256"):
+        corpus = data_mod.load_corpus(record.data.path, block_size=record.model_config.block_size)
+        if corpus.sha256 != record.data.sha256:
             raise LalError(
                 f"the corpus {corpus.path} changed since run {run.run_id} started "
                 "(sha256 differs); resuming on other text would not continue the same run"
             )
         trainer = cls(
-            model_cfg,
+            record.model_config,
             train_cfg,
-            info.get("backend", "torch"),
-            device or info.get("device"),
-            corpus,
-            runs_root,
-            on_event,
-            stop,
-            backend_options=info.get("backend_options") or {},
+            backend=record.backend,
+            device=device or record.device,
+            data=corpus,
+            runs_root=runs_root,
+            on_event=on_event,
+            stop=stop,
+            backend_options=record.backend_options,
         )
         trainer._resume_from = run
         return trainer
 
-    def _emit(self, event: Event) -> None:
-        self.on_event(event)
-
-    def _save(self, kind: str, iteration: int) -> None:
-        assert self.run is not None
-        path = self.run.checkpoint(kind)
-        save_weights(path, self.backend.state_dict(), self.model_cfg, {"iteration": iteration})
-        self._emit(CheckpointSaved(iteration=iteration, kind=kind, path=path))
-
-    def _save_state(self, state: LoopState) -> None:
-        assert self.run is not None
-        save_state(
-            self.run.path / STATE_FILE,
-            self.backend.state_dict(),
-            self.backend.optimizer_state(),
-            self.model_cfg,
-            state.to_dict(),
-        )
-
     def _header(self, run: RunDir) -> str:
-        backend = self.backend
+        backend, corpus = self.backend, self.corpus
         return (
             f"run {run.run_id} | config {self.model_cfg.name} "
             f"({backend.num_parameters() / 1e6:.2f}M params) | "
             f"Device: {backend.name}/{backend.device} | {fast_paths(backend)}"
-            f"data {self.corpus.path.name} "
-            f"({len(self.corpus.train):,} train / {len(self.corpus.val):,} val tokens)"
+            f"data {corpus.path.name} "
+            f"({len(corpus.train):,} train / {len(corpus.val):,} val tokens)"
         )
 
     def _start_run(self) -> tuple[RunDir, LoopState]:
-        cfg, mcfg, backend = self.cfg, self.model_cfg, self.backend
-        setup_training(backend, cfg, self._emit)
+        setup_training(self.backend, self.cfg, self.on_event)
         if self._resume_from is not None:
-            run = self._resume_from
-            weights, optimizer, saved = load_state(run.path / STATE_FILE, mcfg)
-            backend.load_state_dict(weights)
-            backend.load_optimizer_state(optimizer)
-            state = LoopState.from_dict(saved)
-            run.drop_metrics_after(state.iteration, state.evaluated)
-            info = run.read()
-            resumed = info.get("resumed", []) + [
-                {"iteration": state.iteration, "time": time.time()}
-            ]
-            run.update(
-                status="running",
-                train_config=cfg.to_dict(),
-                process=process_info(),
-                resumed=resumed,
-                error=None,
-            )
-            return run, state
-        run = RunDir.create(mcfg.name, backend.name, self.runs_root)
-        run.write(
-            {
-                "format_version": 1,
-                "run_id": run.run_id,
-                "created": time.time(),
-                "model_config": mcfg.to_dict(),
-                "train_config": cfg.to_dict(),
-                "backend": backend.name,
-                "device": backend.device,
-                "backend_options": self.backend_options,
-                "n_params": backend.num_parameters(),
-                "data": self.corpus.describe(),
-                "iteration": 0,
-                "best_val": None,
-                "best_iter": None,
-                "status": "running",
-                "process": process_info(),
-            }
+            return self._continue_run(self._resume_from)
+        backend = self.backend
+        run = RunDir.create(self.model_cfg.name, backend.name, self.runs_root)
+        record = RunRecord(
+            run_id=run.run_id,
+            model_config=self.model_cfg,
+            created=time.time(),
+            train_config=self.cfg,
+            backend=backend.name,
+            device=backend.device,
+            backend_options=self.backend_options,
+            n_params=backend.num_parameters(),
+            data=CorpusInfo(**self.corpus.describe()),
+            status="running",
+            process=process_info(),
         )
+        run.write(record)
         return run, LoopState()
 
+    def _continue_run(self, run: RunDir) -> tuple[RunDir, LoopState]:
+        weights, optimizer, saved = load_state(run.path / STATE_FILE, self.model_cfg)
+        self.backend.load_state_dict(weights)
+        self.backend.load_optimizer_state(optimizer)
+        state = LoopState.from_dict(saved)
+        run.drop_metrics_after(state.iteration, state.evaluated)
+        mark = ResumeMark(iteration=state.iteration, time=time.time())
+        run.update(
+            status="running",
+            train_config=self.cfg,
+            process=process_info(),
+            resumed=(*run.read().resumed, mark),
+            error=None,
+        )
+        return run, state
+
     def run_training(self) -> RunResult:
-        self.run = run = None
         try:
             self.run, state = self._start_run()
         except OSError as exc:
             raise LalError(
                 f"cannot create the run folder: {exc.strerror} ({exc.filename})"
             ) from None
-        run = self.run
-        b = self.backend
-        self._emit(
-            RunStarted(
-                run.run_id,
-                run.path,
-                self.model_cfg.to_dict(),
-                self.cfg.to_dict(),
-                b.name,
-                b.device,
-                b.num_parameters(),
-                self.corpus.describe(),
-                self._header(run),
+        run, b = self.run, self.backend
+        self.on_event(
+            ev.RunStarted(
+                run_id=run.run_id,
+                run_dir=run.path,
+                kind="train",
+                model_config=self.model_cfg,
+                backend=b.name,
+                device=b.device,
+                n_params=b.num_parameters(),
+                max_steps=self.cfg.max_iters,
+                header=self._header(run),
+                train_config=self.cfg,
+                corpus=CorpusInfo(**self.corpus.describe()),
             )
         )
+        job = PreTraining(self, run, state)
         try:
-            return self._loop(run, state)
+            end = run_steps(b, job, self.on_event, self.stop, job.checkpoints, job.peak)
         except BaseException as exc:
             message = str(exc) if isinstance(exc, LalError) else f"{type(exc).__name__}: {exc}"
             if isinstance(exc, KeyboardInterrupt):
                 message = "interrupted"
             run.update(status="failed", error=message)
-            self._emit(RunFailed(message=message, run_dir=run.path))
+            self.on_event(ev.RunFailed(message=message, run_dir=run.path))
             raise
+        best = job.state.best_val if job.state.best_iter is not None else None
+        return RunResult(run.path, end.status, job.iteration, best, job.state.best_iter)
 
-    def _loop(self, run: RunDir, state: LoopState) -> RunResult:
-        cfg, T, backend = self.cfg, self.model_cfg.block_size, self.backend
-        rng = np.random.default_rng(cfg.seed)
+
+class PreTraining(Job):
+    """Pre-training's part of the step loop: random batches at the scheduled lr; an eval every
+    eval_interval steps (and at the end) with the best checkpoint, the resumable state and
+    early stopping; the state again on a stop; metrics.jsonl and run.json throughout."""
+
+    def __init__(self, trainer: Trainer, run: RunDir, state: LoopState) -> None:
+        self.cfg, self.model_cfg = trainer.cfg, trainer.model_cfg
+        self.backend, self.corpus, self.emit = trainer.backend, trainer.corpus, trainer.on_event
+        self.run, self.state = run, state
+        self.checkpoints = Checkpoints(run, trainer.backend, trainer.on_event)
+        self.peak = peak_flops(trainer.backend, trainer.peak_tflops)
+        self.clock = Clock(state.elapsed)
+        self.rng = np.random.default_rng(self.cfg.seed)
         if state.batch_rng is not None:
-            rng.bit_generator.state = state.batch_rng
-        status = "completed"
-        started = time.perf_counter() - state.elapsed
-        step_seconds, step_tokens = 0.0, 0  # since the last eval, for its tokens/s
-        tokens_per_step = cfg.batch_size * T
-        pending: list[dict] = []
-        peak = peak_flops(backend, self.peak_tflops)
+            self.rng.bit_generator.state = state.batch_rng
+        self.pending: list[MetricRecord] = []
+        self.flushed = time.monotonic()
+        self.step_seconds, self.step_tokens = 0.0, 0  # since the last eval, for its tokens/s
+        self.failure = ""
 
-        def snapshot(it: int, evaluated: bool) -> None:
-            state.iteration, state.evaluated = it, evaluated
-            state.elapsed = time.perf_counter() - started
-            state.batch_rng = rng.bit_generator.state
-            self._save_state(state)
+    @property
+    def iteration(self) -> int:
+        return self.state.iteration
 
-        for it in range(state.iteration, cfg.max_iters + 1):
-            is_eval_point = it % cfg.eval_interval == 0 or it == cfg.max_iters
-            if is_eval_point and not (state.evaluated and it == state.iteration):
-                t0 = time.perf_counter()
-                train_loss, val_loss = evaluate(backend, self.corpus, T, cfg.batch_size)
-                eval_seconds = time.perf_counter() - t0
-                is_best = val_loss < state.best_val
-                if is_best:
-                    state.best_val, state.best_iter, state.bad_evals = val_loss, it, 0
-                else:
-                    state.bad_evals += 1
-                tok_s = step_tokens / step_seconds if step_seconds else 0.0
-                elapsed = time.perf_counter() - started
-                lr = lr_at(it, cfg)
-                util = mfu(tok_s, self.model_cfg, peak)
-                line = eval_line(it, train_loss, val_loss, lr, tok_s, elapsed, is_best, util)
-                pending.append(
-                    {
-                        "type": "eval",
-                        "iter": it,
-                        "train_loss": train_loss,
-                        "val_loss": val_loss,
-                        "lr": lr,
-                        "best": is_best,
-                        "tok_s": tok_s,
-                        "elapsed": elapsed,
-                        "eval_s": eval_seconds,
-                    }
-                )
-                run.append_metrics(pending)
-                pending.clear()
-                if is_best:
-                    self._save("best", it)
-                snapshot(it, evaluated=True)
-                run.update(iteration=it, best_val=state.best_val, best_iter=state.best_iter)
-                self._emit(
-                    EvalDone(
-                        it,
-                        train_loss,
-                        val_loss,
-                        lr,
-                        is_best,
-                        state.best_val,
-                        state.best_iter,
-                        tok_s,
-                        elapsed,
-                        eval_seconds,
-                        line,
-                        util,
-                    )
-                )
-                step_seconds, step_tokens = 0.0, 0
-                if state.bad_evals >= cfg.patience:
-                    status = "early_stopped"
-                    self._emit(
-                        EarlyStopped(
-                            it,
-                            state.best_iter,
-                            state.best_val,
-                            cfg.patience,
-                            f"early stop: no val improvement for {cfg.patience} evals "
-                            f"(best @ iter {state.best_iter}: {state.best_val:.4f})",
-                        )
-                    )
-                    break
-            if it == cfg.max_iters:
-                break
-            if self.stop.is_set():
-                status = "stopped"
-                run.append_metrics(pending)
-                pending.clear()
-                snapshot(it, evaluated=is_eval_point)
-                break
+    def flush(self) -> None:
+        self.run.append_metrics(self.pending)
+        self.pending.clear()
+        self.flushed = time.monotonic()
 
-            t0 = time.perf_counter()
-            x, y = data_mod.random_batch(self.corpus.train, cfg.batch_size, T, rng)
-            lr = lr_at(it, cfg)
-            loss = backend.train_step(x, y, lr)
-            dt = time.perf_counter() - t0
-            step_seconds += dt
-            step_tokens += tokens_per_step
-            if not math.isfinite(loss):
-                run.append_metrics(pending)
-                self._save("final", it)
-                message = (
-                    f"loss or gradient became {loss} at iter {it}; the best checkpoint "
-                    f"(iter {state.best_iter}) is kept and the run can resume from its "
-                    "last eval; try a lower --lr"
-                )
-                run.update(status="failed", error=message, iteration=it)
-                self._emit(RunFailed(message=message, run_dir=run.path, iteration=it))
-                return RunResult(run.path, "failed", it, state.best_val, state.best_iter)
-            elapsed = time.perf_counter() - started
-            pending.append(
-                {
-                    "type": "step",
-                    "iter": it,
-                    "loss": loss,
-                    "lr": lr,
-                    "tok_s": tokens_per_step / dt,
-                    "elapsed": elapsed,
-                }
+    def snapshot(self) -> None:
+        self.state.elapsed = self.clock()
+        self.state.batch_rng = self.rng.bit_generator.state
+        self.checkpoints.save_state(self.state.to_dict())
+
+    def before_step(self) -> str | None:
+        it, cfg = self.state.iteration, self.cfg
+        due = it % cfg.eval_interval == 0 or it >= cfg.max_iters
+        if due and not self.state.evaluated and self.eval_and_stop_early():
+            return "early_stopped"
+        return "completed" if it >= cfg.max_iters else None
+
+    def eval_and_stop_early(self) -> bool:
+        """The eval at this iteration: record it, keep a new best, save the resumable state;
+        True when val loss has not improved for `patience` evals."""
+        state, cfg, it = self.state, self.cfg, self.state.iteration
+        t0 = time.perf_counter()
+        train_loss, val_loss = evaluate(
+            self.backend, self.corpus, self.model_cfg.block_size, cfg.batch_size
+        )
+        is_best = val_loss < state.best_val
+        if is_best:
+            state.best_val, state.best_iter, state.bad_evals = val_loss, it, 0
+        else:
+            state.bad_evals += 1
+        tok_s = self.step_tokens / self.step_seconds if self.step_seconds else 0.0
+        record = EvalRecord(
+            iteration=it,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            lr=lr_at(it, cfg),
+            is_best=is_best,
+            tokens_per_sec=tok_s,
+            elapsed=self.clock(),
+            eval_seconds=time.perf_counter() - t0,
+        )
+        self.pending.append(record)
+        self.flush()
+        if is_best:
+            self.checkpoints.save("best", it, {"iteration": it})
+        state.evaluated = True
+        self.snapshot()
+        self.run.update(iteration=it, best_val=state.best_val, best_iter=state.best_iter)
+        util = mfu(tok_s, self.model_cfg, self.peak)
+        self.emit(
+            ev.EvalDone(
+                iteration=it,
+                train_loss=train_loss,
+                val_loss=val_loss,
+                lr=record.lr,
+                is_best=is_best,
+                tokens_per_sec=tok_s,
+                elapsed=record.elapsed,
+                eval_seconds=record.eval_seconds,
+                best_val=state.best_val,
+                best_iter=state.best_iter,
+                line=eval_line(record, util),
+                mfu=util,
             )
-            if len(pending) >= 50:
-                run.append_metrics(pending)
-                pending.clear()
-            tok_s = tokens_per_step / dt
-            self._emit(StepDone(it, loss, lr, tok_s, elapsed, mfu(tok_s, self.model_cfg, peak)))
+        )
+        self.step_seconds, self.step_tokens = 0.0, 0
+        if state.bad_evals < cfg.patience:
+            return False
+        self.emit(
+            ev.EarlyStopped(
+                iteration=it,
+                best_iter=state.best_iter,
+                best_val=state.best_val,
+                patience=cfg.patience,
+                line=f"early stop: no val improvement for {cfg.patience} evals "
+                f"(best @ iter {state.best_iter}: {state.best_val:.4f})",
+            )
+        )
+        return True
 
-        run.append_metrics(pending)
-        self._save("final", it)
+    def next_step(self) -> Step:
+        it, cfg = self.state.iteration, self.cfg
+        x, y = data_mod.random_batch(
+            self.corpus.train, cfg.batch_size, self.model_cfg.block_size, self.rng
+        )
+        return Step(iteration=it, x=x, y=y, lr=lr_at(it, cfg))
+
+    def step_done(self, step: Step, loss: float, seconds: float) -> None:
+        self.step_seconds += seconds
+        self.step_tokens += step.x.size
+        tok_s = step.x.size / seconds if seconds > 0 else 0.0
+        self.pending.append(StepRecord(step.iteration, loss, step.lr, tok_s, self.clock()))
+        self.state.iteration, self.state.evaluated = step.iteration + 1, False
+        if time.monotonic() - self.flushed >= METRICS_FLUSH_SECONDS:
+            self.flush()
+
+    def stopped(self) -> None:
+        self.flush()
+        self.snapshot()
+
+    def failed(self, step: Step, loss: float) -> str:
+        self.failure = (
+            f"loss or gradient became {loss} at iter {step.iteration}; the best checkpoint "
+            f"(iter {self.state.best_iter}) is kept and the run can resume from its last "
+            "eval; try a lower --lr"
+        )
+        return self.failure
+
+    def output(self) -> tuple[str, dict[str, Any]]:
+        return "final", {"iteration": self.state.iteration}
+
+    def finish(self, status: str) -> None:
+        self.flush()
+        state, it = self.state, self.state.iteration
+        if status == "failed":
+            self.run.update(status="failed", error=self.failure, iteration=it)
+            return
         best = state.best_val if state.best_iter is not None else None
-        run.update(status=status, iteration=it, best_val=best, best_iter=state.best_iter)
-        elapsed = time.perf_counter() - started
+        self.run.update(status=status, iteration=it, best_val=best, best_iter=state.best_iter)
         words = {
-            "completed": f"finished {cfg.max_iters} iterations",
+            "completed": f"finished {self.cfg.max_iters} iterations",
             "early_stopped": "stopped early",
             "stopped": "stopped on request",
         }[status]
-        line = (
-            f"{words} at iter {it} in {format_elapsed(elapsed)}; best val "
-            f"{state.best_val:.4f} @ iter {state.best_iter}; checkpoints in {run.path}"
+        elapsed = self.clock()
+        self.emit(
+            ev.RunFinished(
+                status=status,
+                iteration=it,
+                best_val=best,
+                best_iter=state.best_iter,
+                run_dir=self.run.path,
+                elapsed=elapsed,
+                line=f"{words} at iter {it} in {format_elapsed(elapsed)}; best val "
+                f"{state.best_val:.4f} @ iter {state.best_iter}; checkpoints in {self.run.path}",
+            )
         )
-        self._emit(RunFinished(status, it, best, state.best_iter, run.path, elapsed, line))
-        return RunResult(run.path, status, it, best, state.best_iter)
 
 
-def read_state_header(path: Path) -> dict:
-    """The loop state saved in a state file's header (iteration, best val, ...)."""
-    meta = read_header(path)
-    try:
-        return json.loads(meta["trainer_state"])
-    except (KeyError, json.JSONDecodeError):
-        raise LalError(f"{path} holds no training state") from None
-
-
-def train(
-    model_cfg: ModelConfig,
-    train_cfg: TrainConfig,
-    backend: str | Backend = "torch",
-    device: str | None = None,
-    data: str | Path | data_mod.Corpus | None = None,
-    runs_root: Path | None = None,
-    on_event: EventCallback | None = None,
-    stop: StopRequest | None = None,
-    peak_tflops: float | None = None,
-    backend_options: dict[str, Any] | None = None,
-) -> RunResult:
-    """Train a model to early stop or max_iters; see `Trainer`."""
-    trainer = Trainer(
-        model_cfg,
-        train_cfg,
-        backend,
-        device,
-        data,
-        runs_root,
-        on_event,
-        stop,
-        peak_tflops=peak_tflops,
-        backend_options=backend_options,
-    )
-    return trainer.run_training()
+def train(model_cfg: ModelConfig, train_cfg: TrainConfig, **options: Any) -> RunResult:
+    """Train a model to early stop or max_iters; `options` are `Trainer`'s."""
+    return Trainer(model_cfg, train_cfg, **options).run_training()

@@ -15,7 +15,8 @@ from lal_core.backends import make_backend, mlx_available
 from lal_core.checkpoint import load_weights, save_weights
 from lal_core.cli import main
 from lal_core.errors import DataError
-from lal_core.events import SFTEpochDone, StepDone, StopRequest
+from lal_core.events import CheckpointSaved, RunFailed, SFTEpochDone, StepDone, StopRequest
+from lal_core.records import RunRecord
 from lal_core.runs import RunDir, process_info
 from lal_core.sampling import load_for_sampling
 from lal_core.tokenizer import decode, encode
@@ -47,19 +48,14 @@ def make_run(root, cfg, seed=0) -> RunDir:
     for kind in ("best", "final"):
         save_weights(run.checkpoint(kind), backend.state_dict(), cfg, {"iteration": 0})
     run.write(
-        {
-            "format_version": 1,
-            "run_id": run.run_id,
-            "created": time.time(),
-            "model_config": cfg.to_dict(),
-            "backend": "torch",
-            "device": "cpu",
-            "iteration": 0,
-            "best_val": None,
-            "best_iter": None,
-            "status": "completed",
-            "process": process_info(),
-        }
+        RunRecord(
+            run_id=run.run_id,
+            model_config=cfg,
+            created=time.time(),
+            device="cpu",
+            status="completed",
+            process=process_info(),
+        )
     )
     return run
 
@@ -194,9 +190,9 @@ def test_sft_checkpoint_reloads_and_answers_and_base_is_untouched(tuned):
     tensors, _ = load_weights(run.checkpoint("sft"))
     base, _ = load_weights(run.checkpoint("best"))
     assert any(not np.array_equal(tensors[k], base[k]) for k in base)
-    info = run.read()["sft"]
-    assert info["status"] == "completed" and info["examples"] == 50
-    assert info["losses"] == result.losses and info["lr"] == sft.DEFAULT_LR
+    made = run.read().sft
+    assert made.status == "completed" and made.examples == 50
+    assert list(made.losses) == result.losses and made.lr == sft.DEFAULT_LR
     model = load_for_sampling(run.checkpoint("sft"))
     reply = sft.chat(model, "Who is Romeo?", max_new_tokens=12, seed=1)
     assert 0 < reply.tokens <= 12 and END not in reply.text and "<|assistant|>" not in reply.text
@@ -237,6 +233,30 @@ def test_stop_request_ends_between_batches(chat_cfg):
     result = sft.fine_tune(backend, examples, epochs=5, batch_size=2, on_event=on_event, stop=stop)
     assert result.status == "stopped" and result.steps == 2
     assert len([e for e in seen if isinstance(e, SFTEpochDone)]) == 1
+
+
+def test_a_non_finite_loss_ends_sft_in_one_line_and_writes_nothing(
+    isolated_home, chat_cfg, monkeypatch
+):
+    from lal_core.backends.torch_backend import TorchBackend
+
+    run = make_run(isolated_home / "checkpoints", chat_cfg)
+    before = {p.name: sha(p) for p in run.path.iterdir()}
+    real_step, taken = TorchBackend.train_step, []
+
+    def poisoned(self, x, y, lr):
+        taken.append(lr)
+        return float("inf") if len(taken) == 4 else real_step(self, x, y, lr)
+
+    monkeypatch.setattr(TorchBackend, "train_step", poisoned)
+    events = []
+    result = sft.run_sft(run, epochs=2, on_event=events.append)
+    assert result.status == "failed" and result.steps == 3 and len(taken) == 4
+    failed = [e for e in events if isinstance(e, RunFailed)]
+    assert len(failed) == 1 and failed[0].message == result.message
+    assert "inf at step 3" in result.message and "\n" not in result.message
+    assert {p.name: sha(p) for p in run.path.iterdir()} == before  # no sft, run.json unchanged
+    assert not any(isinstance(e, (CheckpointSaved, SFTEpochDone)) for e in events)
 
 
 @pytest.mark.parametrize(

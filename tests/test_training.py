@@ -153,28 +153,36 @@ def test_a_compiling_run_says_so_before_the_wait(micro_cfg, small_corpus, monkey
     assert isinstance(seen[0], ev.RunStarted)  # nothing to wait for, nothing to announce
 
 
-def test_non_finite_loss_fails_and_keeps_best(micro_cfg, small_corpus, monkeypatch):
+def test_non_finite_loss_fails_and_writes_no_checkpoint(micro_cfg, small_corpus, monkeypatch):
     from lal_core.backends.torch_backend import TorchBackend
+    from lal_core.checkpoint import STATE_FILE
+    from lal_core.trainer import read_state_header
 
     real_step = TorchBackend.train_step
+    taken = []
 
-    def poisoned(self, x, y, lr):
+    def poisoned(self, x, y, lr):  # the 13th step (iteration 12, after the eval at 10) fails
+        taken.append(lr)
         loss = real_step(self, x, y, lr)
-        return float("nan") if lr > 0 and self._steps_taken() >= 3 else loss
-
-    calls = {"n": 0}
-
-    def steps_taken(self):
-        calls["n"] += 1
-        return calls["n"]
+        return float("nan") if len(taken) == 13 else loss
 
     monkeypatch.setattr(TorchBackend, "train_step", poisoned)
-    monkeypatch.setattr(TorchBackend, "_steps_taken", steps_taken, raising=False)
     seen = []
     cfg = TrainConfig(max_iters=50, eval_interval=10, batch_size=2)
     result = train(micro_cfg, cfg, data=small_corpus, on_event=seen.append)
-    assert result.status == "failed"
-    failed = [e for e in seen if isinstance(e, ev.RunFailed)]
-    assert len(failed) == 1 and "nan" in failed[0].message
-    assert (result.run_dir / "best.safetensors").is_file()
-    assert json.loads((result.run_dir / "run.json").read_text())["status"] == "failed"
+    assert result.status == "failed" and len(taken) == 13
+    (failed,) = [e for e in seen if isinstance(e, ev.RunFailed)]
+    assert "nan at iter 12" in failed.message and "\n" not in failed.message
+    saved = [(e.kind, e.iteration) for e in seen if isinstance(e, ev.CheckpointSaved)]
+    assert saved[0] == ("best", 0) and all(k == "best" and i <= 10 for k, i in saved)
+    # Nothing is written after the failure: no final checkpoint, the state is the last eval's.
+    assert not (result.run_dir / "final.safetensors").exists()
+    assert read_state_header(result.run_dir / STATE_FILE)["iteration"] == 10
+    info = json.loads((result.run_dir / "run.json").read_text())
+    assert info["status"] == "failed" and info["error"] == failed.message
+    steps = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").open()]
+    assert [r["iter"] for r in steps if r["type"] == "step"] == list(range(12))
+    # The run resumes from its last eval.
+    monkeypatch.setattr(TorchBackend, "train_step", real_step)
+    resumed = Trainer.resume(result.run_dir, max_iters=14).run_training()
+    assert resumed.status == "completed" and resumed.iteration == 14

@@ -123,7 +123,7 @@ async def test_train_key_starts_a_run_and_the_plot_follows(settings, monkeypatch
 
         started = [e for e in seen if isinstance(e, ev.RunStarted)]
         evals = [e for e in seen if isinstance(e, ev.EvalDone)]
-        assert len(started) == 1 and started[0].model_config["name"] == "micro"
+        assert len(started) == 1 and started[0].model_config.name == "micro"
         assert [e.iteration for e in evals] == [0, 4, 8]
 
         plot = app.query_one(TrainPane).plot
@@ -196,7 +196,7 @@ async def test_a_compiling_notice_shows_in_the_train_log(settings):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("2")
         line = "compiling the model with torch.compile on cpu: a one-time wait"
-        app.post_message(TrainEvent(ev.Preparing(line)))
+        app.post_message(TrainEvent(ev.Preparing(line=line)))
         await pilot.pause(0.2)
         assert line in app.query_one(TrainPane).query_one(Log).lines
 

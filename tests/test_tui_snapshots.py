@@ -115,16 +115,17 @@ def test_setup_pane(snap_app, snap_compare):
 def synthetic_run() -> list:
     events: list = [
         ev.RunStarted(
-            "20260101-120000-tiny-torch",
-            Path("checkpoints/20260101-120000-tiny-torch"),
-            MODEL_CONFIGS["tiny"].to_dict(),
-            TrainConfig().to_dict(),
-            "torch",
-            "cpu",
-            7_242_240,
-            {},
-            "run 20260101-120000-tiny-torch | config tiny (7.24M params) | Device: torch/cpu | "
-            "data input.txt (304,222 train / 33,803 val tokens)",
+            run_id="20260101-120000-tiny-torch",
+            run_dir=Path("checkpoints/20260101-120000-tiny-torch"),
+            kind="train",
+            model_config=MODEL_CONFIGS["tiny"],
+            backend="torch",
+            device="cpu",
+            n_params=7_242_240,
+            max_steps=TrainConfig().max_iters,
+            header="run 20260101-120000-tiny-torch | config tiny (7.24M params) | "
+            "Device: torch/cpu | data input.txt (304,222 train / 33,803 val tokens)",
+            train_config=TrainConfig(),
         )
     ]
     best_val, best_iter = math.inf, 0
@@ -142,32 +143,40 @@ def synthetic_run() -> list:
             )
             events.append(
                 ev.EvalDone(
-                    it,
-                    train,
-                    val,
-                    lr_at(it),
-                    is_best,
-                    best_val,
-                    best_iter,
-                    2000.0,
-                    elapsed,
-                    1.0,
-                    line,
+                    iteration=it,
+                    train_loss=train,
+                    val_loss=val,
+                    lr=lr_at(it),
+                    is_best=is_best,
+                    best_val=best_val,
+                    best_iter=best_iter,
+                    tokens_per_sec=2000.0,
+                    elapsed=elapsed,
+                    eval_seconds=1.0,
+                    line=line,
                 )
             )
         if it == 1750:
             events.append(
                 ev.EarlyStopped(
-                    it,
-                    best_iter,
-                    best_val,
-                    4,
-                    "early stop: no val improvement for 4 evals (best @ iter 750: 4.7376)",
+                    iteration=it,
+                    best_iter=best_iter,
+                    best_val=best_val,
+                    patience=4,
+                    line="early stop: no val improvement for 4 evals (best @ iter 750: 4.7376)",
                 )
             )
             break
         tok_s = 2000.0 + 150 * math.sin(it / 40)
-        events.append(ev.StepDone(it, step_loss(it), lr_at(it), tok_s, elapsed))
+        events.append(
+            ev.StepDone(
+                iteration=it,
+                loss=step_loss(it),
+                lr=lr_at(it),
+                tokens_per_sec=tok_s,
+                elapsed=elapsed,
+            )
+        )
     return events
 
 

@@ -21,24 +21,23 @@ OVERLAY_COLORS = ("orange", "cyan")
 
 def run_curves(run: Path) -> tuple[list[Series], list[VLine]]:
     """Step loss, train and val per eval of one run, from its metrics.jsonl."""
-    records = RunDir(run).read_metrics()
-    steps = [r for r in records if r.get("type") == "step"]
-    evals = [r for r in records if r.get("type") == "eval"]
+    folder = RunDir(run)
+    steps, evals = folder.steps(), folder.evals()
     series = [
-        Series("step", [r["iter"] for r in steps], [r["loss"] for r in steps], "gray"),
-        Series("train", [r["iter"] for r in evals], [r["train_loss"] for r in evals], "blue"),
-        Series("val", [r["iter"] for r in evals], [r["val_loss"] for r in evals], "orange"),
+        Series("step", [r.iteration for r in steps], [r.loss for r in steps], "gray"),
+        Series("train", [r.iteration for r in evals], [r.train_loss for r in evals], "blue"),
+        Series("val", [r.iteration for r in evals], [r.val_loss for r in evals], "orange"),
     ]
     vlines = []
     if evals:
-        best = min(evals, key=lambda r: r["val_loss"])
-        vlines.append(VLine(best["iter"], "green", "best"))
+        best = min(evals, key=lambda r: r.val_loss)
+        vlines.append(VLine(best.iteration, "green", "best"))
     return series, vlines
 
 
 def val_curve(run: Path, label: str, color: str) -> Series:
-    evals = [r for r in RunDir(run).read_metrics() if r.get("type") == "eval"]
-    return Series(label, [r["iter"] for r in evals], [r["val_loss"] for r in evals], color)
+    evals = RunDir(run).evals()
+    return Series(label, [r.iteration for r in evals], [r.val_loss for r in evals], color)
 
 
 class RunsPane(Vertical):

@@ -111,8 +111,8 @@ class SFTPane(Vertical):
         if self.run_path is None:
             return None
         try:
-            return int(find_run(self.run_path).read()["model_config"]["block_size"])
-        except (LalError, KeyError, ValueError, TypeError):
+            return find_run(self.run_path).read().model_config.block_size
+        except LalError:
             return None
 
     @on(Select.Changed, "#sft-run")

@@ -95,7 +95,7 @@ class TrainPane(Vertical):
             self.state = "running"
             self.run_id = event.run_id
             self.device = f"{event.backend}/{event.device}"
-            self.max_iters = int(event.train_config.get("max_iters", 0)) or None
+            self.max_iters = event.max_steps or None
             log.write_line(event.header)
         elif isinstance(event, Preparing):
             log.write_line(event.line)

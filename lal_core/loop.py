@@ -1,0 +1,174 @@
+"""The one step loop: pre-training (`lal_core.trainer`) and fine-tuning (`lal_core.sft`) both
+take their optimisation steps here, on any backend.
+
+    while (status := job.before_step()) is None:   # evals, epoch ends, early stop
+        a stop request?    -> "stopped": job.stopped() keeps what a stop keeps
+        step = job.next_step()                            # a batch and its learning rate
+        loss = backend.train_step(step.x, step.y, step.lr)    (timed)
+        loss not finite?   -> "failed": one line (job.failed), and no checkpoint is written
+        job.step_done(...), then StepDone
+    the job's output checkpoint (pre-training: final; SFT: sft), then job.finish(status)
+
+The loop owns what every kind of training shares: the stop request, the rule for a non-finite
+loss (the backend has already refused the update; the loop stops and writes no weights, so
+every checkpoint on disk is from before the failure), timing, step events and the checkpoint
+writer. A job owns the rest: its batches and learning rates, what happens between steps, its
+records and which checkpoints it keeps.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lal_core import events as ev
+from lal_core.backends import Backend
+from lal_core.checkpoint import STATE_FILE, save_state, save_weights
+from lal_core.flops import mfu
+from lal_core.runs import RunDir
+
+EventCallback = Callable[[ev.Event], None]
+
+
+def format_elapsed(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
+class Clock:
+    """Seconds since a run started, earlier sessions of a resumed run included."""
+
+    def __init__(self, before: float = 0.0) -> None:
+        self._start = time.perf_counter() - before
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self._start
+
+
+@dataclass(frozen=True)
+class Step:
+    """One optimisation step to take: its batch (int64 (B, T), -1 targets ignored) and lr."""
+
+    iteration: int
+    x: np.ndarray
+    y: np.ndarray
+    lr: float
+
+
+class Checkpoints:
+    """Every file of weights a run writes goes through here: written whole or not at all
+    (`lal_core.checkpoint`), and announced with a CheckpointSaved event."""
+
+    def __init__(self, run: RunDir, backend: Backend, emit: EventCallback) -> None:
+        self.run, self.backend, self.emit = run, backend, emit
+
+    def save(self, kind: str, iteration: int, meta: dict[str, Any] | None = None) -> Path:
+        path = self.run.checkpoint(kind)
+        save_weights(path, self.backend.state_dict(), self.backend.cfg, meta)
+        self.emit(ev.CheckpointSaved(iteration=iteration, kind=kind, path=path))
+        return path
+
+    def save_state(self, loop_state: dict[str, Any]) -> None:
+        """The resumable state: weights, optimizer and RNG state, and the job's own counters."""
+        save_state(
+            self.run.path / STATE_FILE,
+            self.backend.state_dict(),
+            self.backend.optimizer_state(),
+            self.backend.cfg,
+            loop_state,
+        )
+
+
+class Job(ABC):
+    """What one kind of training decides; `run_steps` does the rest."""
+
+    iteration: int = 0  # the next step's number (so far: the steps taken)
+    clock: Clock  # the run's elapsed time, set when the job is made
+
+    @abstractmethod
+    def before_step(self) -> str | None:
+        """Whatever is due before the next step (an eval, an epoch's end). Returns the run's
+        status when it is over ("completed", "early_stopped"), None to take the step."""
+
+    @abstractmethod
+    def next_step(self) -> Step:
+        """The next batch and its learning rate."""
+
+    @abstractmethod
+    def step_done(self, step: Step, loss: float, seconds: float) -> None:
+        """Record a step that went well."""
+
+    @abstractmethod
+    def stopped(self) -> None:
+        """A stop request ended the run before the next step: keep what it learned so far."""
+
+    @abstractmethod
+    def failed(self, step: Step, loss: float) -> str:
+        """The step's loss or gradient was not finite: the one-line reason, for people."""
+
+    def output(self) -> tuple[str, dict[str, Any]] | None:
+        """The checkpoint written when the run ends other than by failing: (kind, metadata)."""
+        return None
+
+    @abstractmethod
+    def finish(self, status: str) -> None:
+        """The run is over (completed, early stopped, stopped or failed): records and events."""
+
+
+@dataclass(frozen=True)
+class LoopEnd:
+    status: str  # "completed", "early_stopped", "stopped" or "failed"
+    elapsed: float
+    message: str = ""  # why it failed
+    output: Path | None = None  # the output checkpoint, if one was written
+
+
+def run_steps(
+    backend: Backend,
+    job: Job,
+    emit: EventCallback,
+    stop: ev.StopRequest,
+    checkpoints: Checkpoints | None,
+    peak_flops: float | None = None,
+) -> LoopEnd:
+    """Take the job's steps until it is over, a stop is requested or a loss is not finite."""
+    elapsed = job.clock
+    while (status := job.before_step()) is None:
+        if stop.is_set():
+            status = "stopped"
+            job.stopped()
+            break
+        step = job.next_step()
+        t0 = time.perf_counter()
+        loss = backend.train_step(step.x, step.y, step.lr)
+        seconds = time.perf_counter() - t0
+        if not math.isfinite(loss):
+            message = job.failed(step, loss)
+            job.finish("failed")
+            run_dir = checkpoints.run.path if checkpoints is not None else None
+            emit(ev.RunFailed(message=message, run_dir=run_dir, iteration=step.iteration))
+            return LoopEnd("failed", elapsed(), message)
+        job.step_done(step, loss, seconds)
+        tok_s = step.x.size / seconds if seconds > 0 else 0.0
+        emit(
+            ev.StepDone(
+                iteration=step.iteration,
+                loss=loss,
+                lr=step.lr,
+                tokens_per_sec=tok_s,
+                elapsed=elapsed(),
+                mfu=mfu(tok_s, backend.cfg, peak_flops),
+            )
+        )
+    output = job.output()
+    path = None
+    if output is not None and checkpoints is not None:
+        path = checkpoints.save(output[0], job.iteration, output[1])
+    job.finish(status)
+    return LoopEnd(status, elapsed(), output=path)
