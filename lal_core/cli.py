@@ -13,7 +13,9 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from lal_core import sampling
 from lal_core.errors import LalError
+from lal_core.flags import number, positive_int
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -23,72 +25,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"lal: error: {message} (see: {self.prog} --help)\n")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     from lal_core.backends import BACKENDS
-    from lal_core.config import MODEL_CONFIGS
+    from lal_core.flags import add_run_flags
 
     parser = _Parser(prog="lal", description="Train, watch and talk to a small GPT.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     t = sub.add_parser("train", help="train a model, with early stopping and checkpoints")
-    t.add_argument("--config", default=None, choices=list(MODEL_CONFIGS), help="default: tiny")
-    t.add_argument("--backend", default=None, choices=list(BACKENDS), help="default: torch")
-    t.add_argument(
-        "--device", default=None, help="torch: cuda, mps or cpu; mlx: gpu or cpu (default: best)"
-    )
-    t.add_argument("--max-iters", type=int, default=None)
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--lr", type=_float, default=None)
-    t.add_argument("--warmup-iters", type=int, default=None)
-    t.add_argument("--eval-interval", type=int, default=None)
-    t.add_argument("--patience", type=int, default=None)
-    t.add_argument("--dropout", type=_float, default=None)
-    t.add_argument("--seed", type=int, default=None)
-    t.add_argument(
-        "--data",
-        default=None,
-        help="a UTF-8 text file (default: $LAL_DATA, then "
-        "data/tinyshakespeare/input.txt, downloaded if missing)",
-    )
-    t.add_argument("--runs-dir", default=None, help="where run folders go (default: checkpoints/)")
-    t.add_argument(
-        "--dtype",
-        default=None,
-        choices=["float32", "bfloat16", "float16"],
-        help="training compute type under autocast; weights stay float32 "
-        "(default: the fastest measured for the device)",
-    )
-    t.add_argument("--no-compile", action="store_true", help="train eagerly, without torch.compile")
-    t.add_argument(
-        "--recompute",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="recompute each block's activations in backward: a third more compute, far less "
-        "memory (default: on where they would pass 4 GiB, off on CUDA)",
-    )
-    t.add_argument(
-        "--peak-tflops",
-        type=_float,
-        default=None,
-        help="the device's peak TFLOP/s for the MFU figure (default: per device)",
-    )
+    add_run_flags(t)
     t.add_argument(
         "--resume",
         default=None,
@@ -105,10 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="run id, run folder or .safetensors file (default: the newest run)",
     )
     s.add_argument("--checkpoint", default="best", choices=["best", "final", "sft"])
-    s.add_argument("--prompt", default="\n")
-    s.add_argument("--tokens", type=_positive_int, default=200)
-    s.add_argument("--temperature", type=_float, default=0.8)
-    s.add_argument("--top-k", type=int, default=50)
+    s.add_argument("--prompt", default=sampling.DEFAULT_PROMPT, help="default: %(default)s")
+    s.add_argument("--tokens", type=positive_int, default=sampling.DEFAULT_TOKENS)
+    s.add_argument("--temperature", type=number, default=sampling.DEFAULT_TEMPERATURE)
+    s.add_argument("--top-k", type=int, default=sampling.DEFAULT_TOP_K)
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--backend", default="torch", choices=list(BACKENDS))
     s.add_argument("--device", default=None)
@@ -176,35 +121,14 @@ class _StopOnSignals:
             signal.signal(sig, handler)
 
 
-TRAIN_DEFAULTS = {"config": "tiny", "backend": "torch"}
-RESUME_FLAGS = (
-    "config",
-    "backend",
-    "batch_size",
-    "lr",
-    "warmup_iters",
-    "eval_interval",
-    "patience",
-    "dropout",
-    "seed",
-    "data",
-)
-
-
 def cmd_train(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
-    from lal_core.config import TrainConfig, get_model_config
     from lal_core.events import StopRequest
+    from lal_core.flags import fixed_by_resume, run_request
     from lal_core.trainer import Trainer
 
     stop = StopRequest()
     if args.resume:
-        given = [
-            f"--{k.replace('_', '-')}"
-            for k in RESUME_FLAGS
-            if getattr(args, k) not in (None, TRAIN_DEFAULTS.get(k))
-        ]
+        given = fixed_by_resume(args)
         if given:
             raise LalError(
                 f"--resume continues a run with its own settings; drop {', '.join(given)}"
@@ -213,37 +137,13 @@ def cmd_train(args: argparse.Namespace) -> int:
             args.resume, args.runs_dir, args.max_iters, args.device, on_event=_Printer(), stop=stop
         )
     else:
-        overrides = {"dropout": args.dropout} if args.dropout is not None else {}
-        model_cfg = get_model_config(args.config or "tiny", **overrides)
-        flags = {
-            k: getattr(args, k)
-            for k in (
-                "max_iters",
-                "batch_size",
-                "lr",
-                "warmup_iters",
-                "eval_interval",
-                "patience",
-                "seed",
-            )
-        }
-        train_cfg = replace(TrainConfig(), **{k: v for k, v in flags.items() if v is not None})
-        train_cfg.validate()
+        request = run_request(args)
         trainer = Trainer(
-            model_cfg,
-            train_cfg,
-            backend=args.backend or "torch",
-            device=args.device,
-            data=args.data,
-            runs_root=args.runs_dir,
+            request.model_config,
+            request.train_config,
             on_event=_Printer(),
             stop=stop,
-            peak_tflops=args.peak_tflops,
-            backend_options={
-                "dtype": args.dtype,
-                "compile": False if args.no_compile else None,
-                "recompute": args.recompute,
-            },
+            **request.trainer_options(),
         )
     with _StopOnSignals(stop):
         result = trainer.run_training()
@@ -334,29 +234,29 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def _add_sft_parsers(sub, backends) -> None:
     f = sub.add_parser("sft", help="fine-tune a run's best checkpoint into a small chat model")
     f.add_argument("run", nargs="?", default=None, help="run id or folder (default: the newest)")
-    f.add_argument("--epochs", type=_positive_int, default=5)
+    f.add_argument("--epochs", type=positive_int, default=5)
     f.add_argument("--pairs", default=None, help='JSON lines {"question": ..., "answer": ...}')
     f.add_argument(
         "--repeat",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="copies of each pair (default: 5, 1 for --pairs)",
     )
-    f.add_argument("--lr", type=_float, default=None, help="constant learning rate (default: 3e-4)")
-    f.add_argument("--batch-size", type=_positive_int, default=None, help="default: 4")
+    f.add_argument("--lr", type=number, default=None, help="constant learning rate (default: 3e-4)")
+    f.add_argument("--batch-size", type=positive_int, default=None, help="default: 4")
     f.add_argument("--seed", type=int, default=None, help="shuffling and the comparison's sampling")
     f.add_argument("--backend", default="torch", choices=list(backends))
     f.add_argument("--device", default=None)
-    f.add_argument("--tokens", type=_positive_int, default=60, help="per answer in the comparison")
+    f.add_argument("--tokens", type=positive_int, default=60, help="per answer in the comparison")
     f.add_argument("--runs-dir", default=None)
 
     c = sub.add_parser("chat", help="ask the fine-tuned model a question")
     c.add_argument("run", nargs="?", default=None, help="run id, folder or .safetensors file")
     c.add_argument("question")
     c.add_argument("--base", action="store_true", help="answer with the base (best) checkpoint")
-    c.add_argument("--tokens", type=_positive_int, default=100)
-    c.add_argument("--temperature", type=_float, default=0.8)
-    c.add_argument("--top-k", type=int, default=50)
+    c.add_argument("--tokens", type=positive_int, default=100)
+    c.add_argument("--temperature", type=number, default=sampling.DEFAULT_TEMPERATURE)
+    c.add_argument("--top-k", type=int, default=sampling.DEFAULT_TOP_K)
     c.add_argument("--seed", type=int, default=None)
     c.add_argument("--backend", default="torch", choices=list(backends))
     c.add_argument("--device", default=None)

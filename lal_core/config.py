@@ -7,7 +7,7 @@ the bad value, so the CLI and the dashboard can show it as it is.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from lal_core.errors import ConfigError
@@ -124,22 +124,29 @@ def estimate_training_memory(cfg: ModelConfig, batch_size: int) -> int:
     return 20 * count_parameters(cfg) + kept + 2 * one_block + loss + 750_000_000
 
 
+def _flag(default: Any, label: str, help: str) -> Any:
+    """A recipe field with what `lal train --help` and the dashboard's Setup pane say of it."""
+    return field(default=default, metadata={"label": label, "help": help})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """The training recipe (SPEC): AdamW, warmup + cosine, clipping, eval, early stopping."""
+    """The training recipe (SPEC): AdamW, warmup + cosine, clipping, eval, early stopping.
 
-    batch_size: int = 16
-    max_iters: int = 5000
-    lr: float = 3e-4
-    min_lr: float = 0.0
-    warmup_iters: int = 100
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    eval_interval: int = 250
-    patience: int = 4
-    seed: int = 1337
+    Each field is also a flag of `lal train` and `lal-tui` (`lal_core.flags`)."""
+
+    batch_size: int = _flag(16, "batch size", "sequences per optimizer step")
+    max_iters: int = _flag(5000, "max iterations", "optimizer steps at most")
+    lr: float = _flag(3e-4, "learning rate", "peak learning rate")
+    min_lr: float = _flag(0.0, "min lr", "learning rate the cosine decays to")
+    warmup_iters: int = _flag(100, "warmup", "steps of linear warmup")
+    weight_decay: float = _flag(0.1, "weight decay", "AdamW weight decay on matrices")
+    beta1: float = _flag(0.9, "beta1", "AdamW beta1")
+    beta2: float = _flag(0.95, "beta2", "AdamW beta2")
+    grad_clip: float = _flag(1.0, "grad clip", "global gradient-norm clip")
+    eval_interval: int = _flag(250, "eval interval", "steps between evals")
+    patience: int = _flag(4, "patience (evals)", "evals without a new best before early stop")
+    seed: int = _flag(1337, "seed", "random seed (weights, batches, dropout)")
 
     def validate(self) -> TrainConfig:
         positive = ("batch_size", "max_iters", "eval_interval", "patience")

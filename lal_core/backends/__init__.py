@@ -8,7 +8,7 @@ from typing import Any
 
 from lal_core.backends.base import Backend
 from lal_core.config import ModelConfig
-from lal_core.errors import DeviceError
+from lal_core.errors import ConfigError, DeviceError
 
 BACKENDS = ("torch", "mlx")
 
@@ -17,10 +17,20 @@ def mlx_available() -> bool:
     return importlib.util.find_spec("mlx") is not None
 
 
-def _accepted(cls: type, options: dict[str, Any]) -> dict[str, Any]:
-    """The options that cls's constructor takes (others do not apply to that backend)."""
+# The command-line switch behind an option, for the error when a backend lacks it.
+OPTION_FLAGS = {"compile": "--no-compile", "int8_head": "--no-int8-head"}
+
+
+def _accepted(cls: type, name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """The options, checked to be ones cls's constructor takes: an option the backend cannot
+    honour is an error, not silently dropped (`--backend mlx --dtype float16` would otherwise
+    train in float32 without a word)."""
     params = inspect.signature(cls).parameters
-    return {k: v for k, v in options.items() if k in params}
+    for key in options:
+        if key not in params:
+            flag = OPTION_FLAGS.get(key, "--" + key.replace("_", "-"))
+            raise ConfigError(f"{flag} does not apply to the {name} backend; drop it")
+    return options
 
 
 def make_backend(
@@ -29,19 +39,19 @@ def make_backend(
     """A backend holding a freshly initialised model for `cfg`.
 
     `options` are the backend's fast-path switches, e.g. dtype="float32", compile=False (None
-    or absent: the measured default for the device); a backend ignores those it lacks.
+    or absent: the measured default for the device); one the backend lacks is a ConfigError.
     """
     options = {k: v for k, v in options.items() if v is not None}
     if name == "torch":
         from lal_core.backends.torch_backend import TorchBackend
 
-        return TorchBackend(cfg, seed=seed, device=device, **_accepted(TorchBackend, options))
+        return TorchBackend(cfg, seed=seed, device=device, **_accepted(TorchBackend, name, options))
     if name == "mlx":
         if not mlx_available():
             raise DeviceError("the mlx backend is not installed; run: uv sync --extra mlx")
         from lal_core.backends.mlx_backend import MLXBackend
 
-        return MLXBackend(cfg, seed=seed, device=device, **_accepted(MLXBackend, options))
+        return MLXBackend(cfg, seed=seed, device=device, **_accepted(MLXBackend, name, options))
     raise DeviceError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
 
 

@@ -1,0 +1,174 @@
+"""The flags that start a training run, defined once for `lal train` and `lal-tui`.
+
+The recipe's flags are TrainConfig's fields (their labels and help live beside them in
+`lal_core.config`); with them go the model's dropout, where the run happens (config, backend,
+device, corpus, runs folder) and the backend's switches (dtype, compile, recompute, the MFU
+peak). `add_run_flags` puts them on a parser; `run_request` turns parsed flags into a checked
+`RunRequest`, or a one-line LalError.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from lal_core.backends import BACKENDS
+from lal_core.config import MODEL_CONFIGS, ModelConfig, TrainConfig, get_model_config
+
+DEFAULT_CONFIG = "tiny"
+DEFAULT_BACKEND = "torch"
+# What `lal train --resume RUN` may change; every other run flag is the run's own.
+RESUME_MAY_CHANGE = ("max_iters", "device", "runs_dir")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def recipe_fields() -> list:
+    """TrainConfig's fields, each a flag: name, label and help (`field.metadata`)."""
+    return list(fields(TrainConfig))
+
+
+def flag_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """Every flag that shapes a training run. All default to None: unset means the recipe's
+    (or the device's measured) default, and a resume can tell what was given."""
+    parser.add_argument(
+        "--config", default=None, choices=list(MODEL_CONFIGS), help=f"default: {DEFAULT_CONFIG}"
+    )
+    parser.add_argument(
+        "--backend", default=None, choices=list(BACKENDS), help=f"default: {DEFAULT_BACKEND}"
+    )
+    parser.add_argument(
+        "--device", default=None, help="torch: cuda, mps or cpu; mlx: gpu or cpu (default: best)"
+    )
+    parser.add_argument(
+        "--data",
+        default=None,
+        help="a UTF-8 text file (default: $LAL_DATA, then "
+        "data/tinyshakespeare/input.txt, downloaded if missing)",
+    )
+    parser.add_argument(
+        "--runs-dir", default=None, help="where run folders go (default: checkpoints/)"
+    )
+    recipe = parser.add_argument_group("training recipe")
+    for f in recipe_fields():
+        kind = number if f.type == "float" else int
+        recipe.add_argument(
+            flag_name(f.name),
+            dest=f.name,
+            type=kind,
+            default=None,
+            help=f"{f.metadata['help']} (default: {f.default:g})",
+        )
+    recipe.add_argument("--dropout", type=number, default=None, help="dropout (default: 0)")
+    _add_backend_flags(parser.add_argument_group("fast paths"))
+
+
+def _add_backend_flags(group) -> None:
+    group.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="training compute type under autocast; weights stay float32 "
+        "(default: the fastest measured for the device)",
+    )
+    group.add_argument(
+        "--no-compile", action="store_true", help="train eagerly, without torch.compile"
+    )
+    group.add_argument(
+        "--recompute",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="recompute each block's activations in backward: a third more compute, far less "
+        "memory (default: on where they would pass 4 GiB, off on CUDA)",
+    )
+    group.add_argument(
+        "--peak-tflops",
+        type=number,
+        default=None,
+        help="the device's peak TFLOP/s for the MFU figure (default: per device)",
+    )
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """A training run as the flags ask for it, checked."""
+
+    model_config: ModelConfig
+    train_config: TrainConfig = field(default_factory=TrainConfig)
+    backend: str = DEFAULT_BACKEND
+    device: str | None = None
+    data: str | None = None
+    runs_dir: Path | None = None
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    peak_tflops: float | None = None
+
+    def trainer_options(self) -> dict[str, Any]:
+        """The keyword arguments of `Trainer` (and `train`) besides the two configs."""
+        return {
+            "backend": self.backend,
+            "device": self.device,
+            "data": self.data,
+            "runs_root": self.runs_dir,
+            "peak_tflops": self.peak_tflops,
+            "backend_options": self.backend_options,
+        }
+
+
+def backend_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The backend switches given on the command line (unset ones left out)."""
+    options = {
+        "dtype": args.dtype,
+        "compile": False if args.no_compile else None,
+        "recompute": args.recompute,
+    }
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def run_request(args: argparse.Namespace, base: TrainConfig | None = None) -> RunRequest:
+    """The run the parsed flags ask for: `base` (default: the recipe) with the flags given."""
+    given = {f.name: getattr(args, f.name) for f in recipe_fields()}
+    train_cfg = replace(base or TrainConfig(), **{k: v for k, v in given.items() if v is not None})
+    overrides = {"dropout": args.dropout} if args.dropout is not None else {}
+    return RunRequest(
+        model_config=get_model_config(args.config or DEFAULT_CONFIG, **overrides),
+        train_config=train_cfg.validate(),
+        backend=args.backend or DEFAULT_BACKEND,
+        device=args.device,
+        data=args.data,
+        runs_dir=Path(args.runs_dir) if args.runs_dir else None,
+        backend_options=backend_options(args),
+        peak_tflops=args.peak_tflops,
+    )
+
+
+def fixed_by_resume(args: argparse.Namespace) -> list[str]:
+    """The flags given that a resumed run cannot take (it keeps its own settings)."""
+    names = ["config", "backend", "data", "dropout", "dtype", "recompute", "peak_tflops"]
+    names += [f.name for f in recipe_fields() if f.name not in RESUME_MAY_CHANGE]
+    given = [
+        flag_name(n) for n in names if n not in RESUME_MAY_CHANGE and getattr(args, n) is not None
+    ]
+    if args.no_compile:
+        given.append("--no-compile")
+    return given
