@@ -89,12 +89,12 @@ def saved_activation_bytes(cfg: ModelConfig, batch_size: int) -> int:
     return 4 * cfg.n_layer * batch_size * cfg.block_size * cfg.n_embd * 16
 
 
-# Rows of the chunked loss at a time (lal_core/model.py): 512 x 50,257 floats is a 103 MB
-# buffer, reused every chunk and every step.
+# Rows of the chunked loss at a time (lal_core/chunked_loss.py): 512 x 50,257 floats is a
+# 103 MB buffer, reused every chunk and every step.
 LOSS_CHUNK_ROWS = 512
 
 # Above this, training recomputes each block's activations in backward instead of keeping
-# them (off CUDA; see lal_core/backends/torch_backend.py's `default_recompute`).
+# them (off CUDA; see `lal_core.precision.default_recompute`).
 RECOMPUTE_ABOVE_BYTES = 4 * 2**30
 
 
@@ -111,8 +111,7 @@ def estimate_training_memory(cfg: ModelConfig, batch_size: int) -> int:
       block's input and one block's worth; and two blocks' worth while backward runs;
     - the chunked loss: a 512-row logits buffer and the head's and the rows' gradients;
     - about 0.75 GB of runtime (torch itself, the corpus).
-    Checked against bench/run.py's peak RSS at batch 16 on a 2-core CPU: tiny 1.11 GB
-    (estimated 1.12), small 2.15 (2.34), lal 4.86 (5.02). It is an estimate, not a promise.
+    It is an estimate, not a promise (checked against bench/run.py: bench/README.md).
     """
     C, V = cfg.n_embd, cfg.vocab_size
     tokens = batch_size * cfg.block_size

@@ -2,10 +2,10 @@
 
 A one-token sampling step reads every weight once, and the head, x @ wte^T with wte (V, C), is
 most of them: 6.4M of tiny's 7.2M. On an AVX2 CPU a bf16 matrix-vector product is converted in
-software and runs at a fraction of the memory's speed (tiny's head: 1.5 ms a token, half the
-step). Stored as int8 with one scale per vocabulary row (weight-only, symmetric: w ~ q * s,
-q in [-127, 127]) it is half the bytes again and has a vectorised kernel,
-`torch.ops.aten._weight_int8pack_mm`, the one torchao's int8 weight-only layout calls.
+software and runs at a fraction of the memory's speed. Stored as int8 with one scale per
+vocabulary row (weight-only, symmetric: w ~ q * s, q in [-127, 127]) it is half the bytes
+again and has a vectorised kernel, `torch.ops.aten._weight_int8pack_mm`, the one torchao's
+int8 weight-only layout calls. Measurements: bench/README.md.
 
 The rounding error per weight is at most s/2, about 0.4% of the row's largest weight: of the
 order of bf16's own rounding (tests/test_speed.py compares the next-token distributions).
@@ -28,9 +28,8 @@ class Int8Head:
         w = weight.detach().float()  # (V, C), quantised from the float32 master weights
         self.scales = torch.empty(w.shape[0], dtype=dtype, device=w.device)  # (V,)
         self.weight = torch.empty(w.shape, dtype=torch.int8, device=w.device)  # (V, C)
-        # A block of rows at a time: the temporaries stay small and in cache (tiny's head in
-        # 6 ms, small's in 12, against 50 and 150 for whole-matrix passes, which would delay
-        # a generation's second token).
+        # A block of rows at a time: the temporaries stay small and in cache (several times
+        # faster than whole-matrix passes, which would delay a generation's second token).
         for r in range(0, w.shape[0], BLOCK_ROWS):
             block = slice(r, r + BLOCK_ROWS)
             rows = w[block]

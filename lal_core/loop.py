@@ -31,6 +31,7 @@ import numpy as np
 from lal_core import events as ev
 from lal_core.backends import Backend
 from lal_core.checkpoint import STATE_FILE, save_state, save_weights
+from lal_core.config import TrainConfig
 from lal_core.flops import mfu
 from lal_core.runs import RunDir
 
@@ -49,6 +50,22 @@ class Clock:
 
     def __call__(self) -> float:
         return time.perf_counter() - self._start
+
+
+def setup_training(backend: Backend, cfg: TrainConfig, emit: EventCallback) -> None:
+    """`backend.setup_training(cfg)`, saying first what it will spend a while on (compiling),
+    so the wait is announced before it starts, not after."""
+    notice = backend.preparing()
+    if notice:
+        emit(ev.Preparing(line=notice))
+    backend.setup_training(cfg)
+
+
+def peak_flops(backend: Backend, peak_tflops: float | None) -> float | None:
+    """FLOP/s for MFU: the user's --peak-tflops, else the backend's default for its device."""
+    if peak_tflops:
+        return peak_tflops * 1e12
+    return backend.peak_flops()
 
 
 @dataclass(frozen=True)

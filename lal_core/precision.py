@@ -1,19 +1,9 @@
-"""Numeric precision and compilation: which fast paths to use on which device.
+"""Which fast path to use on which device: the PyTorch backend's defaults, one function each.
 
 Mixed precision keeps the master weights, their gradients and AdamW's moments in float32 and
-runs the matmuls in a 16-bit type under `torch.autocast`; checkpoints stay float32.
-
-Defaults (the CPU ones measured with bench/run.py):
-- CUDA: bfloat16 where the GPU has it (Ampere and later), else float16 with a GradScaler;
-  torch.compile on (Triton present). Not measured on a GPU for this project: these follow the
-  hardware's documented fast paths.
-- CPU: bfloat16 only where oneDNN has native bf16 kernels (AVX-512 BF16 or AMX). On an AVX2-only
-  CPU a bf16 matmul is emulated: measured on a 2-core AVX2 EPYC, 1.2 GFLOP/s in bf16 against
-  122 GFLOP/s in float32, about 100x slower, so float32 is the default there.
-- CPU: eager, not compiled (see `default_compile`); fused AdamW (its step measured 3-4x
-  faster than foreach here).
-- MPS: float32 and eager (no measurement on Apple hardware was made for this choice; pass
-  --dtype bfloat16 / float16 to try autocast there).
+runs the matmuls in a 16-bit type under `torch.autocast`; checkpoints stay float32. Every
+default here can be overridden by the backend's options (`--dtype`, `--no-compile`, ...);
+each rests on a measurement recorded in bench/README.md, under the function's name.
 """
 
 from __future__ import annotations
@@ -23,7 +13,9 @@ import importlib.util
 
 import torch
 
+from lal_core.config import ModelConfig, activations_need_recompute
 from lal_core.errors import ConfigError
+from lal_core.int8_head import int8_head_works
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -37,6 +29,7 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def default_dtype(device: torch.device) -> str:
+    """Training: bf16 on CUDA (fp16 without it) and on CPUs with native bf16; else float32."""
     if device.type == "cuda":
         return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     if device.type == "cpu":
@@ -80,11 +73,58 @@ def compile_available(device: torch.device) -> tuple[bool, str]:
 
 
 def default_compile(device: torch.device) -> bool:
-    """Compile by default on CUDA (where Triton is present); eager on CPU and MPS.
-
-    On the CPU, measured here (2-core AVX2 EPYC, tiny, batch 16, steps interleaved): compiling
-    took 51 s (137 s with a cold cache) and the compiled step was no faster within the noise,
-    because the 50,257-wide head, a single large matmul either way, is most of the work. Pass
-    compile=True to try it on a CPU where it pays.
-    """
+    """Compile on CUDA (where Triton is present); eager on CPU and MPS, where compiling took
+    about a minute and paid nothing."""
     return device.type == "cuda" and compile_available(device)[0]
+
+
+def fused_adamw_available(device: torch.device) -> bool:
+    """Fused AdamW kernels exist for CUDA, MPS and (torch >= 2.4) CPU."""
+    return device.type in ("cuda", "mps", "cpu") and tuple(
+        int(v) for v in torch.__version__.split(".")[:2]
+    ) >= (2, 4)
+
+
+def default_chunked_loss(device: torch.device) -> bool:
+    """The chunked loss everywhere but CUDA, where the plain one compiled is faster."""
+    return device.type != "cuda"
+
+
+def default_recompute(device: torch.device, cfg: ModelConfig, batch_size: int) -> bool:
+    """Activation checkpointing off CUDA where the blocks would keep over 4 GiB for backward;
+    on CUDA the GPU's memory holds it, and recomputing would cost speed (pass it on a small
+    GPU)."""
+    if device.type == "cuda":
+        return False
+    return activations_need_recompute(cfg, batch_size)
+
+
+def default_infer_dtype(device: torch.device) -> str:
+    """16-bit weights for sampling's one-token steps: each step reads every weight once, so
+    half the bytes is nearly half the time, native 16-bit matmuls or not. bfloat16 keeps
+    float32's range, so nothing overflows where float16 might."""
+    if device.type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    if device.type == "cpu":
+        return "bfloat16"
+    return "float32"
+
+
+def native_16bit_matmuls(device: torch.device, dtype: str) -> bool:
+    """Whether matmuls in `dtype` run natively, i.e. at least as fast as float32 when they are
+    compute-bound (a prompt's forward); on an AVX2 CPU they are converted in software."""
+    if dtype == "float32" or device.type in ("cuda", "mps"):
+        return True
+    return device.type == "cpu" and dtype == "bfloat16" and cpu_has_fast_bf16()
+
+
+def default_int8_head(device: torch.device, infer_dtype: str, cfg: ModelConfig) -> bool:
+    """The int8 head in bfloat16 sampling copies on a CPU whose bf16 matmuls are emulated, if
+    the kernel passes its probe at this model's shape. Where bf16 is native the bf16 head
+    stays: the int8 one is unmeasured there."""
+    return (
+        device.type == "cpu"
+        and infer_dtype == "bfloat16"
+        and not cpu_has_fast_bf16()
+        and int8_head_works(device, cfg.n_embd, cfg.vocab_size)
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -12,10 +13,12 @@ import torch
 from torch.nn import functional as F
 
 from conftest import MICRO, next_token_kl, random_tokens
-from lal_core import int8_head
-from lal_core.backends import cpu_threads, make_backend, torch_backend
+from lal_core import int8_head, precision
+from lal_core.backends import cpu_threads, make_backend, torch_backend, torch_sampling
 from lal_core.backends.torch_backend import TorchBackend
+from lal_core.backends.torch_training import TrainingLoss
 from lal_core.checkpoint import load_weights, save_weights
+from lal_core.chunked_loss import linear_cross_entropy
 from lal_core.config import (
     ModelConfig,
     TrainConfig,
@@ -27,7 +30,7 @@ from lal_core.config import (
 from lal_core.errors import ConfigError
 from lal_core.flops import flops_per_token, measure_matmul_flops, mfu
 from lal_core.int8_head import Int8Head, int8_head_works
-from lal_core.model import GPT, linear_cross_entropy
+from lal_core.model import GPT
 from lal_core.precision import compile_available
 from lal_core.sampling import generate_ids
 
@@ -81,38 +84,36 @@ def test_chunked_loss_with_every_target_ignored_is_zero_not_nan():
     assert loss.item() == 0.0 and torch.all(x.grad == 0)
 
 
-def test_model_loss_matches_the_plain_formula(micro_cfg):
-    torch.manual_seed(0)
-    model = GPT(micro_cfg)
-    x, y = (torch.from_numpy(a) for a in batch())
-    _, loss = model(x, y)
-    logits, _ = model(x)
-    plain = F.cross_entropy(logits.flatten(0, 1), y.flatten())
-    assert abs(loss.item() - plain.item()) < 1e-5
+def loss_and_grads(model: GPT, loss_fn, x, y) -> tuple[float, list[torch.Tensor]]:
+    model.zero_grad()
+    loss = loss_fn(model, x, y)
+    loss.backward()
+    return loss.item(), [p.grad.clone() for p in model.parameters()]
 
 
-def test_plain_and_chunked_loss_give_the_same_loss_and_gradients(micro_cfg):
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "plain"])
+@pytest.mark.parametrize("recompute", [False, True], ids=["kept", "recomputed"])
+def test_the_backends_training_loss_is_the_models_loss(micro_cfg, chunked, recompute):
+    # The lesson's forward is the reference: every fast path gives its loss and gradients.
     torch.manual_seed(0)
     model = GPT(micro_cfg)
     x, y = (torch.from_numpy(a) for a in batch())
     y[0, :5] = -1  # ignored targets, as in SFT
-    results = []
-    for chunked in (True, False):
-        model.chunked_loss = chunked
-        model.zero_grad()
-        _, loss = model(x, y)
-        loss.backward()
-        results.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
-    (a, ga), (b, gb) = results
-    assert abs(a - b) < 1e-5
-    assert all(torch.allclose(g, h, atol=1e-6) for g, h in zip(ga, gb, strict=True))
+    want, want_grads = loss_and_grads(model, lambda m, a, b: m(a, b)[1], x, y)
+    got, grads = loss_and_grads(model, TrainingLoss(chunked, recompute), x, y)
+    assert abs(got - want) < 1e-5
+    assert all(torch.allclose(g, h, atol=1e-6) for g, h in zip(grads, want_grads, strict=True))
+    logits, _ = model(x)
+    plain = F.cross_entropy(logits.flatten(0, 1), y.flatten(), ignore_index=-1)
+    assert abs(plain.item() - want) < 1e-5
 
 
 def test_the_loss_path_is_chosen_per_device(micro_cfg):
     cpu = TorchBackend(micro_cfg, seed=0, device="cpu", compile=False)
-    assert cpu.chunked_loss and cpu.model.chunked_loss and "chunked loss" in cpu.describe()
+    assert cpu.chunked_loss and cpu.loss.chunked and "chunked loss" in cpu.describe()
     plain = TorchBackend(micro_cfg, seed=0, device="cpu", compile=False, chunked_loss=False)
-    assert not plain.model.chunked_loss and "plain loss" in plain.describe()
+    assert not plain.loss.chunked and "plain loss" in plain.describe()
+    assert not precision.default_chunked_loss(torch.device("cuda"))
     x, y = batch()
     assert abs(cpu.eval_loss(x, y) - plain.eval_loss(x, y)) < 1e-5
 
@@ -178,7 +179,7 @@ def test_fused_adamw_state_round_trips(micro_cfg):
 
 
 # -- activation checkpointing -------------------------------------------------------------------
-def block_activation_bytes(model: GPT, x: torch.Tensor) -> int:
+def block_activation_bytes(model: GPT, x: torch.Tensor, loss_fn=None) -> int:
     """Bytes autograd keeps for backward while the blocks run forward (parameters aside)."""
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}
     kept: dict[int, int] = {}
@@ -193,7 +194,7 @@ def block_activation_bytes(model: GPT, x: torch.Tensor) -> int:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x, x)
+        (loss_fn or TrainingLoss(chunked=True, recompute=False))(model, x, x)
     first.remove()
     last.remove()
     return sum(kept.values())
@@ -207,12 +208,10 @@ def test_recompute_gives_the_same_loss_and_gradients_for_less_memory():
     for recompute in (False, True):
         torch.manual_seed(0)
         model = GPT(cfg)
-        model.recompute = recompute
-        kept.append(block_activation_bytes(model, x))
+        loss_fn = TrainingLoss(chunked=True, recompute=recompute)
+        kept.append(block_activation_bytes(model, x, loss_fn))
         torch.manual_seed(1)  # the same dropout masks for both, if recomputing redraws alike
-        _, loss = model(x, y)
-        loss.backward()
-        results.append((loss.item(), [p.grad.clone() for p in model.parameters()]))
+        results.append(loss_and_grads(model, loss_fn, x, y))
     assert results[0][0] == results[1][0]
     for a, b in zip(results[0][1], results[1][1], strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-7)
@@ -222,10 +221,10 @@ def test_recompute_gives_the_same_loss_and_gradients_for_less_memory():
 def test_recompute_is_on_by_default_only_where_activations_are_large():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     lal = get_model_config("lal")
-    assert torch_backend.default_recompute(cpu, lal, 16)
-    assert not torch_backend.default_recompute(cpu, lal, 8)
-    assert not torch_backend.default_recompute(cpu, get_model_config("small"), 16)
-    assert not torch_backend.default_recompute(cuda, lal, 16)
+    assert precision.default_recompute(cpu, lal, 16)
+    assert not precision.default_recompute(cpu, lal, 8)
+    assert not precision.default_recompute(cpu, get_model_config("small"), 16)
+    assert not precision.default_recompute(cuda, lal, 16)
     b = TorchBackend(MICRO, seed=0, device="cpu", compile=False, recompute=True)
     b.setup_training(TrainConfig(batch_size=2))
     assert b.recompute and "recomputed activations" in b.describe()
@@ -263,8 +262,8 @@ def test_16bit_sampling_weights_keep_the_distribution(dtype):
     a = TorchBackend(SHORT, seed=3, device="cpu", compile=False, infer_dtype="float32")
     b = TorchBackend(SHORT, seed=3, device="cpu", compile=False, infer_dtype=dtype)
     assert next_token_kl(a, b, random_tokens((12,), seed=7).tolist()) < 1e-3
-    assert dtype in b._copies and b.model.wte.weight.dtype == torch.float32
-    assert b._cache.k[0].dtype == getattr(torch, dtype)  # the one-token steps ran in 16 bits
+    assert dtype in b.sampler._weights and b.model.wte.weight.dtype == torch.float32
+    assert b.sampler._cache.k[0].dtype == getattr(torch, dtype)  # one-token steps in 16 bits
 
 
 def test_int8_head_is_within_its_rounding_of_the_float_product():
@@ -313,8 +312,9 @@ def test_the_int8_probe_checks_the_kernels_numbers_at_the_heads_own_shape(monkey
 
 
 def test_a_wrong_int8_kernel_keeps_the_bf16_head(monkeypatch):
-    monkeypatch.setattr(torch_backend, "cpu_has_fast_bf16", lambda: False)
-    monkeypatch.setattr(torch_backend, "int8_head_works", lambda device, k, n: False)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
+    for module in (precision, torch_backend):
+        monkeypatch.setattr(module, "int8_head_works", lambda device, k, n: False)
     assert not TorchBackend(SHORT, device="cpu").int8_head  # the default falls back
     with pytest.raises(ConfigError, match="int8 head kernel is missing or wrong"):
         TorchBackend(SHORT, device="cpu", int8_head=True)
@@ -345,19 +345,19 @@ def test_int8_head_keeps_the_distribution():
     a.start_generation(0)
     assert torch.softmax(a.prefill(tokens), -1).max() > 0.5  # peaked indeed
     assert next_token_kl(a, b, tokens) < 1e-3
-    assert isinstance(b._copies["bfloat16"].head, Int8Head)  # the one-token steps used it
-    assert b.model.head.__func__ is GPT.head  # the float32 model keeps its own head
+    assert isinstance(b.sampler._weights["bfloat16"].head, Int8Head)  # the one-token steps used it
+    assert not isinstance(a.sampler.weights("float32").head, Int8Head)
     greedy = [[t for t, _ in generate_ids(m, tokens, 8, temperature=0)] for m in (a, b)]
     assert greedy[0] == greedy[1]
 
 
 @int8_kernel_here
 def test_int8_head_is_the_default_where_bf16_is_emulated(monkeypatch):
-    monkeypatch.setattr(torch_backend, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
     assert TorchBackend(SHORT, device="cpu").int8_head
     assert not TorchBackend(SHORT, device="cpu", int8_head=False).int8_head
     assert not TorchBackend(SHORT, device="cpu", infer_dtype="float16").int8_head
-    monkeypatch.setattr(torch_backend, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
     assert not TorchBackend(SHORT, device="cpu").int8_head
     with pytest.raises(ConfigError, match="bfloat16"):
         TorchBackend(SHORT, device="cpu", infer_dtype="float32", int8_head=True)
@@ -366,19 +366,26 @@ def test_int8_head_is_the_default_where_bf16_is_emulated(monkeypatch):
 def test_prompts_run_in_float32_where_16bit_matmuls_are_emulated(monkeypatch):
     # On a CPU without native bf16 a prompt's forward (compute-bound) would be several times
     # slower in 16 bits; the one-token steps after it (memory-bound) still read 16-bit weights.
-    monkeypatch.setattr(torch_backend, "cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
     b = TorchBackend(SHORT, seed=3, device="cpu", compile=False)
     assert (b.infer_dtype, b.prompt_dtype) == ("bfloat16", "float32")
-    monkeypatch.setattr(torch_backend, "cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
     b = TorchBackend(SHORT, seed=3, device="cpu", compile=False)
     assert (b.infer_dtype, b.prompt_dtype) == ("bfloat16", "bfloat16")
 
 
-def threads_seen_while_sampling(b: TorchBackend) -> set[int]:
+def threads_seen_while_sampling(b: TorchBackend, monkeypatch) -> set[int]:
     seen: list[int] = []
-    hook = b.model.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
-    list(generate_ids(b, [1, 2], 3, seed=0))
-    hook.remove()
+    real = torch_sampling.DecodeWeights.last_logits
+
+    def recording(weights, idx, cache):
+        seen.append(torch.get_num_threads())
+        return real(weights, idx, cache)
+
+    with monkeypatch.context() as m:
+        m.setattr(torch_sampling.DecodeWeights, "last_logits", recording)
+        list(generate_ids(b, [1, 2], 3, seed=0))
+    assert seen
     return set(seen)
 
 
@@ -394,30 +401,31 @@ def test_sampling_takes_one_thread_while_this_process_trains(monkeypatch, two_th
     # Idle, sampling uses torch's threads; while a run trains in the same process (the
     # dashboard), one, so the two do not wait on each other's time slices.
     activity = cpu_threads.TrainingActivity(grace=60.0)
-    monkeypatch.setattr(torch_backend, "TRAINING", activity)
-    monkeypatch.setattr(torch_backend, "sampling_threads", lambda: 0)  # the cores are free
+    for module in (torch_backend, torch_sampling):
+        monkeypatch.setattr(module, "TRAINING", activity)
+    monkeypatch.setattr(torch_sampling, "sampling_threads", lambda: 0)  # the cores are free
     b = TorchBackend(SHORT, seed=3, device="cpu", compile=False, infer_dtype="float32")
-    assert threads_seen_while_sampling(b) == {2}
+    assert threads_seen_while_sampling(b, monkeypatch) == {2}
     trainer = TorchBackend(SHORT, seed=3, device="cpu", compile=False)
     trainer.setup_training(TrainConfig(batch_size=2))
     trainer.train_step(*batch(shape=(2, SHORT.block_size)), 1e-3)
     assert activity.busy()  # the step just ended: the run is between steps
-    assert threads_seen_while_sampling(b) == {1}
+    assert threads_seen_while_sampling(b, monkeypatch) == {1}
     assert torch.get_num_threads() == 2  # given back after sampling
 
 
 def test_sampling_leaves_the_cores_other_threads_run_on(monkeypatch, two_threads):
-    monkeypatch.setattr(torch_backend, "TRAINING", cpu_threads.TrainingActivity())  # not training
+    monkeypatch.setattr(torch_sampling, "TRAINING", cpu_threads.TrainingActivity())  # idle
     b = TorchBackend(SHORT, seed=3, device="cpu", compile=False, infer_dtype="float32")
     monkeypatch.setattr(cpu_threads, "free_cores", lambda: 1)  # another process runs on one
-    assert threads_seen_while_sampling(b) == {1}
+    assert threads_seen_while_sampling(b, monkeypatch) == {1}
     monkeypatch.setattr(cpu_threads, "free_cores", lambda: 0)  # on both: still one thread
-    assert threads_seen_while_sampling(b) == {1}
+    assert threads_seen_while_sampling(b, monkeypatch) == {1}
     monkeypatch.setattr(cpu_threads, "free_cores", lambda: None)  # unknown: torch's setting
-    assert threads_seen_while_sampling(b) == {2}
+    assert threads_seen_while_sampling(b, monkeypatch) == {2}
     pinned = TorchBackend(SHORT, seed=3, device="cpu", compile=False, decode_threads=2)
     monkeypatch.setattr(cpu_threads, "free_cores", lambda: 0)
-    assert threads_seen_while_sampling(pinned) == {2}  # the user's choice stands
+    assert threads_seen_while_sampling(pinned, monkeypatch) == {2}  # the user's choice stands
 
 
 @pytest.mark.skipif(not Path("/proc/loadavg").exists(), reason="Linux /proc only")
@@ -455,7 +463,7 @@ def compiled_and_eager():
 def test_compiled_and_eager_give_the_same_loss(compiled_and_eager):
     compiled, eager = compiled_and_eager
     assert compiled.compile and compiled.compile_seconds is not None
-    assert compiled._train_model is not compiled.model
+    assert not isinstance(compiled._train_loss, functools.partial)  # the compiled one
     for seed in (0, 2):
         x, y = batch(seed)
         a, b = compiled.train_step(x, y, 1e-3), eager.train_step(x, y, 1e-3)
@@ -483,7 +491,7 @@ def test_compile_falls_back_to_eager_with_a_notice(micro_cfg, monkeypatch):
     b = TorchBackend(micro_cfg, seed=0, device="cpu", compile=True)
     with pytest.warns(UserWarning, match="training eagerly"):
         b.setup_training(TrainConfig(batch_size=2))
-    assert not b.compile and b._train_model is b.model
+    assert not b.compile and isinstance(b._train_loss, functools.partial)  # eager
     x, y = batch()
     assert np.isfinite(b.train_step(x, y, 1e-3))
 

@@ -1,14 +1,9 @@
 """How many threads sampling takes on a CPU: torch's own count when the cores are free, else
 as many as the cores no other work is running on (at least one).
 
-A generated token is a chain of small ops. Measured on a 2-core AVX2 CPU (small, bf16
-sampling weights, tokens/s):
-
-    idle machine                          two threads 142-151, one 90-103
-    while another process trains          two threads 4-28,    one 47-68
-
-Two sets of intra-op threads on the same cores wait on each other's time slices at every op,
-so contended, two threads collapse; idle, they share the work of converting 16-bit weights.
+A generated token is a chain of small ops. Two sets of intra-op threads on the same cores wait
+on each other's time slices at every op, so contended, two threads collapse (to a fraction of
+one thread's rate: bench/README.md); idle, they share the work.
 Other work is noticed two ways: training in this process (the dashboard samples while it
 trains; `TRAINING`), checked at every step, and other threads already running when a
 generation starts (`free_cores`). Work that starts on the cores mid-generation is not seen.
@@ -79,8 +74,7 @@ def own_runnable_threads() -> int:
 def free_cores(samples: int = 3, gap: float = 0.001) -> int | None:
     """The cores this process may use that no other thread is running on now (Linux; None
     where that cannot be read). The runnable count is a snapshot: the median of a few, `gap`
-    seconds apart. Measured here: idle, 197 of 200 snapshots showed only the reader; while a
-    2-thread training ran, 192 of 200 showed it and its two threads."""
+    seconds apart (how often one snapshot is right: bench/README.md)."""
     others = []
     for i in range(samples):
         try:

@@ -75,10 +75,9 @@ class MLXBackend(Backend):
         mx.eval(self.model.parameters())
         self.optimizer: _AdamW | None = None
         self._grad_clip = 1.0
-        # mx.compile fuses the step's elementwise work into generated kernels. On the GPU that
-        # is quick and pays at once; on the CPU each kernel is C++ compiled on first use (about
-        # a minute for this model, cached in the temp folder afterwards) for a modest gain, so
-        # there it is opt-in: LAL_MLX_COMPILE=1 (or compile=True; 0 turns it off anywhere).
+        # mx.compile fuses the step's elementwise work into generated kernels: quick on the
+        # GPU; on the CPU each kernel is C++-compiled on first use for a modest gain, so there
+        # it is opt-in (bench/README.md): LAL_MLX_COMPILE=1 (or compile=True; 0: off anywhere).
         if compile is None:
             env = os.environ.get("LAL_MLX_COMPILE", "")
             compile = env == "1" if env in ("0", "1") else self.device == "gpu"
@@ -216,8 +215,8 @@ class MLXBackend(Backend):
 
     def _run(self, tokens: list[int]) -> mx.array:
         idx = mx.array([tokens], dtype=mx.int32)  # (1, T)
-        logits, _ = self.model(idx, cache=self._cache, last_only=True)  # (1, 1, V): the head once
-        last = logits[0, -1]  # (V,)
+        x = self.model.hidden_states(idx, self._cache)  # (1, T, C)
+        last = self.model.head(x[0, -1])  # (V,): the head on the last position only
         cached = [] if self._cache is None else self._cache.k + self._cache.v
         mx.eval(last, *cached)  # compute now: the graph does not grow token after token
         return last

@@ -141,17 +141,20 @@ class GPT(nn.Module):
         self.load_weights(new, strict=False)
 
     def __call__(
-        self,
-        idx: mx.array,
-        targets: mx.array | None = None,
-        cache: KVCache | None = None,
-        last_only: bool = False,
+        self, idx: mx.array, targets: mx.array | None = None, cache: KVCache | None = None
     ) -> tuple[mx.array, mx.array | None]:
         """Logits (B, T, V) and, with targets, the mean cross-entropy; a target of -1 is ignored.
 
-        Logits are (B, 1, V) with last_only (sampling needs only the last position's). With a
-        cache, idx holds only the new positions and their logits come back.
+        With a cache, idx holds only the new positions and their logits come back.
         """
+        x = self.hidden_states(idx, cache)  # (B, T, C)
+        logits = self.head(x)  # (B, T, V): a score for every next token
+        if targets is None:
+            return logits, None
+        return logits, cross_entropy(logits, targets)
+
+    def hidden_states(self, idx: mx.array, cache: KVCache | None = None) -> mx.array:
+        """The final LayerNorm's output (B, T, C): what the head reads."""
         B, T = idx.shape
         start = cache.length if cache is not None else 0
         assert start + T <= self.config.block_size, "context longer than block_size"
@@ -161,13 +164,11 @@ class GPT(nn.Module):
             x = block(x, cache, layer)  # (B, T, C)
         if cache is not None:
             cache.length += T
-        if last_only:
-            x = x[:, -1:, :]  # (B, 1, C): the head is most of a small model's work; skip the rest
-        x = self.ln_f(x)  # (B, T, C)
-        logits = x @ self.wte.weight.T  # (B, T, V): a score for every next token
-        if targets is None:
-            return logits, None
-        return logits, cross_entropy(logits, targets)
+        return self.ln_f(x)  # (B, T, C)
+
+    def head(self, x: mx.array) -> mx.array:
+        """The logits x @ wte^T, (..., C) -> (..., V): the token embedding read backwards."""
+        return x @ self.wte.weight.T
 
 
 def cross_entropy(logits: mx.array, targets: mx.array) -> mx.array:

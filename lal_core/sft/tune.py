@@ -35,7 +35,16 @@ from lal_core.backends import Backend, make_backend
 from lal_core.checkpoint import load_weights
 from lal_core.config import TrainConfig
 from lal_core.errors import CheckpointError, ConfigError, DataError
-from lal_core.loop import Checkpoints, Clock, EventCallback, Job, Step, format_elapsed, run_steps
+from lal_core.loop import (
+    Checkpoints,
+    Clock,
+    EventCallback,
+    Job,
+    Step,
+    format_elapsed,
+    run_steps,
+    setup_training,
+)
 from lal_core.records import SFTRecord
 from lal_core.runs import RunDir, find_run, live_status
 from lal_core.sft.chat_format import (
@@ -47,7 +56,6 @@ from lal_core.sft.chat_format import (
     make_batch,
     make_examples,
 )
-from lal_core.trainer import setup_training
 
 DEFAULT_EPOCHS = 5
 DEFAULT_LR = 3e-4
@@ -316,20 +324,11 @@ def run_sft(
     """
     emit = on_event or (lambda event: None)
     settings = SFTSettings(epochs, batch_size, lr, seed).validate()
-    rundir = (
-        run if isinstance(run, RunDir) else find_run(None if run is None else str(run), runs_root)
-    )
-    if live_status(rundir.read()) == "running":
-        raise CheckpointError(f"run {rundir.run_id} is still training; wait for it to finish")
-    base_path = rundir.checkpoint("best")
-    if not base_path.is_file():
-        raise CheckpointError(f"run {rundir.run_id} has no best checkpoint to fine-tune")
+    rundir = run if isinstance(run, RunDir) else find_run(run and str(run), runs_root)
+    model = _base_model(rundir, backend, device, seed)
     qa, source, repeat = _pairs(pairs, repeat)
-    tensors, cfg = load_weights(base_path)
-    model = make_backend(backend, cfg, seed=seed, device=device)
-    model.load_state_dict(tensors)
-    examples = make_examples(qa, cfg.block_size, repeat)
-    _check_examples(examples, cfg.block_size)
+    examples = make_examples(qa, model.cfg.block_size, repeat)
+    _check_examples(examples, model.cfg.block_size)
     record = SFTRecord(
         epochs=settings.epochs,
         batch_size=settings.batch_size,
@@ -346,7 +345,7 @@ def run_sft(
             run_id=rundir.run_id,
             run_dir=rundir.path,
             kind="sft",
-            model_config=cfg,
+            model_config=model.cfg,
             backend=model.name,
             device=model.device,
             n_params=model.num_parameters(),
@@ -358,3 +357,16 @@ def run_sft(
     )
     job = FineTuning(examples, settings, emit, rundir, record)
     return _tune(model, job, stop, Checkpoints(rundir, model, emit))
+
+
+def _base_model(rundir: RunDir, backend: str, device: str | None, seed: int) -> Backend:
+    """A backend holding the run's best checkpoint, which must not be training now."""
+    if live_status(rundir.read()) == "running":
+        raise CheckpointError(f"run {rundir.run_id} is still training; wait for it to finish")
+    base_path = rundir.checkpoint("best")
+    if not base_path.is_file():
+        raise CheckpointError(f"run {rundir.run_id} has no best checkpoint to fine-tune")
+    tensors, cfg = load_weights(base_path)
+    model = make_backend(backend, cfg, seed=seed, device=device)
+    model.load_state_dict(tensors)
+    return model

@@ -1,0 +1,149 @@
+"""Sampling on the PyTorch backend: weights for decoding, the KV cache, drawing a token.
+
+A one-token step reads every weight once and does little arithmetic on it, so it runs on a
+16-bit copy of the weights (`infer_dtype`), and where that copy's output head would be the
+slowest part (a CPU without native bf16) it reads the head as int8 rows instead (`Int8Head`).
+A prompt's forward is compute-bound: it uses the 16-bit copy only where 16-bit matmuls are
+native (`prompt_dtype`), else the float32 weights. Each is a `DecodeWeights`: a model and the
+head its logits come from. The model is `lal_core.model.GPT`, unchanged; only the last
+position's logits are computed. Measurements behind these choices: bench/README.md.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from lal_core.backends.cpu_threads import TRAINING, intra_op_threads, sampling_threads
+from lal_core.config import ModelConfig
+from lal_core.int8_head import Int8Head
+from lal_core.model import GPT, KVCache
+from lal_core.precision import DTYPES
+
+# Attention kernels for sampling on CUDA: not cuDNN's, which builds a plan for every new
+# sequence length, and the cached length grows by one every token.
+DECODE_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+
+
+@dataclass(frozen=True)
+class DecodeWeights:
+    """A model to sample with and the head its logits come from (its own, or an int8 copy)."""
+
+    model: GPT
+    head: Callable[[torch.Tensor], torch.Tensor]
+
+    def last_logits(self, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
+        """The logits (V,) after the last of idx's positions: the head runs on that one only."""
+        x = self.model.hidden_states(idx, cache)  # (1, T, C)
+        return self.head(x[0, -1])  # (V,)
+
+
+def sixteen_bit_copy(model: GPT, dtype: torch.dtype) -> GPT:
+    """The model with its weights cast to `dtype`, for inference."""
+    # deepcopy takes each parameter's cast copy from the memo instead of copying its float32
+    # data first: one pass over the weights (part of the first token's wait).
+    cast = {
+        id(p): torch.nn.Parameter(p.detach().to(dtype), requires_grad=False)
+        for p in model.parameters()
+    }
+    return copy.deepcopy(model, cast).eval()
+
+
+class TorchSampler:
+    """The sampling half of the PyTorch backend (`TorchBackend` hands its methods here)."""
+
+    def __init__(
+        self,
+        model: GPT,
+        cfg: ModelConfig,
+        device: torch.device,
+        infer_dtype: str,
+        prompt_dtype: str,
+        int8_head: bool,
+        threads: int | None,
+    ) -> None:
+        self.model, self.cfg, self.device = model, cfg, device
+        self.infer_dtype, self.prompt_dtype, self.int8_head = infer_dtype, prompt_dtype, int8_head
+        self.threads = threads  # CPU intra-op threads (None: the free cores, one while training)
+        self._threads = 0  # for this generation, set when it starts (0: torch's setting)
+        self._weights: dict[str, DecodeWeights] = {}  # by dtype, dropped when the weights change
+        self._generator: torch.Generator | None = None
+        self._cache: KVCache | None = None
+        self._next: torch.Tensor | None = None  # the token fed to `extend`, reused
+
+    def weights_changed(self) -> None:
+        self._weights.clear()
+
+    def weights(self, dtype: str) -> DecodeWeights:
+        """The weights in `dtype`: the float32 module itself, or a copy kept until the weights
+        change (with the int8 head, for `infer_dtype`, where `int8_head` is on)."""
+        if dtype == "float32":
+            return DecodeWeights(self.model, self.model.head)
+        if dtype not in self._weights:
+            model = sixteen_bit_copy(self.model, DTYPES[dtype])
+            head = model.head
+            if self.int8_head and dtype == self.infer_dtype:
+                head = Int8Head(self.model.wte.weight, DTYPES[dtype])  # from the float32 weights
+            self._weights[dtype] = DecodeWeights(model, head)
+        return self._weights[dtype]
+
+    def _context(self):
+        """Where every sampling computation runs: on the CPU few intra-op threads, on CUDA the
+        attention kernels of DECODE_ATTENTION."""
+        if self.device.type == "cuda":
+            return sdpa_kernel(DECODE_ATTENTION)
+        if self.threads is not None:
+            return intra_op_threads(self.threads)
+        return intra_op_threads(1 if TRAINING.busy() else self._threads)
+
+    def start(self, seed: int | None) -> None:
+        self._generator = torch.Generator(device=self.device)
+        if seed is None:
+            self._generator.seed()
+        else:
+            self._generator.manual_seed(seed)
+        self.model.eval()
+        if self.device.type == "cpu" and self.threads is None:
+            self._threads = sampling_threads()
+
+    @torch.inference_mode()
+    def prefill(self, tokens: list[int], use_cache: bool = True) -> torch.Tensor:
+        idx = torch.tensor([tokens], dtype=torch.long, device=self.device)  # (1, T)
+        dtype = DTYPES[self.infer_dtype]  # the cache's, whichever weights run the prompt
+        self._cache = KVCache(self.cfg, 1, self.device, dtype) if use_cache else None
+        with self._context():
+            return self.weights(self.prompt_dtype).last_logits(idx, self._cache)
+
+    @torch.inference_mode()
+    def extend(self, token: int) -> torch.Tensor:
+        assert self._cache is not None, "prefill with use_cache first"
+        if self._next is None:
+            self._next = torch.zeros((1, 1), dtype=torch.long, device=self.device)
+        self._next.fill_(token)  # (1, 1), reused: no new tensor or host copy per token
+        with self._context():
+            return self.weights(self.infer_dtype).last_logits(self._next, self._cache)
+
+    @torch.inference_mode()
+    def sample(self, logits: torch.Tensor, temperature: float, top_k: int | None):
+        with self._context():
+            return self._draw(logits, temperature, top_k)
+
+    def _draw(self, logits: torch.Tensor, temperature: float, top_k: int | None):
+        if temperature == 0:
+            token = int(torch.argmax(logits))
+            return token, float(torch.softmax(logits.float(), dim=-1)[token])
+        if top_k is not None and top_k < logits.numel():
+            # Softmax over the k largest only: the others would get probability 0 anyway, and
+            # k values are cheaper to scale, normalise and draw from than 50,257. The k are
+            # picked in the logits' own dtype (converting all of them first doubled the time).
+            values, ids = torch.topk(logits, top_k)
+            probs = torch.softmax(values.float() / temperature, dim=-1)
+            j = int(torch.multinomial(probs, 1, generator=self._generator))
+            return int(ids[j]), float(probs[j])
+        probs = torch.softmax(logits.float() / temperature, dim=-1)
+        token = int(torch.multinomial(probs, 1, generator=self._generator))
+        return token, float(probs[token])

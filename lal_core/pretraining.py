@@ -1,0 +1,251 @@
+"""Pre-training's part of the step loop (`lal_core.loop`): the SPEC's recipe.
+
+    for it in 0 .. max_iters:
+        every eval_interval (and at the end): eval train/val, keep the best, maybe stop early
+        one optimisation step on a random batch at lr_at(it)
+
+`PreTraining` is the job: random batches at the scheduled learning rate, the eval cadence,
+early stopping, the best checkpoint, the resumable state (`LoopState`), metrics.jsonl and
+run.json. `lal_core.trainer.Trainer` sets a run up and hands it here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from lal_core import data as data_mod
+from lal_core import events as ev
+from lal_core.backends import Backend
+from lal_core.flops import mfu
+from lal_core.loop import Checkpoints, Clock, Job, Step, format_elapsed, peak_flops
+from lal_core.records import EvalRecord, MetricRecord, StepRecord
+from lal_core.runs import RunDir
+from lal_core.schedule import lr_at
+
+if TYPE_CHECKING:
+    from lal_core.trainer import Trainer
+
+METRICS_FLUSH_SECONDS = 0.5  # step records reach metrics.jsonl at least this often
+
+
+def eval_line(record: EvalRecord, mfu: float | None = None) -> str:
+    """The SPEC's log line, plus throughput: `iter 250  | train 4.5904  | val 5.1055  | ...`."""
+    r = record
+    util = f" ({mfu:.0%} MFU)" if mfu is not None and r.tokens_per_sec else ""
+    return (
+        f"iter {r.iteration:<4} | train {r.train_loss:<7.4f} | val {r.val_loss:<7.4f} | "
+        f"lr {r.lr:.2e} | {r.tokens_per_sec:,.0f} tok/s{util} | {format_elapsed(r.elapsed)}"
+        f"{' *' if r.is_best else ''}"
+    )
+
+
+def evaluate(backend: Backend, corpus: data_mod.Corpus, block_size: int, batch_size: int):
+    """(train loss, val loss): val over the whole val split in fixed, non-overlapping windows,
+    train over the same number of windows spread evenly over the train split. Deterministic."""
+    val_starts = data_mod.eval_windows(corpus.val, block_size)
+    train_starts = data_mod.eval_windows(corpus.train, block_size, count=len(val_starts))
+    losses = []
+    for split, starts in ((corpus.train, train_starts), (corpus.val, val_starts)):
+        total, count = 0.0, 0
+        for x, y in data_mod.window_batches(split, starts, block_size, batch_size):
+            total += backend.eval_loss(x, y) * len(x)
+            count += len(x)
+        losses.append(total / count)
+    return losses[0], losses[1]
+
+
+@dataclass
+class LoopState:
+    """Where pre-training is: enough, with the weights and optimizer, to resume exactly."""
+
+    iteration: int = 0  # the next step to take
+    evaluated: bool = False  # whether the eval at `iteration` has already run
+    best_val: float = math.inf
+    best_iter: int | None = None
+    bad_evals: int = 0  # evals since the last new best (early-stopping counter)
+    elapsed: float = 0.0  # seconds of earlier sessions of this run
+    batch_rng: dict | None = None  # numpy's bit-generator state for the batch sampler
+
+    def to_dict(self) -> dict:
+        best = self.best_val if math.isfinite(self.best_val) else None
+        return {**self.__dict__, "best_val": best}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LoopState:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        state = cls(**known)
+        state.best_val = math.inf if state.best_val is None else float(state.best_val)
+        return state
+
+
+class PreTraining(Job):
+    """Pre-training's part of the step loop: random batches at the scheduled lr; an eval every
+    eval_interval steps (and at the end) with the best checkpoint, the resumable state and
+    early stopping; the state again on a stop; metrics.jsonl and run.json throughout."""
+
+    def __init__(self, trainer: Trainer, run: RunDir, state: LoopState) -> None:
+        self.cfg, self.model_cfg = trainer.cfg, trainer.model_cfg
+        self.backend, self.corpus, self.emit = trainer.backend, trainer.corpus, trainer.on_event
+        self.run, self.state = run, state
+        self.checkpoints = Checkpoints(run, trainer.backend, trainer.on_event)
+        self.peak = peak_flops(trainer.backend, trainer.peak_tflops)
+        self.clock = Clock(state.elapsed)
+        self.rng = np.random.default_rng(self.cfg.seed)
+        if state.batch_rng is not None:
+            self.rng.bit_generator.state = state.batch_rng
+        self.pending: list[MetricRecord] = []
+        self.flushed = time.monotonic()
+        self.step_seconds, self.step_tokens = 0.0, 0  # since the last eval, for its tokens/s
+        self.failure = ""
+
+    @property
+    def iteration(self) -> int:
+        return self.state.iteration
+
+    def flush(self) -> None:
+        self.run.append_metrics(self.pending)
+        self.pending.clear()
+        self.flushed = time.monotonic()
+
+    def snapshot(self) -> None:
+        self.state.elapsed = self.clock()
+        self.state.batch_rng = self.rng.bit_generator.state
+        self.checkpoints.save_state(self.state.to_dict())
+
+    def before_step(self) -> str | None:
+        it, cfg = self.state.iteration, self.cfg
+        due = it % cfg.eval_interval == 0 or it >= cfg.max_iters
+        if due and not self.state.evaluated and self.eval_and_stop_early():
+            return "early_stopped"
+        return "completed" if it >= cfg.max_iters else None
+
+    def eval_and_stop_early(self) -> bool:
+        """The eval at this iteration: record it, keep a new best, save the resumable state;
+        True when val loss has not improved for `patience` evals."""
+        state, cfg, it = self.state, self.cfg, self.state.iteration
+        t0 = time.perf_counter()
+        train_loss, val_loss = evaluate(
+            self.backend, self.corpus, self.model_cfg.block_size, cfg.batch_size
+        )
+        record = self.record_eval(train_loss, val_loss, time.perf_counter() - t0)
+        if record.is_best:
+            self.checkpoints.save("best", it, {"iteration": it})
+        state.evaluated = True
+        self.snapshot()
+        self.run.update(iteration=it, best_val=state.best_val, best_iter=state.best_iter)
+        util = mfu(record.tokens_per_sec, self.model_cfg, self.peak)
+        self.emit(
+            ev.EvalDone(
+                iteration=it,
+                train_loss=train_loss,
+                val_loss=val_loss,
+                lr=record.lr,
+                is_best=record.is_best,
+                tokens_per_sec=record.tokens_per_sec,
+                elapsed=record.elapsed,
+                eval_seconds=record.eval_seconds,
+                best_val=state.best_val,
+                best_iter=state.best_iter,
+                line=eval_line(record, util),
+                mfu=util,
+            )
+        )
+        self.step_seconds, self.step_tokens = 0.0, 0
+        if state.bad_evals < cfg.patience:
+            return False
+        self.emit(
+            ev.EarlyStopped(
+                iteration=it,
+                best_iter=state.best_iter,
+                best_val=state.best_val,
+                patience=cfg.patience,
+                line=f"early stop: no val improvement for {cfg.patience} evals "
+                f"(best @ iter {state.best_iter}: {state.best_val:.4f})",
+            )
+        )
+        return True
+
+    def record_eval(self, train_loss: float, val_loss: float, seconds: float) -> EvalRecord:
+        """Fold an eval into the state (best, patience) and metrics.jsonl; its record."""
+        state, it = self.state, self.state.iteration
+        is_best = val_loss < state.best_val
+        if is_best:
+            state.best_val, state.best_iter, state.bad_evals = val_loss, it, 0
+        else:
+            state.bad_evals += 1
+        record = EvalRecord(
+            iteration=it,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            lr=lr_at(it, self.cfg),
+            is_best=is_best,
+            tokens_per_sec=self.step_tokens / self.step_seconds if self.step_seconds else 0.0,
+            elapsed=self.clock(),
+            eval_seconds=seconds,
+        )
+        self.pending.append(record)
+        self.flush()
+        return record
+
+    def next_step(self) -> Step:
+        it, cfg = self.state.iteration, self.cfg
+        x, y = data_mod.random_batch(
+            self.corpus.train, cfg.batch_size, self.model_cfg.block_size, self.rng
+        )
+        return Step(iteration=it, x=x, y=y, lr=lr_at(it, cfg))
+
+    def step_done(self, step: Step, loss: float, seconds: float) -> None:
+        self.step_seconds += seconds
+        self.step_tokens += step.x.size
+        tok_s = step.x.size / seconds if seconds > 0 else 0.0
+        self.pending.append(StepRecord(step.iteration, loss, step.lr, tok_s, self.clock()))
+        self.state.iteration, self.state.evaluated = step.iteration + 1, False
+        if time.monotonic() - self.flushed >= METRICS_FLUSH_SECONDS:
+            self.flush()
+
+    def stopped(self) -> None:
+        self.flush()
+        self.snapshot()
+
+    def failed(self, step: Step, loss: float) -> str:
+        self.failure = (
+            f"loss or gradient became {loss} at iter {step.iteration}; the best checkpoint "
+            f"(iter {self.state.best_iter}) is kept and the run can resume from its last "
+            "eval; try a lower --lr"
+        )
+        return self.failure
+
+    def output(self) -> tuple[str, dict[str, Any]]:
+        return "final", {"iteration": self.state.iteration}
+
+    def finish(self, status: str) -> None:
+        self.flush()
+        state, it = self.state, self.state.iteration
+        if status == "failed":
+            self.run.update(status="failed", error=self.failure, iteration=it)
+            return
+        best = state.best_val if state.best_iter is not None else None
+        self.run.update(status=status, iteration=it, best_val=best, best_iter=state.best_iter)
+        words = {
+            "completed": f"finished {self.cfg.max_iters} iterations",
+            "early_stopped": "stopped early",
+            "stopped": "stopped on request",
+        }[status]
+        elapsed = self.clock()
+        self.emit(
+            ev.RunFinished(
+                status=status,
+                iteration=it,
+                best_val=best,
+                best_iter=state.best_iter,
+                run_dir=self.run.path,
+                elapsed=elapsed,
+                line=f"{words} at iter {it} in {format_elapsed(elapsed)}; best val "
+                f"{state.best_val:.4f} @ iter {state.best_iter}; checkpoints in {self.run.path}",
+            )
+        )
