@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 
 from conftest import random_tokens
-from lal_core import backends
+from lal_core import backends, paths
 from lal_core import events as ev
 from lal_core.backends import make_backend
 from lal_core.checkpoint import load_weights, save_weights
 from lal_core.cli import main
 from lal_core.config import MODEL_CONFIGS, ModelConfig, TrainConfig
-from lal_core.errors import DeviceError
+from lal_core.errors import ConfigError, DeviceError
 from lal_core.sampling import generate_ids, load_for_sampling, stream
 from lal_core.trainer import Trainer, train
 
@@ -333,3 +333,25 @@ def test_devices(micro_cfg):
     with pytest.raises(DeviceError, match="choose one of: auto, cpu, gpu") as info:
         make_backend("mlx", micro_cfg, device="cuda")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "flags, options",
+    [(["--dtype", "float16"], {"dtype": "float16"}), (["--recompute"], {"recompute": True})],
+)
+def test_an_option_mlx_cannot_honour_is_a_one_line_error(flags, options, small_corpus, capsys):
+    # It used to be dropped without a word: --backend mlx --dtype float16 trained in float32.
+    option = flags[0]
+    with pytest.raises(ConfigError, match=f"{option} does not apply to the mlx backend"):
+        make_backend("mlx", SHORT, **options)
+    code = main(["train", "--backend", "mlx", "--data", str(small_corpus), *flags])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{option} does not apply to the mlx backend" in err
+    assert err.count("\n") == 1 and not list(paths.runs_dir().glob("*"))
+    assert make_backend("mlx", SHORT, compile=False).compile is False  # one it has: honoured
+
+
+def test_no_int8_head_is_refused_for_mlx(decisive_checkpoint, capsys):
+    code = main(["sample", str(decisive_checkpoint), "--backend", "mlx", "--no-int8-head"])
+    err = capsys.readouterr().err
+    assert code == 1 and "--no-int8-head does not apply to the mlx backend" in err

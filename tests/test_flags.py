@@ -1,0 +1,49 @@
+"""The run flags are defined once, from TrainConfig: every recipe field is a flag of `lal
+train`, reaches the run's config, and a resume refuses the ones a run keeps."""
+
+from dataclasses import fields
+
+import pytest
+
+from lal_core.cli import build_parser
+from lal_core.config import TrainConfig
+from lal_core.flags import fixed_by_resume, flag_name, run_request
+
+
+def parse(*argv: str):
+    return build_parser().parse_args(["train", *argv])
+
+
+def test_every_recipe_field_is_a_flag_that_reaches_the_run():
+    values = {}
+    argv = []
+    for i, f in enumerate(fields(TrainConfig)):
+        # a valid value unlike the default: ints go up by one, floats are scaled
+        value = f.default + 1 if f.type == "int" else f.default * 0.5 + (0.01 if i % 2 else 0)
+        if f.name == "min_lr":
+            value = 1e-5
+        values[f.name] = value
+        argv += [flag_name(f.name), str(value)]
+    request = run_request(parse(*argv, "--dropout", "0.1", "--dtype", "float32", "--no-compile"))
+    assert {f.name: getattr(request.train_config, f.name) for f in fields(TrainConfig)} == values
+    assert request.model_config.dropout == 0.1
+    assert request.backend_options == {"dtype": "float32", "compile": False}
+    assert request.trainer_options()["backend_options"] == request.backend_options
+
+
+def test_unset_flags_leave_the_recipe_and_the_device_defaults():
+    request = run_request(parse())
+    assert request.train_config == TrainConfig() and request.backend_options == {}
+    assert request.model_config.name == "tiny" and request.backend == "torch"
+
+
+def test_a_bad_value_is_the_configs_one_line_error():
+    with pytest.raises(Exception, match="batch-size must be a positive integer") as info:
+        run_request(parse("--batch-size", "0"))
+    assert "\n" not in str(info.value)
+
+
+def test_resume_refuses_what_the_run_keeps_and_takes_what_it_may_change():
+    assert fixed_by_resume(parse("--max-iters", "9", "--device", "cpu")) == []
+    given = fixed_by_resume(parse("--lr", "1e-3", "--config", "small", "--no-compile"))
+    assert sorted(given) == ["--config", "--lr", "--no-compile"]
