@@ -189,7 +189,7 @@ class FineTuning(Job):
     def output(self) -> tuple[str, dict[str, Any]] | None:
         if self.run is None or self.record is None:
             return None
-        meta = {k: v for k, v in self.record.to_json().items() if k in _SETTINGS_KEYS}
+        meta = {k: getattr(self.record, k) for k in _SETTINGS_KEYS}
         return "sft", {"sft": meta, "base": "best"}
 
     def finish(self, status: str) -> None:
