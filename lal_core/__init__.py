@@ -1,9 +1,16 @@
 """lal_core: the engine. Train, checkpoint, sample and fine-tune a small GPT.
 
-The public API (what the CLI and the dashboard use):
+Where things are (the command line, `lal_core.cli`, and the dashboard, `lal_tui`, use these):
 
-    get_model_config, TrainConfig, train / Trainer, StopRequest, the events,
-    load_corpus, list_runs / find_run / resolve_checkpoint, load_for_sampling, stream.
+    config       ModelConfig, TrainConfig, MODEL_CONFIGS, get_model_config
+    flags        the run flags, defined once for `lal train` and `lal-tui`
+    trainer      Trainer / train: a pre-training run; pretraining: its part of the loop
+    loop         the one step loop, for pre-training and fine-tuning
+    events       the typed progress events and StopRequest
+    records      run.json and metrics.jsonl, typed; runs: run folders, list_runs, find_run
+    checkpoint   safetensors weights and resumable state, written atomically
+    sampling     load_for_sampling, stream, generate_ids; sft: fine-tuning and chat
+    model        the GPT, as a lesson; backends: what differs per framework
 """
 
 from lal_core.config import (
@@ -15,35 +22,11 @@ from lal_core.config import (
     get_model_config,
 )
 from lal_core.errors import LalError
-from lal_core.events import (
-    CheckpointSaved,
-    EarlyStopped,
-    EvalDone,
-    Event,
-    Preparing,
-    RunFailed,
-    RunFinished,
-    RunStarted,
-    SFTEpochDone,
-    StepDone,
-    StopRequest,
-)
 
 __all__ = [
     "MODEL_CONFIGS",
-    "CheckpointSaved",
-    "EarlyStopped",
-    "EvalDone",
-    "Event",
     "LalError",
     "ModelConfig",
-    "Preparing",
-    "RunFailed",
-    "RunFinished",
-    "RunStarted",
-    "SFTEpochDone",
-    "StepDone",
-    "StopRequest",
     "TrainConfig",
     "count_parameters",
     "estimate_training_memory",

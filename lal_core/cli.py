@@ -348,7 +348,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
     backend = load_for_sampling(path, args.backend, args.device, **_sampling_options(args))
     out = sys.stdout
     pieces = stream_answer(
-        backend, args.question, args.tokens, args.temperature, args.top_k, args.seed
+        backend,
+        args.question,
+        max_new_tokens=args.tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
     )
     started = False
     for piece in pieces:

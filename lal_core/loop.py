@@ -68,6 +68,24 @@ def peak_flops(backend: Backend, peak_tflops: float | None) -> float | None:
     return backend.peak_flops()
 
 
+def run_started(
+    run: RunDir, backend: Backend, kind: str, max_steps: int, header: str, **more: Any
+) -> ev.RunStarted:
+    """The RunStarted event of a run of `kind` ("train" or "sft") on this backend."""
+    return ev.RunStarted(
+        run_id=run.run_id,
+        run_dir=run.path,
+        kind=kind,
+        model_config=backend.cfg,
+        backend=backend.name,
+        device=backend.device,
+        n_params=backend.num_parameters(),
+        max_steps=max_steps,
+        header=header,
+        **more,
+    )
+
+
 @dataclass(frozen=True)
 class Step:
     """One optimisation step to take: its batch (int64 (B, T), -1 targets ignored) and lr."""

@@ -20,7 +20,7 @@ from lal_core.backends import Backend, make_backend
 from lal_core.checkpoint import STATE_FILE, load_state, read_header
 from lal_core.config import ModelConfig, TrainConfig
 from lal_core.errors import LalError
-from lal_core.loop import EventCallback, run_steps, setup_training
+from lal_core.loop import EventCallback, run_started, run_steps, setup_training
 from lal_core.pretraining import LoopState, PreTraining, evaluate
 from lal_core.records import CorpusInfo, ResumeMark, RunRecord
 from lal_core.runs import RunDir, find_run, live_status, process_info
@@ -200,16 +200,12 @@ class Trainer:
             ) from None
         run, b = self.run, self.backend
         self.on_event(
-            ev.RunStarted(
-                run_id=run.run_id,
-                run_dir=run.path,
-                kind="train",
-                model_config=self.model_cfg,
-                backend=b.name,
-                device=b.device,
-                n_params=b.num_parameters(),
-                max_steps=self.cfg.max_iters,
-                header=self._header(run),
+            run_started(
+                run,
+                b,
+                "train",
+                self.cfg.max_iters,
+                self._header(run),
                 train_config=self.cfg,
                 corpus=CorpusInfo(**self.corpus.describe()),
             )

@@ -12,7 +12,7 @@ from typing import Any
 from lal_core.backends import Backend
 from lal_core.errors import CheckpointError, DataError
 from lal_core.runs import RunDir, find_run
-from lal_core.sampling import load_for_sampling
+from lal_core.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_K, load_for_sampling
 from lal_core.sft.chat import ChatAnswer, chat
 from lal_core.sft.chat_format import HELD_OUT_QUESTION, builtin_pairs, load_pairs
 
@@ -33,8 +33,8 @@ def compare(
     questions: Sequence[str] | None = None,
     trained_questions: Sequence[str] | None = None,
     max_new_tokens: int = 60,
-    temperature: float = 0.8,
-    top_k: int | None = 50,
+    temperature: float = DEFAULT_TEMPERATURE,
+    top_k: int | None = DEFAULT_TOP_K,
     seed: int | None = DEFAULT_SEED,
 ) -> list[Comparison]:
     """The same questions answered by the base and the fine-tuned model, same seed for both.
@@ -48,8 +48,9 @@ def compare(
     known = {q.strip() for q in trained_questions}
     rows = []
     for q in questions:
-        args = (q, max_new_tokens, temperature, top_k, seed)
-        rows.append(Comparison(q, q.strip() in known, chat(base, *args), chat(tuned, *args)))
+        options = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_k": top_k}
+        before, after = (chat(m, q, seed=seed, **options) for m in (base, tuned))
+        rows.append(Comparison(q, q.strip() in known, before, after))
     return rows
 
 

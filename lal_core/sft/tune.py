@@ -42,6 +42,7 @@ from lal_core.loop import (
     Job,
     Step,
     format_elapsed,
+    run_started,
     run_steps,
     setup_training,
 )
@@ -340,21 +341,13 @@ def run_sft(
         backend=model.name,
         device=model.device,
     )
-    emit(
-        ev.RunStarted(
-            run_id=rundir.run_id,
-            run_dir=rundir.path,
-            kind="sft",
-            model_config=model.cfg,
-            backend=model.name,
-            device=model.device,
-            n_params=model.num_parameters(),
-            max_steps=epochs * math.ceil(len(examples) / batch_size),
-            header=f"sft {rundir.run_id} | from best.safetensors | {len(examples)} examples "
-            f"({len(qa)} pairs x {repeat}) | {epochs} epochs | lr {lr:g} constant | "
-            f"batch {batch_size} | Device: {model.name}/{model.device}",
-        )
+    header = (
+        f"sft {rundir.run_id} | from best.safetensors | {len(examples)} examples "
+        f"({len(qa)} pairs x {repeat}) | {epochs} epochs | lr {lr:g} constant | "
+        f"batch {batch_size} | Device: {model.name}/{model.device}"
     )
+    steps = epochs * math.ceil(len(examples) / batch_size)
+    emit(run_started(rundir, model, "sft", steps, header))
     job = FineTuning(examples, settings, emit, rundir, record)
     return _tune(model, job, stop, Checkpoints(rundir, model, emit))
 
