@@ -77,8 +77,10 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file normal permissions
         write(tmp)
+        # Normal permissions (mkstemp makes 0600), set after writing: safetensors writes a temp
+        # file of its own and renames it over this one.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -116,17 +118,16 @@ def save_weights(
     }
     header.update({k: json.dumps(v) for k, v in (meta or {}).items()})
     arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
+    write_tensors(path, arrays, header, "checkpoint")
 
-    def write(tmp: Path) -> None:
-        try:
-            save_file(arrays, str(tmp), metadata=header)
-        except OSError as exc:
-            raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror}") from None
 
+def write_tensors(path: Path, arrays: dict[str, np.ndarray], header: dict, what: str) -> None:
+    """A safetensors file, written whole or not at all; a failure (a full disk) is one line."""
     try:
-        atomic_write(path, write)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror}") from None
+        atomic_write(path, lambda tmp: save_file(arrays, str(tmp), metadata=header))
+    except (OSError, SafetensorError) as exc:
+        reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or [""])[0]
+        raise CheckpointError(f"cannot write {what} {path}: {reason}") from None
 
 
 def read_header(path: Path) -> dict[str, str]:
@@ -235,13 +236,7 @@ def save_state(
         "trainer_state": json.dumps(trainer_state),
     }
 
-    def write(tmp: Path) -> None:
-        save_file(tensors, str(tmp), metadata=header)
-
-    try:
-        atomic_write(path, write)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write training state {path}: {exc.strerror}") from None
+    write_tensors(path, tensors, header, "training state")
 
 
 def load_state(

@@ -99,7 +99,7 @@ def _read_text(path: Path) -> tuple[str, str]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise DataError(f"cannot read corpus {path}: {exc.strerror}") from None
+        raise DataError(f"cannot read corpus {path}: {exc.strerror or exc}") from None
     if not raw.strip():
         raise DataError(f"corpus {path} is empty; give a UTF-8 text file with some text in it")
     if b"\x00" in raw[:8192]:
@@ -194,7 +194,7 @@ def load_corpus(
             os.replace(tmp, cache)
         except OSError as exc:
             raise DataError(
-                f"cannot write the token cache in {cache_dir}: {exc.strerror}"
+                f"cannot write the token cache in {cache_dir}: {exc.strerror or exc}"
             ) from None
     del text
     tokens = np.memmap(cache, dtype=np.uint16, mode="r")

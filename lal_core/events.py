@@ -9,12 +9,12 @@ makes the run stop after the step in progress, keeping its checkpoints and metri
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from lal_core.config import ModelConfig, TrainConfig
-from lal_core.records import CorpusInfo
+from lal_core.records import CorpusInfo, EvalRecord
 
 
 class StopRequest:
@@ -75,13 +75,19 @@ class EvalDone:
     val_loss: float
     lr: float
     is_best: bool
-    best_val: float
-    best_iter: int
     tokens_per_sec: float  # mean over the steps since the previous eval
     elapsed: float
     eval_seconds: float
+    best_val: float
+    best_iter: int
     line: str  # the SPEC-shaped log line, with * on a new best
     mfu: float | None = None  # model-FLOPs utilisation since the previous eval, 0..1
+
+    @classmethod
+    def from_record(cls, record: EvalRecord, **more: Any) -> EvalDone:
+        """The event of an eval as metrics.jsonl keeps it (the same field names), with the
+        rest (best_val, best_iter, line, mfu) given."""
+        return cls(**{f.name: getattr(record, f.name) for f in fields(record)}, **more)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -140,15 +140,8 @@ class PreTraining(Job):
         self.run.update(iteration=it, best_val=state.best_val, best_iter=state.best_iter)
         util = mfu(record.tokens_per_sec, self.model_cfg, self.peak)
         self.emit(
-            ev.EvalDone(
-                iteration=it,
-                train_loss=train_loss,
-                val_loss=val_loss,
-                lr=record.lr,
-                is_best=record.is_best,
-                tokens_per_sec=record.tokens_per_sec,
-                elapsed=record.elapsed,
-                eval_seconds=record.eval_seconds,
+            ev.EvalDone.from_record(
+                record,
                 best_val=state.best_val,
                 best_iter=state.best_iter,
                 line=eval_line(record, util),

@@ -118,7 +118,8 @@ class RunDir:
         kept = [r for r in self.read_metrics() if keep(r)]
         text = "".join(json.dumps(r.to_json()) + "\n" for r in kept)
         atomic_write(self.metrics_path, lambda tmp: tmp.write_text(text))
-        for stale in self.path.glob(".*.tmp"):  # left by a process killed mid-write
+        # Temp files left by a process killed mid-write: atomic_write's, and safetensors' own.
+        for stale in (*self.path.glob(".*.tmp"), *self.path.glob(".tmp*")):
             stale.unlink(missing_ok=True)
 
     def read_metrics(self) -> list[MetricRecord]:
@@ -283,4 +284,4 @@ def delete_run(run: RunDir) -> None:
     try:
         shutil.rmtree(run.path)
     except OSError as exc:
-        raise CheckpointError(f"could not delete {run.run_id}: {exc.strerror}") from None
+        raise CheckpointError(f"could not delete {run.run_id}: {exc.strerror or exc}") from None

@@ -196,7 +196,7 @@ class Trainer:
             self.run, state = self._start_run()
         except OSError as exc:
             raise LalError(
-                f"cannot create the run folder: {exc.strerror} ({exc.filename})"
+                f"cannot create the run folder: {exc.strerror or exc} ({exc.filename})"
             ) from None
         run, b = self.run, self.backend
         self.on_event(

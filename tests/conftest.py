@@ -62,6 +62,16 @@ def small_corpus(tmp_path_factory, shakespeare) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def short_corpus(tmp_path_factory, shakespeare) -> Path:
+    """The first 12,000 characters of TinyShakespeare: about 3.3k tokens, two of tiny's
+    128-token windows of val, so an eval takes a few forward passes. For runs that only need to
+    run (signals, kills, the command line), not to learn."""
+    path = tmp_path_factory.mktemp("corpus") / "short.txt"
+    path.write_text(shakespeare.read_text()[:12_000])
+    return path
+
+
 @pytest.fixture
 def micro_cfg() -> ModelConfig:
     return MICRO
@@ -80,6 +90,32 @@ def run_cli(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def call_main(capsys, *args) -> subprocess.CompletedProcess:
+    """`lal ARGS` in this process, through `lal_core.cli.main`: its exit code (a malformed
+    command line ends argparse in SystemExit, whose code is taken) and what it printed, as
+    `run_cli` gives them. Output printed before the call is dropped."""
+    from lal_core.cli import main
+
+    capsys.readouterr()
+    argv = [str(a) for a in args]
+    try:
+        code = main(argv)
+    except SystemExit as exc:
+        code = 0 if exc.code is None else exc.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["lal", *argv], code, out, err)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, code: int, words: str) -> None:
+    """The CLI's contract for a user error: exit `code`, one line on stderr naming the
+    problem (`words`), no traceback."""
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == code, (result.returncode, result.stderr)
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("lal: error: ") and words in lines[0], lines[0]
+    assert "Traceback" not in result.stderr
 
 
 def stop_after(step: int, stop: ev.StopRequest):

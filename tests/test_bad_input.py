@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
-from conftest import MICRO
+from conftest import MICRO, assert_one_line_error, call_main
 from lal_core import cli
 from lal_core.backends import make_backend
 from lal_core.checkpoint import save_weights
@@ -31,7 +31,7 @@ def tree(*roots: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def files(isolated_home, small_corpus, tmp_path):
+def files(isolated_home, short_corpus, tmp_path):
     """A home with one valid run (micro model) and a folder of bad inputs."""
     run = isolated_home / "checkpoints" / "good"
     run.mkdir(parents=True)
@@ -40,7 +40,7 @@ def files(isolated_home, small_corpus, tmp_path):
     info = {
         "model_config": MICRO.to_dict(),
         "train_config": TrainConfig().to_dict(),
-        "data": {"path": str(small_corpus)},
+        "data": {"path": str(short_corpus)},
         "status": "stopped",
         "created": 1.0,
     }
@@ -67,68 +67,103 @@ def files(isolated_home, small_corpus, tmp_path):
     wider = ModelConfig("wider", n_layer=2, n_head=2, n_embd=64, block_size=32)
     (other / "run.json").write_text(json.dumps({"model_config": wider.to_dict(), "created": 2.0}))
     (bad / "norunjson").mkdir()
-    return {"home": isolated_home, "bad": bad, "corpus": small_corpus, "run": run}
+    return {"home": isolated_home, "bad": bad, "corpus": short_corpus, "run": run}
 
 
+# case: (arguments, words the error line must hold, exit code: 2 for a malformed command line,
+# which argparse rejects, 1 for anything else)
 CASES = {
     # corpus
-    "missing corpus": (["train", "--data", "{bad}/nope.txt"], "not found"),
-    "empty corpus": (["train", "--data", "{bad}/empty.txt"], "empty"),
-    "binary corpus": (["train", "--data", "{bad}/binary.txt"], "binary"),
-    "non-UTF-8 corpus": (["train", "--data", "{bad}/latin1.txt"], "UTF-8"),
-    "corpus too short": (["train", "--data", "{bad}/short.txt"], "too short"),
-    "corpus is a folder": (["train", "--data", "{bad}"], "not a file"),
+    "missing corpus": (["train", "--data", "{bad}/nope.txt"], "not found", 1),
+    "empty corpus": (["train", "--data", "{bad}/empty.txt"], "empty", 1),
+    "binary corpus": (["train", "--data", "{bad}/binary.txt"], "binary", 1),
+    "non-UTF-8 corpus": (["train", "--data", "{bad}/latin1.txt"], "UTF-8", 1),
+    "corpus too short": (["train", "--data", "{bad}/short.txt"], "too short", 1),
+    "corpus is a folder": (["train", "--data", "{bad}"], "not a file", 1),
     # configs and hyperparameters
-    "unknown config": (["train", "--config", "huge"], "invalid choice"),
-    "batch 0": (["train", "--batch-size", "0", "--data", "{corpus}"], "batch-size"),
-    "negative batch": (["train", "--batch-size", "-3", "--data", "{corpus}"], "batch-size"),
-    "lr 0": (["train", "--lr", "0", "--data", "{corpus}"], "lr must be"),
-    "negative lr": (["train", "--lr", "-0.1", "--data", "{corpus}"], "lr must be"),
-    "eval interval 0": (["train", "--eval-interval", "0", "--data", "{corpus}"], "eval-interval"),
-    "patience 0": (["train", "--patience", "0", "--data", "{corpus}"], "patience"),
-    "dropout 1": (["train", "--dropout", "1.0", "--data", "{corpus}"], "dropout"),
-    "dropout negative": (["train", "--dropout", "-0.1", "--data", "{corpus}"], "dropout"),
-    "top-k 0": (["sample", "good", "--top-k", "0"], "top-k"),
-    "temperature negative": (["sample", "good", "--temperature", "-1"], "temperature"),
-    "tokens 0": (["sample", "good", "--tokens", "0"], "at least 1"),
+    "unknown config": (["train", "--config", "huge"], "invalid choice", 2),
+    "batch not a number": (["train", "--batch-size", "two"], "invalid int value", 2),
+    "lr not a number": (["train", "--lr", "abc"], "not a number", 2),
+    "batch 0": (["train", "--batch-size", "0", "--data", "{corpus}"], "batch-size", 1),
+    "negative batch": (["train", "--batch-size", "-3", "--data", "{corpus}"], "batch-size", 1),
+    "lr 0": (["train", "--lr", "0", "--data", "{corpus}"], "lr must be", 1),
+    "negative lr": (["train", "--lr", "-0.1", "--data", "{corpus}"], "lr must be", 1),
+    "eval interval 0": (
+        ["train", "--eval-interval", "0", "--data", "{corpus}"],
+        "eval-interval",
+        1,
+    ),
+    "patience 0": (["train", "--patience", "0", "--data", "{corpus}"], "patience", 1),
+    "dropout 1": (["train", "--dropout", "1.0", "--data", "{corpus}"], "dropout", 1),
+    "dropout negative": (["train", "--dropout", "-0.1", "--data", "{corpus}"], "dropout", 1),
+    "top-k 0": (["sample", "good", "--top-k", "0"], "top-k", 1),
+    "temperature negative": (["sample", "good", "--temperature", "-1"], "temperature", 1),
+    "tokens 0": (["sample", "good", "--tokens", "0"], "at least 1", 2),
+    "unknown command": (["bogus"], "invalid choice", 2),
     # checkpoints and runs
-    "truncated checkpoint": (["sample", "{bad}/truncated.safetensors"], "truncated"),
-    "not safetensors": (["sample", "{bad}/notsafetensors.safetensors"], "not a valid safetensors"),
-    "newer format": (["sample", "{bad}/newer.safetensors"], "newer"),
-    "missing tensors": (["sample", "{bad}/missing.safetensors"], "missing"),
-    "extra tensors": (["sample", "{bad}/extra.safetensors"], "unexpected"),
-    "other config": (["sample", "mismatch"], "not wider"),
-    "no run.json": (["sample", "{bad}/norunjson"], "no run.json"),
-    "unknown run": (["sample", "nope"], "no run"),
-    "resume unknown run": (["train", "--resume", "nope"], "no run"),
-    "resume without state": (["train", "--resume", "good"], "no saved training state"),
+    "truncated checkpoint": (["sample", "{bad}/truncated.safetensors"], "truncated", 1),
+    "not safetensors": (
+        ["sample", "{bad}/notsafetensors.safetensors"],
+        "not a valid safetensors",
+        1,
+    ),
+    "newer format": (["sample", "{bad}/newer.safetensors"], "newer", 1),
+    "missing tensors": (["sample", "{bad}/missing.safetensors"], "missing", 1),
+    "extra tensors": (["sample", "{bad}/extra.safetensors"], "unexpected", 1),
+    "missing checkpoint file": (["sample", "{bad}/nope.safetensors"], "not found", 1),
+    "other config": (["sample", "mismatch"], "not wider", 1),
+    "no run.json": (["sample", "{bad}/norunjson"], "no run.json", 1),
+    "unknown run": (["sample", "nope"], "no run", 1),
+    "resume unknown run": (["train", "--resume", "nope"], "no run", 1),
+    "resume without state": (["train", "--resume", "good"], "no saved training state", 1),
+    "resume with other settings": (["train", "--resume", "good", "--lr", "0.1"], "drop --lr", 1),
     # prompts
-    "empty prompt": (["sample", "good", "--prompt", ""], "empty"),
-    "prompt too long": (["sample", "good", "--prompt", "word " * 40], "longer than"),
+    "empty prompt": (["sample", "good", "--prompt", ""], "empty", 1),
+    "prompt too long": (["sample", "good", "--prompt", "word " * 40], "longer than", 1),
     # devices and backends
-    "cuda absent": (["train", "--device", "cuda", "--data", "{corpus}"], "CUDA"),
-    "unknown device": (["sample", "good", "--device", "tpu"], "unknown device"),
+    "cuda absent": (["train", "--device", "cuda", "--data", "{corpus}"], "CUDA", 1),
+    "unknown device": (["sample", "good", "--device", "tpu"], "unknown device", 1),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_bad_input(case, files):
-    args, words = CASES[case]
+def test_bad_input(case, files, capsys):
+    args, words, code = CASES[case]
     if case == "cuda absent" and torch.cuda.is_available():
         pytest.skip("CUDA is present here")
     args = [a.format(bad=files["bad"], corpus=files["corpus"]) for a in args]
     before = tree(files["home"], files["bad"])
+    assert_one_line_error(call_main(capsys, *args), code, words)
+    assert tree(files["home"], files["bad"]) == before
+
+
+# Through the real process, as a user runs it: the installed `lal` script where there is one
+# (else `python -m lal_core.cli`), for each of the two non-zero exit codes.
+REAL_CASES = {
+    "malformed command line": (["train", "--config", "huge"], "invalid choice", 2),
+    "damaged checkpoint": (["sample", "{bad}/truncated.safetensors"], "truncated", 1),
+}
+
+
+def lal_command() -> list[str]:
+    script = Path(sys.executable).with_name("lal")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "lal_core.cli"]
+
+
+@pytest.mark.parametrize("case", list(REAL_CASES))
+def test_bad_input_in_a_real_process(case, files):
+    args, words, code = REAL_CASES[case]
+    args = [a.format(bad=files["bad"], corpus=files["corpus"]) for a in args]
+    before = tree(files["home"], files["bad"])
     result = subprocess.run(
-        [sys.executable, "-m", "lal_core.cli", *args],
+        [*lal_command(), *args],
         capture_output=True,
         text=True,
         timeout=120,
         env={**os.environ, "LAL_HOME": str(files["home"])},
     )
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert words in lines[0] and "Traceback" not in result.stderr
+    assert_one_line_error(result, code, words)
+    assert result.stdout == ""
     assert tree(files["home"], files["bad"]) == before
 
 

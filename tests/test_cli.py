@@ -1,50 +1,67 @@
+import contextlib
+import io
 import json
+import shutil
 
 import pytest
 
-from conftest import run_cli
+from conftest import assert_one_line_error, call_main, run_cli
 from lal_core.cli import main
 from lal_core.device import default_device
 
 
-@pytest.fixture
-def trained_run(small_corpus, isolated_home, capsys):
-    code = main(
-        [
-            "train",
-            "--config",
-            "tiny",
-            "--max-iters",
-            "4",
-            "--eval-interval",
-            "2",
-            "--batch-size",
-            "2",
-            "--data",
-            str(small_corpus),
-        ]
-    )
-    out = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def trained(short_corpus, tmp_path_factory):
+    """One `lal train` for the module: (its run folder, what it printed). Tests get a copy."""
+    home = tmp_path_factory.mktemp("trained-home")
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        mp.setenv("LAL_HOME", str(home))
+        code = main(
+            [
+                "train",
+                "--config",
+                "tiny",
+                "--max-iters",
+                "4",
+                "--eval-interval",
+                "2",
+                "--batch-size",
+                "2",
+                "--data",
+                str(short_corpus),
+            ]
+        )
     assert code == 0
-    runs = list((isolated_home / "checkpoints").iterdir())
+    runs = list((home / "checkpoints").iterdir())
     assert len(runs) == 1
-    return runs[0], out
+    return runs[0], out.getvalue()
 
 
-def test_train_writes_a_run_folder(trained_run):
-    run, out = trained_run
+@pytest.fixture
+def trained_run(trained, isolated_home):
+    """A copy of the trained run in this test's own home, and what training printed."""
+    run, out = trained
+    copy = isolated_home / "checkpoints" / run.name
+    shutil.copytree(run, copy)
+    return copy, out
+
+
+def test_train_writes_a_run_folder(trained):
+    run, out = trained
     assert f"Device: torch/{default_device()}" in out
     assert out.count("| val ") == 3 and "iter 4 " in out
     assert str(run) in out
+    assert {"best.safetensors", "final.safetensors", "run.json"} <= {p.name for p in run.iterdir()}
     info = json.loads((run / "run.json").read_text())
     assert info["model_config"]["name"] == "tiny" and info["status"] == "completed"
 
 
 def test_train_recompute_flag_reaches_the_engine_and_the_run_record(
-    small_corpus, isolated_home, capsys
+    short_corpus, isolated_home, capsys
 ):
     args = ["train", "--max-iters", "2", "--eval-interval", "2", "--batch-size", "2"]
-    assert main([*args, "--data", str(small_corpus), "--recompute"]) == 0
+    assert main([*args, "--data", str(short_corpus), "--recompute"]) == 0
     assert "recomputed activations" in capsys.readouterr().out
     (run,) = (isolated_home / "checkpoints").iterdir()
     info = json.loads((run / "run.json").read_text())
@@ -81,29 +98,45 @@ def test_runs_lists_the_run(trained_run, capsys):
 
 
 @pytest.mark.parametrize(
-    "args, words",
+    "args, words, code",
     [
-        (["train", "--config", "huge"], "invalid choice"),
-        (["train", "--batch-size", "0"], "batch-size"),
-        (["train", "--lr", "abc"], "not a number"),
-        (["train", "--data", "/no/such/file.txt"], "not found"),
-        (["sample", "no-such-run"], "no run"),
-        (["sample", "/no/such/model.safetensors"], "not found"),
-        (["sample", "--tokens", "0"], "at least 1"),
-        (["bogus"], "invalid choice"),
+        (["train", "--config", "huge"], "invalid choice", 2),
+        (["train", "--batch-size", "0"], "batch-size", 1),
+        (["train", "--lr", "abc"], "not a number", 2),
+        (["train", "--data", "/no/such/file.txt"], "not found", 1),
+        (["sample", "no-such-run"], "no run", 1),
+        (["sample", "/no/such/model.safetensors"], "not found", 1),
+        (["sample", "--tokens", "0"], "at least 1", 2),
+        (["bogus"], "invalid choice", 2),
+        ([], "required: command", 2),
     ],
 )
-def test_bad_input_is_one_line_and_non_zero(args, words):
-    result = run_cli(*args, timeout=120)
-    assert result.returncode != 0
-    assert words in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "Traceback" not in result.stderr
+def test_bad_input_is_one_line_and_non_zero(args, words, code, isolated_home, capsys):
+    assert_one_line_error(call_main(capsys, *args), code, words)
+    assert list(isolated_home.iterdir()) == []  # nothing created: no runs folder, no data
 
 
-def test_sample_with_a_damaged_checkpoint(tmp_path):
+def test_help_exits_zero(capsys):
+    result = call_main(capsys, "train", "--help")
+    assert result.returncode == 0 and result.stderr == ""
+    assert "--max-iters" in result.stdout and "--resume" in result.stdout
+
+
+def test_runs_without_runs(capsys):
+    result = call_main(capsys, "runs")
+    assert result.returncode == 0 and "no runs yet" in result.stdout and result.stderr == ""
+
+
+def test_sample_with_a_damaged_checkpoint(tmp_path, capsys):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 100)
-    result = run_cli("sample", str(bad))
-    assert result.returncode == 1 and "not a valid safetensors" in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
+    assert_one_line_error(call_main(capsys, "sample", bad), 1, "not a valid safetensors")
+    assert bad.read_bytes() == b"\x00" * 100
+
+
+def test_exit_codes_through_a_real_process(tmp_path):
+    """The real entry point: `sys.exit(main())` turns both kinds of error into the exit status."""
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 100)
+    assert_one_line_error(run_cli("sample", str(bad), timeout=120), 1, "not a valid safetensors")
+    assert_one_line_error(run_cli("sample", "--tokens", "0", timeout=120), 2, "at least 1")

@@ -1,126 +1,287 @@
-"""Signals and crashes: a stopped or killed run keeps whole checkpoints and can resume."""
+"""Signals and crashes: a stopped or killed run keeps whole checkpoints and can resume.
+
+These start real `lal train` processes (a few seconds each, most of it importing torch). Where
+a test needs a kill or a signal to land at one exact point, the process runs `lal_core.cli.main`
+through `python -c` with a small patch in front that makes it so (see KILL_BEFORE_RENAME and
+HOLD_THE_STOP); the others run `python -m lal_core.cli` as it is.
+"""
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from conftest import call_main
 from lal_core.checkpoint import STATE_FILE, load_state, load_weights
 from lal_core.config import ModelConfig
 from lal_core.runs import list_runs
 
+# `lal ARGS` with a patch run first: the patch stands for a moment in the process's life that
+# timing alone would hit only by luck.
+CHILD = """
+import sys
+{patch}
+from lal_core.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
 
-def start_training(home: Path, corpus: Path, *extra: str) -> subprocess.Popen:
-    args = [
-        "train",
-        "--config",
-        "tiny",
-        "--batch-size",
-        "2",
-        "--max-iters",
-        "400",
-        "--eval-interval",
-        "5",
-        "--data",
-        str(corpus),
-        *extra,
-    ]
-    return subprocess.Popen(
-        [sys.executable, "-m", "lal_core.cli", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "LAL_HOME": str(home)},
-    )
+# SIGKILL the process at the nth atomic rename onto a file named `target`: its temp file is
+# written and synced, the rename has not happened (see lal_core.checkpoint.atomic_write).
+KILL_BEFORE_RENAME = """
+import os, signal
+from pathlib import Path
+_seen = []
+def _killing_before(rename):
+    def call(src, dst, *args, **kwargs):
+        if Path(dst).name == {target!r}:
+            _seen.append(dst)
+            if len(_seen) == {nth} and Path(src).stat().st_size > 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return rename(src, dst, *args, **kwargs)
+    return call
+os.replace, os.rename = _killing_before(os.replace), _killing_before(os.rename)
+"""
+
+# Once a stop is requested, the first time the training loop (not a signal handler) asks, hold
+# it for a minute before it may stop gracefully: a second signal in that minute can only end the
+# process by exiting at once.
+HOLD_THE_STOP = """
+import signal, time
+from lal_core import events
+_signal, _in_handler, _held = signal.signal, [], []
+def _marking(handler):
+    def marked(signum, frame):
+        _in_handler.append(signum)
+        try:
+            return handler(signum, frame)
+        finally:
+            _in_handler.pop()
+    return marked
+def _install(sig, handler):
+    return _signal(sig, _marking(handler) if callable(handler) else handler)
+signal.signal = _install
+_is_set = events.StopRequest.is_set
+def _is_set_after_a_while(self):
+    stopping = _is_set(self)
+    if stopping and not _held and not _in_handler:
+        _held.append(True)
+        time.sleep(60)
+    return stopping
+events.StopRequest.is_set = _is_set_after_a_while
+"""
 
 
-def wait_for_steps(home: Path, n: int, proc: subprocess.Popen, timeout: float = 240) -> Path:
-    """The run folder, once its metrics hold at least n steps."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        assert proc.poll() is None, proc.communicate()
+@dataclass
+class Child:
+    proc: subprocess.Popen
+    out: Path
+    err: Path
+
+    def output(self) -> tuple[str, str]:
+        return self.out.read_text(), self.err.read_text()
+
+    def finish(self, timeout: float) -> tuple[str, str]:
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError(f"lal train did not exit within {timeout} s") from None
+        return self.output()
+
+
+def start_training(home: Path, corpus: Path, *extra: str, patch: str | None = None) -> Child:
+    """`lal train` on the tiny config in a process of its own, its output going to files."""
+    args = ["train", "--config", "tiny", "--batch-size", "2", "--data", str(corpus)]
+    defaults = {"--max-iters": "400", "--eval-interval": "2"}
+    args += [x for flag, value in defaults.items() if flag not in extra for x in (flag, value)]
+    args += extra
+    entry = ["-m", "lal_core.cli"] if patch is None else ["-c", CHILD.format(patch=patch)]
+    out, err = home.parent / "child.out", home.parent / "child.err"
+    with open(out, "w") as stdout, open(err, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, *entry, *args],
+            stdout=stdout,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, "LAL_HOME": str(home)},
+        )
+    return Child(proc, out, err)
+
+
+def wait_for(child: Child, found, what: str, timeout: float = 240):
+    """Poll until `found()` gives something true while the child runs; return that."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = found()
+        if result:
+            return result
+        assert child.proc.poll() is None, (child.proc.returncode, *child.output())
+        time.sleep(0.05)
+    child.proc.kill()
+    child.proc.wait()
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_for_steps(home: Path, n: int, child: Child) -> Path:
+    """The run folder, once its metrics hold at least n steps (they are flushed at each eval)."""
+
+    def run_with_steps():
         for metrics in (home / "checkpoints").glob("*/metrics.jsonl"):
             steps = [x for x in metrics.read_text().splitlines() if '"step"' in x]
             if len(steps) >= n:
                 return metrics.parent
-        time.sleep(0.2)
-    proc.kill()
-    raise AssertionError("training did not get going in time")
+        return None
+
+    return wait_for(child, run_with_steps, f"{n} steps")
+
+
+def run_config(run: Path) -> ModelConfig:
+    return ModelConfig.from_dict(json.loads((run / "run.json").read_text())["model_config"])
+
+
+def assert_checkpoints_load(run: Path) -> list[str]:
+    """Every checkpoint in the run loads whole; their names."""
+    cfg = run_config(run)
+    names = sorted(p.name for p in run.glob("*.safetensors"))
+    for name in names:
+        if name == STATE_FILE:
+            load_state(run / name, cfg)
+        else:
+            load_weights(run / name, cfg)
+    return names
+
+
+def status(run: Path) -> str:
+    (summary,) = [r for r in list_runs(run.parent) if r.run_id == run.name]
+    return summary.status
+
+
+def assert_shown_as(run: Path, expected: str, capsys) -> None:
+    assert status(run) == expected
+    result = call_main(capsys, "runs")
+    assert result.returncode == 0, result.stderr
+    (line,) = [x for x in result.stdout.splitlines() if x.startswith(run.name)]
+    assert line.split()[-1] == expected
+
+
+def resume_to_the_end(run: Path, capsys, *extra: str) -> None:
+    """`lal train --resume RUN` in this process: it finishes the run."""
+    result = call_main(capsys, "train", "--resume", run.name, *extra)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    assert "final.safetensors" in assert_checkpoints_load(run)
+    assert list(run.glob(".*.tmp")) == []  # a resume clears what a killed write left
+    assert_shown_as(run, "completed", capsys)
 
 
 @pytest.mark.parametrize(
-    "sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["SIGINT", "SIGTERM", "SIGHUP"]
+    "sig",
+    [
+        signal.SIGINT,
+        pytest.param(signal.SIGTERM, marks=pytest.mark.slow),
+        pytest.param(signal.SIGHUP, marks=pytest.mark.slow),
+    ],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
 )
-def test_signal_stops_cleanly_and_resumes(sig, isolated_home, small_corpus):
-    proc = start_training(isolated_home, small_corpus)
-    run = wait_for_steps(isolated_home, 8, proc)  # metrics are flushed at every eval (5 steps)
-    proc.send_signal(sig)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+def test_signal_stops_cleanly_and_resumes(sig, isolated_home, short_corpus, capsys):
+    child = start_training(isolated_home, short_corpus)
+    run = wait_for_steps(isolated_home, 2, child)  # the eval at 2 has begun
+    child.proc.send_signal(sig)
+    out, err = child.finish(timeout=120)
+    assert child.proc.returncode == 130, err
     assert "Traceback" not in err
+    assert f"lal: {sig.name}: stopping after this step" in err
     assert f"resume with: lal train --resume {run.name}" in out
-    info = json.loads((run / "run.json").read_text())
-    assert info["status"] == "stopped"
-    cfg = ModelConfig.from_dict(info["model_config"])
-    _, _, state = load_state(run / STATE_FILE, cfg)
-    assert state["iteration"] >= 8
-    if sig != signal.SIGINT:
-        return
-    # Resuming finishes the run.
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "lal_core.cli",
-            "train",
-            "--resume",
-            run.name,
-            "--max-iters",
-            str(state["iteration"] + 3),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env={**os.environ, "LAL_HOME": str(isolated_home)},
+    assert json.loads((run / "run.json").read_text())["status"] == "stopped"
+    assert {"best.safetensors", "final.safetensors", STATE_FILE} <= set(
+        assert_checkpoints_load(run)
     )
-    assert done.returncode == 0, done.stderr
-    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    _, _, state = load_state(run / STATE_FILE, run_config(run))
+    assert state["iteration"] >= 2
+    assert_shown_as(run, "stopped", capsys)
+    resume_to_the_end(run, capsys, "--max-iters", str(state["iteration"] + 2))
 
 
-def test_sigkill_at_any_moment_leaves_loadable_checkpoints(isolated_home, small_corpus):
-    # eval_interval 1: best, state and run.json are rewritten every step, so kills land mid-save.
-    for delay in (0.05, 0.4, 0.9):
-        proc = start_training(isolated_home, small_corpus, "--eval-interval", "1")
-        wait_for_steps(isolated_home, 0, proc)
-        time.sleep(delay)
-        proc.kill()
-        proc.wait()
-    for run in (isolated_home / "checkpoints").iterdir():
-        info = json.loads((run / "run.json").read_text())
-        cfg = ModelConfig.from_dict(info["model_config"])
-        for ckpt in run.glob("*.safetensors"):
-            if ckpt.name == STATE_FILE:
-                load_state(ckpt, cfg)
-            else:
-                load_weights(ckpt, cfg)
-    statuses = {r.status for r in list_runs(isolated_home / "checkpoints")}
-    assert statuses == {"interrupted"}
+@pytest.mark.parametrize(
+    "target, nth",
+    [
+        (STATE_FILE, 3),  # the last eval's state (iter 4): the one of iter 2 stays
+        pytest.param("run.json", 4, marks=pytest.mark.slow),  # the last eval's run.json
+        pytest.param("final.safetensors", 1, marks=pytest.mark.slow),  # the run's very end
+    ],
+)
+def test_sigkill_in_the_middle_of_a_save(target, nth, isolated_home, short_corpus, capsys):
+    patch = KILL_BEFORE_RENAME.format(target=target, nth=nth)
+    child = start_training(
+        isolated_home, short_corpus, "--max-iters", "4", "--eval-interval", "2", patch=patch
+    )
+    out, err = child.finish(timeout=240)
+    assert child.proc.returncode == -signal.SIGKILL, (child.proc.returncode, out, err)
+    (run,) = (isolated_home / "checkpoints").iterdir()
+
+    # The kill came between writing the temp file and renaming it: the temp file is there, and
+    # the file it was to replace is the previous whole one (or absent).
+    assert len(list(run.glob(f".{target}.*.tmp"))) == 1
+    assert json.loads((run / "run.json").read_text())["status"] == "running"
+    names = assert_checkpoints_load(run)
+    assert STATE_FILE in names and "best.safetensors" in names
+    assert "final.safetensors" not in names
+    if target == STATE_FILE:
+        assert load_state(run / STATE_FILE, run_config(run))[2]["iteration"] < 4
+    assert_shown_as(run, "interrupted", capsys)
+
+    resume_to_the_end(run, capsys)
+    steps = [
+        json.loads(line)["iter"]
+        for line in (run / "metrics.jsonl").read_text().splitlines()
+        if json.loads(line).get("type") == "step"
+    ]
+    assert steps == list(range(4))  # each step once: the killed session's extras were dropped
 
 
-def test_second_ctrl_c_exits_at_once(isolated_home, small_corpus):
-    proc = start_training(isolated_home, small_corpus)
-    wait_for_steps(isolated_home, 0, proc)
-    proc.send_signal(signal.SIGINT)
-    time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130 and "Traceback" not in err
-    run = next((isolated_home / "checkpoints").iterdir())
-    cfg = ModelConfig.from_dict(json.loads((run / "run.json").read_text())["model_config"])
-    for ckpt in run.glob("best.safetensors"):
-        load_weights(ckpt, cfg)
+@pytest.mark.slow
+def test_sigkill_at_a_random_moment_leaves_loadable_checkpoints(
+    isolated_home, short_corpus, capsys
+):
+    # eval_interval 1: best, state and run.json are rewritten every step, so a kill may well
+    # land mid-save (test_sigkill_in_the_middle_of_a_save makes sure of that).
+    child = start_training(isolated_home, short_corpus, "--eval-interval", "1", "--patience", "400")
+    run = wait_for(
+        child,
+        lambda: next((isolated_home / "checkpoints").glob(f"*/{STATE_FILE}"), None),
+        "a state file",
+    ).parent
+    delay = random.uniform(0.0, 1.5)
+    time.sleep(delay)
+    child.proc.kill()
+    child.proc.wait()
+    assert child.proc.returncode == -signal.SIGKILL, f"the run ended before the kill ({delay=})"
+    assert STATE_FILE in assert_checkpoints_load(run), f"{delay=}"
+    assert_shown_as(run, "interrupted", capsys)
+    _, _, state = load_state(run / STATE_FILE, run_config(run))
+    resume_to_the_end(run, capsys, "--max-iters", str(state["iteration"] + 2))
+
+
+def test_second_ctrl_c_exits_at_once(isolated_home, short_corpus, capsys):
+    child = start_training(isolated_home, short_corpus, patch=HOLD_THE_STOP)
+    run = wait_for_steps(isolated_home, 2, child)  # the eval at 2 has begun
+    child.proc.send_signal(signal.SIGINT)
+    wait_for(child, lambda: "stopping after this step" in child.err.read_text(), "the first stop")
+    child.proc.send_signal(signal.SIGINT)
+    # The graceful stop is held for a minute (HOLD_THE_STOP): only the second Ctrl-C ends it.
+    out, err = child.finish(timeout=30)
+    assert child.proc.returncode == 130 and "Traceback" not in err
+    assert "lal: stopping now" in err
+    assert "resume with" not in out  # it did not stop the graceful way
+    assert json.loads((run / "run.json").read_text())["status"] == "running"
+    assert_shown_as(run, "interrupted", capsys)
+    # What the evals saved before the signals (the one at 0 at least) is whole.
+    assert {"best.safetensors", STATE_FILE} <= set(assert_checkpoints_load(run))

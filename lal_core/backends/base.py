@@ -62,7 +62,8 @@ class Backend(ABC):
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
         """One optimisation step at learning rate `lr`, clipped; returns the batch loss.
 
-        A non-finite gradient skips the update (the weights stay as they were) and returns nan.
+        A non-finite gradient skips the update (the weights stay as they were) and returns nan;
+        under float16 a GradScaler skips such a step itself and the loss comes back as it is.
         """
 
     @abstractmethod

@@ -112,7 +112,7 @@ def load_pairs(path: str | Path) -> list[QAPair]:
     except UnicodeDecodeError:
         raise DataError(f"{path} is not UTF-8 text") from None
     except OSError as exc:
-        raise DataError(f"cannot read pairs file {path}: {exc.strerror}") from None
+        raise DataError(f"cannot read pairs file {path}: {exc.strerror or exc}") from None
     pairs = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
