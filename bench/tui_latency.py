@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from textual import events  # noqa: E402
 
-from lal_core.config import TrainConfig  # noqa: E402
+from lal_core.config import TrainConfig, get_model_config  # noqa: E402
+from lal_core.flags import RunRequest  # noqa: E402
 from lal_tui.app import LalApp  # noqa: E402
 from lal_tui.settings import Settings  # noqa: E402
 
@@ -89,16 +90,17 @@ async def switch_panes(app, frames: list[float], presses: int, while_training: b
 
 
 async def dashboard_run(args, runs_dir: Path):
-    settings = Settings(
-        config=args.config,
-        train=TrainConfig(
-            max_iters=args.iters, eval_interval=args.eval_interval, batch_size=args.batch_size
-        ),
+    recipe = TrainConfig(
+        max_iters=args.iters, eval_interval=args.eval_interval, batch_size=args.batch_size
+    )
+    request = RunRequest(
+        model_config=get_model_config(args.config),
+        train_config=recipe,
         data=args.data,
         device=args.device,
         runs_dir=runs_dir,
     )
-    app = LalApp(settings)
+    app = LalApp(Settings(request=request))
     async with app.run_test(size=(100, 30)) as pilot:
         # Frames: the app hands each screen update to _display (headless: then drops it).
         frames: list[float] = []
@@ -117,7 +119,7 @@ async def dashboard_run(args, runs_dir: Path):
         while not pane.plot.step_iters and app.running("train"):
             await asyncio.sleep(0.05)
         busy = await switch_panes(app, frames, args.presses, while_training=True)
-        await app.train_worker.wait()
+        await app.jobs.worker("train").wait()
         await pilot.pause(0.2)
     return training_seconds(runs_dir)[0], idle, busy
 

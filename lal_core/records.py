@@ -226,9 +226,9 @@ class StepRecord:
 
     iteration: int
     loss: float
-    lr: float
-    tokens_per_sec: float
-    elapsed: float  # seconds since the run started (earlier sessions of a resumed run included)
+    lr: float = 0.0
+    tokens_per_sec: float = 0.0
+    elapsed: float = 0.0  # seconds since the run started (a resumed run's earlier sessions too)
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "step", **write_fields(self, _METRIC_KEYS)}
@@ -241,11 +241,11 @@ class EvalRecord:
     iteration: int
     train_loss: float
     val_loss: float
-    lr: float
-    is_best: bool
-    tokens_per_sec: float  # mean over the steps since the previous eval
-    elapsed: float
-    eval_seconds: float
+    lr: float = 0.0
+    is_best: bool = False
+    tokens_per_sec: float = 0.0  # mean over the steps since the previous eval
+    elapsed: float = 0.0
+    eval_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "eval", **write_fields(self, _EVAL_KEYS)}
@@ -256,7 +256,8 @@ MetricRecord = StepRecord | EvalRecord
 
 
 def metric_from_json(data: Any) -> MetricRecord | None:
-    """A metrics.jsonl line's record; None for a line this lal does not know or cannot read."""
+    """A metrics.jsonl line's record; None for a line this lal does not know or cannot read
+    (no iteration or loss). Throughput and timing a line lacks read as 0."""
     kinds = {"step": (StepRecord, _METRIC_KEYS), "eval": (EvalRecord, _EVAL_KEYS)}
     if not isinstance(data, dict) or data.get("type") not in kinds:
         return None

@@ -1,43 +1,54 @@
-"""Messages the engine workers post to the app.
+"""Messages the engine jobs post to the app.
 
-Workers run on their own threads and only ever call `App.post_message` (thread-safe, never
-blocks); every change to the screen happens in the app's handlers for these messages.
+Jobs run on worker threads (see `lal_tui.jobs`) and only ever post these (`App.post_message`
+is thread-safe and never blocks); every change to the screen happens in the app's handlers.
+The panes' own requests (fine-tune this run, generate, resume...) are nested in the pane that
+posts them, e.g. `SFTPane.FineTuneRequested`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from textual.message import Message
+from textual.worker import Worker
 
 from lal_core.events import Event
 
 
-class TrainEvent(Message):
-    """One engine event from a training run (RunStarted, StepDone, EvalDone, ...)."""
+@dataclass
+class EngineEvent(Message):
+    """One engine event from a job: RunStarted, StepDone, EvalDone, RunFailed..."""
 
-    def __init__(self, event: Event) -> None:
-        super().__init__()
-        self.event = event
-
-
-class TrainEnded(Message):
-    """The training worker has returned (finished, stopped or failed)."""
-
-    def __init__(self, status: str | None, run_dir: Path | None) -> None:
-        super().__init__()
-        self.status = status
-        self.run_dir = run_dir
+    event: Event
 
 
+class TrainEvent(EngineEvent):
+    """An event of the training run."""
+
+
+class SFTEvent(EngineEvent):
+    """An event of the fine-tuning run (StepDone, SFTEpochDone, CheckpointSaved...)."""
+
+
+@dataclass
 class EngineError(Message):
-    """A worker hit an error: shown as a notification, the app keeps running."""
+    """A job failed: one line for a notification; the app keeps running."""
 
-    def __init__(self, source: str, message: str) -> None:
-        super().__init__()
-        self.source = source  # "train", "sample", "sft", "corpus", "runs"
-        self.message = message
+    source: str  # the job's group: "train", "sft", "ask", "sample" or "corpus"
+    message: str
+    worker: Worker | None = None  # the job's worker, so a superseded job's error can be dropped
+
+
+@dataclass
+class JobEnded(Message):
+    """A job has returned: `result` is what it returned, None when it failed."""
+
+    group: str
+    result: Any
+    worker: Worker | None = None
 
 
 @dataclass(frozen=True)
@@ -48,60 +59,40 @@ class CorpusStats:
     val_tokens: int
 
 
+@dataclass
 class CorpusInfo(Message):
-    """The corpus the Setup pane points at, counted (or why it could not be)."""
+    """The corpus the Setup pane points at (`request`: the path as typed, None: the default),
+    counted."""
 
-    def __init__(self, request: str, stats: CorpusStats | None, error: str | None) -> None:
-        super().__init__()
-        self.request = request
-        self.stats = stats
-        self.error = error
+    request: str | None
+    stats: CorpusStats
 
 
+@dataclass
 class SampleStarted(Message):
-    def __init__(self, checkpoint: Path, prompt: str) -> None:
-        super().__init__()
-        self.checkpoint = checkpoint
-        self.prompt = prompt
+    checkpoint: Path
+    prompt: str
 
 
+@dataclass
 class SampleToken(Message):
     """One token drawn by the sampler: its text and probability."""
 
-    def __init__(self, text: str, prob: float) -> None:
-        super().__init__()
-        self.text = text
-        self.prob = prob
+    text: str
+    prob: float
 
 
+@dataclass
 class SampleFinished(Message):
-    def __init__(self, tokens: int, seconds: float, stopped: bool) -> None:
-        super().__init__()
-        self.tokens = tokens
-        self.seconds = seconds
-        self.stopped = stopped
+    tokens: int
+    seconds: float
+    stopped: bool
 
 
-class SFTEvent(Message):
-    """One engine event from a fine-tuning run (StepDone, SFTEpochDone, CheckpointSaved...)."""
-
-    def __init__(self, event: Event) -> None:
-        super().__init__()
-        self.event = event
-
-
+@dataclass
 class SFTAnswer(Message):
     """An answer to a chat question from the base ("before") or fine-tuned ("after") model."""
 
-    def __init__(self, which: str, question: str, answer: str) -> None:
-        super().__init__()
-        self.which = which
-        self.question = question
-        self.answer = answer
-
-
-class SFTEnded(Message):
-    def __init__(self, status: str | None, checkpoint: Path | None) -> None:
-        super().__init__()
-        self.status = status
-        self.checkpoint = checkpoint
+    which: str
+    question: str
+    answer: str

@@ -178,6 +178,7 @@ def test_mlx_missing(files, monkeypatch, capsys):
     assert tree(files["home"]) == before
 
 
+@pytest.mark.slow
 def test_no_space_left_keeps_the_previous_checkpoint(files, monkeypatch, capsys):
     import lal_core.checkpoint as checkpoint
 

@@ -25,6 +25,7 @@ from lal_core.trainer import Trainer, train
 
 # Every config's layer shape (width, heads), one layer deep, eight positions: what parity needs.
 SHAPES = [replace(MODEL_CONFIGS[name], n_layer=1, block_size=8) for name in MODEL_CONFIGS]
+WIDE = {"small", "medium", "lal"}  # a second or more each: the slow lane
 # Two layers with biases and dropout (inactive in eval): the optional parts of the model.
 SHAPES.append(ModelConfig("bias", 2, 2, 32, block_size=8, bias=True, dropout=0.2))
 SHORT = ModelConfig("short", n_layer=2, n_head=2, n_embd=32, block_size=16)
@@ -73,7 +74,11 @@ def reference_loss(logits: np.ndarray, y: np.ndarray) -> float:
 
 
 # -- parity --------------------------------------------------------------------------------
-@pytest.mark.parametrize("cfg", SHAPES, ids=lambda c: f"{c.name}-{c.n_embd}x{c.n_head}")
+@pytest.mark.parametrize(
+    "cfg",
+    [pytest.param(c, marks=[pytest.mark.slow] if c.name in WIDE else []) for c in SHAPES],
+    ids=lambda c: f"{c.name}-{c.n_embd}x{c.n_head}",
+)
 def test_same_logits_and_loss(cfg):
     t, m = twins(cfg)
     shape = (2 if cfg.n_embd < 128 else 1, cfg.block_size)  # the wide ones: one row suffices
@@ -169,6 +174,7 @@ def test_optimizer_state_round_trip_resumes_exactly(micro_cfg):
     assert b.optimizer_state()["step"][0] == 3
 
 
+@pytest.mark.slow
 def test_stopped_and_resumed_run_ends_bit_identical(micro_cfg, shakespeare, tmp_path):
     """The shared loop's exact resume, on MLX: weights, AdamW moments and step count, and the
     dropout masks (drawn from the seed and the step count) all carry over."""

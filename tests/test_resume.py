@@ -22,6 +22,7 @@ CFG = TrainConfig(max_iters=16, eval_interval=5, batch_size=2, lr=2e-3, warmup_i
 EAGER = {"compile": False}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_step", [9, 11], ids=["at-eval-point", "between-evals"])
 def test_stop_and_resume_ends_bit_identical(micro_cfg, small_corpus, stop_step):
     model_cfg = replace(

@@ -166,6 +166,7 @@ def test_batches_pad_with_ignored_targets():
 
 
 # -- training ----------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_masked_loss_falls_over_five_epochs(tuned):
     run, result, events, _ = tuned
     epochs = [e for e in events if isinstance(e, SFTEpochDone)]
@@ -184,6 +185,7 @@ def test_masked_loss_falls_over_five_epochs(tuned):
     assert masked_eval(after, examples) < masked_eval(base, examples) - 0.5
 
 
+@pytest.mark.slow
 def test_sft_checkpoint_reloads_and_answers_and_base_is_untouched(tuned):
     run, result, _, before = tuned
     assert before == {k: sha(run.checkpoint(k)) for k in ("best", "final")}
@@ -265,9 +267,10 @@ def test_a_non_finite_loss_ends_sft_in_one_line_and_writes_nothing(
         "torch",
         pytest.param(
             "mlx",
-            marks=pytest.mark.skipif(
-                not mlx_available(), reason="the mlx backend is not installed"
-            ),
+            marks=[
+                pytest.mark.slow,
+                pytest.mark.skipif(not mlx_available(), reason="the mlx backend is not installed"),
+            ],
         ),
     ],
 )

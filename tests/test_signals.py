@@ -191,6 +191,7 @@ def resume_to_the_end(run: Path, capsys, *extra: str) -> None:
     ],
     ids=["SIGINT", "SIGTERM", "SIGHUP"],
 )
+@pytest.mark.slow
 def test_signal_stops_cleanly_and_resumes(sig, isolated_home, short_corpus, capsys):
     child = start_training(isolated_home, short_corpus)
     run = wait_for_steps(isolated_home, 2, child)  # the eval at 2 has begun
@@ -218,6 +219,7 @@ def test_signal_stops_cleanly_and_resumes(sig, isolated_home, short_corpus, caps
         pytest.param("final.safetensors", 1, marks=pytest.mark.slow),  # the run's very end
     ],
 )
+@pytest.mark.slow
 def test_sigkill_in_the_middle_of_a_save(target, nth, isolated_home, short_corpus, capsys):
     patch = KILL_BEFORE_RENAME.format(target=target, nth=nth)
     child = start_training(
@@ -270,6 +272,7 @@ def test_sigkill_at_a_random_moment_leaves_loadable_checkpoints(
     resume_to_the_end(run, capsys, "--max-iters", str(state["iteration"] + 2))
 
 
+@pytest.mark.slow
 def test_second_ctrl_c_exits_at_once(isolated_home, short_corpus, capsys):
     child = start_training(isolated_home, short_corpus, patch=HOLD_THE_STOP)
     run = wait_for_steps(isolated_home, 2, child)  # the eval at 2 has begun

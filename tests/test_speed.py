@@ -460,6 +460,7 @@ def compiled_and_eager():
     return backends
 
 
+@pytest.mark.slow
 def test_compiled_and_eager_give_the_same_loss(compiled_and_eager):
     compiled, eager = compiled_and_eager
     assert compiled.compile and compiled.compile_seconds is not None
@@ -470,6 +471,7 @@ def test_compiled_and_eager_give_the_same_loss(compiled_and_eager):
         assert abs(a - b) < 1e-4
 
 
+@pytest.mark.slow
 def test_checkpoint_from_a_compiled_model_loads_into_an_eager_one(compiled_and_eager, tmp_path):
     compiled, _ = compiled_and_eager
     state = compiled.state_dict()

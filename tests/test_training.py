@@ -42,7 +42,7 @@ EARLY_STOP = {  # backend: (recipe, repeats of the cat line, characters of TinyS
 }
 
 
-@pytest.fixture(params=["torch", "mlx"])
+@pytest.fixture(params=["torch", pytest.param("mlx", marks=pytest.mark.slow)])
 def backend(request):
     return request.param
 
@@ -89,6 +89,7 @@ def test_short_run_lowers_the_loss(backend, micro_cfg, small_corpus, shakespeare
     assert "*" in evals[-1].line and evals[-1].line.startswith(f"iter {cfg.max_iters} ")
 
 
+@pytest.mark.slow
 def test_early_stopping_and_best_checkpoint(backend, micro_cfg, tmp_path, shakespeare):
     # Train text unlike the val text: a high learning rate soon makes val loss climb.
     cfg, cats, chars = EARLY_STOP[backend]

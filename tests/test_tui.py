@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -18,10 +19,14 @@ from textual.worker import WorkerState
 from lal_core import cli
 from lal_core import events as ev
 from lal_core.config import MODEL_CONFIGS, TrainConfig
+from lal_core.errors import LalError
+from lal_core.flags import RunRequest
 from lal_core.sft import builtin_pairs, chat_answer, chat_prompt
 from lal_core.trainer import train
 from lal_tui.app import LalApp, main
+from lal_tui.args import parse_settings
 from lal_tui.messages import SampleFinished, TrainEvent
+from lal_tui.panes.runs import RunsPane
 from lal_tui.panes.sample import SamplePane
 from lal_tui.panes.sft import COUNTED_STYLES, MASKED_STYLE, SFTPane
 from lal_tui.panes.train import TrainPane
@@ -30,6 +35,7 @@ from lal_tui.settings import Settings
 
 SIZE = (100, 30)
 FAST = TrainConfig(max_iters=8, eval_interval=4, batch_size=4, lr=3e-3, warmup_iters=2)
+LONG = TrainConfig(max_iters=100_000, eval_interval=50_000, batch_size=2)  # runs until stopped
 
 
 @pytest.fixture(autouse=True)
@@ -57,13 +63,29 @@ def tiny_corpus(small_corpus, tmp_path_factory) -> Path:
 
 @pytest.fixture
 def settings(micro_cfg, tiny_corpus, isolated_home) -> Settings:
-    return Settings(
-        config="tiny",
-        model_configs={"tiny": MODEL_CONFIGS["tiny"], "micro": micro_cfg},
-        train=FAST,
+    request = RunRequest(
+        model_config=MODEL_CONFIGS["tiny"],
+        train_config=FAST,
         data=str(tiny_corpus),
         runs_dir=isolated_home / "checkpoints",
     )
+    configs = {"tiny": MODEL_CONFIGS["tiny"], "micro": micro_cfg}
+    return Settings(request=request, model_configs=configs)
+
+
+def micro(settings: Settings, train_config: TrainConfig, **changes) -> Settings:
+    """The micro model with this recipe (and other RunRequest fields changed)."""
+    return settings.choose("micro", 0.0, train_config=train_config, **changes)
+
+
+def unique(messages: list) -> list:
+    """Each message once: a hook sees a bubbling message at every widget it passes."""
+    return list({id(m): m for m in messages}.values())
+
+
+def job(app: LalApp, group: str):
+    """The app's latest worker of a job group ("train", "sample", "sft", ...)."""
+    return app.jobs.worker(group)
 
 
 class Notes:
@@ -115,10 +137,10 @@ async def test_train_key_starts_a_run_and_the_plot_follows(settings, monkeypatch
         await pilot.press("1")
         assert app.focused.id == "configs"
         await pilot.press("down")  # tiny -> micro
-        assert settings.config == "micro"
+        assert app.settings.config == "micro"
         await pilot.press("t")
         assert app.active_pane == "train"
-        await app.train_worker.wait()
+        await job(app, "train").wait()
         await pilot.pause(0.3)  # the redraw timer runs at 10 Hz
 
         started = [e for e in seen if isinstance(e, ev.RunStarted)]
@@ -162,19 +184,19 @@ def shifted_corpus(shakespeare, tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_early_stop_shows_its_marker(settings, micro_cfg, shifted_corpus):
-    settings.config = "micro"
-    settings.data = str(shifted_corpus)
-    settings.train = TrainConfig(
+    recipe = TrainConfig(
         max_iters=200, eval_interval=4, batch_size=4, lr=1e-2, warmup_iters=2, patience=2
     )
+    settings = micro(settings, recipe, data=str(shifted_corpus))
     seen: list = []
     app = LalApp(settings)
     hook = lambda m: seen.append(m.event) if isinstance(m, TrainEvent) else None  # noqa: E731
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         await pilot.press("t")
-        await app.train_worker.wait()
+        await job(app, "train").wait()
         await pilot.pause(0.3)
         stops = [e for e in seen if isinstance(e, ev.EarlyStopped)]
         assert len(stops) == 1
@@ -203,27 +225,25 @@ async def test_a_compiling_notice_shows_in_the_train_log(settings):
 
 @pytest.mark.asyncio
 async def test_stop_key_ends_the_worker_cleanly_with_a_checkpoint(settings):
-    settings.config = "micro"
-    settings.train = TrainConfig(max_iters=100_000, eval_interval=50_000, batch_size=2)
-    settings.train_now = True  # what `lal-tui --train` does: no key needed
+    settings = micro(settings, LONG)
+    settings = replace(settings, train_now=True)  # what `lal-tui --train` does: no key needed
     app = LalApp(settings)
     async with app.run_test(size=SIZE) as pilot:
         pane = app.query_one(TrainPane)
         await wait_until(pilot, lambda: len(pane.plot.step_iters) >= 2)
         await pilot.press("x")
-        await app.train_worker.wait()
-        assert app.train_worker.state in (WorkerState.SUCCESS, WorkerState.CANCELLED)
+        await job(app, "train").wait()
+        assert job(app, "train").state in (WorkerState.SUCCESS, WorkerState.CANCELLED)
         run_dir = app.current_run_dir
         assert (run_dir / "final.safetensors").is_file()
         info = json.loads((run_dir / "run.json").read_text())
         assert info["status"] == "stopped" and info["iteration"] < 1000
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_quit_during_a_run_asks_then_stops_and_saves(settings):
-    settings.config = "micro"
-    settings.train = TrainConfig(max_iters=100_000, eval_interval=50_000, batch_size=2)
-    app = LalApp(settings)
+    app = LalApp(micro(settings, LONG))
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("t")
         pane = app.query_one(TrainPane)
@@ -236,7 +256,7 @@ async def test_quit_during_a_run_asks_then_stops_and_saves(settings):
         await pilot.press("y")
         await wait_until(pilot, lambda: not app.is_running, timeout=60)
     run_dir = app.current_run_dir
-    assert app.train_worker.state == WorkerState.SUCCESS
+    assert job(app, "train").state == WorkerState.SUCCESS
     assert json.loads((run_dir / "run.json").read_text())["status"] == "stopped"
     assert (run_dir / "final.safetensors").is_file()
 
@@ -246,14 +266,14 @@ async def test_missing_corpus_is_a_notification_and_the_app_stays_up(
     settings, tmp_path, monkeypatch
 ):
     notes = Notes(monkeypatch)
-    settings.data = str(tmp_path / "no-such-corpus.txt")
+    settings = settings.with_data(str(tmp_path / "no-such-corpus.txt"))
     app = LalApp(settings)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("t")
-        await app.train_worker.wait()
+        await job(app, "train").wait()
         await pilot.pause(0.2)
         assert any("not found" in m and "no-such-corpus.txt" in m for m in notes.errors())
-        assert app.train_worker.state == WorkerState.SUCCESS  # handled, not a crash
+        assert job(app, "train").state == WorkerState.SUCCESS  # handled, not a crash
         assert "failed" in str(app.query_one("#train-status").render())
         # the Setup pane says so too, and the app still answers keys
         await pilot.press("1")
@@ -275,18 +295,21 @@ async def test_setup_validates_as_you_type(settings, monkeypatch):
         )
         assert field.has_class("-invalid")
         await pilot.press("t")  # refused: the setup is wrong
-        assert app.train_worker is None and app.active_pane == "setup"
+        assert job(app, "train") is None and app.active_pane == "setup"
         assert notes.errors()
         field.value = "6"
         app.query_one("#field-lr").value = "1e-3"
         await pilot.pause()
         assert app.setup_error is None and not field.has_class("-invalid")
-        assert settings.train.batch_size == 6 and settings.train.lr == 1e-3
+        recipe = app.settings.request.train_config
+        assert recipe.batch_size == 6 and recipe.lr == 1e-3
+        assert recipe.max_iters == FAST.max_iters  # the fields not shown keep their values
         memory = app.query_one("#configs").get_row("tiny")[-1]
         assert "@ batch 6" in str(memory)
 
 
 # -- sampling -------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_sample_streams_and_equals_the_cli(settings, micro_cfg, tiny_corpus, capsys):
     run_dir = trained_run(micro_cfg, tiny_corpus, settings.runs_dir)
@@ -301,7 +324,8 @@ async def test_sample_streams_and_equals_the_cli(settings, micro_cfg, tiny_corpu
         app.query_one("#tokens").value = "400"
         # as the g key does (pilot.press would wait for the busy process to go idle, i.e. for
         # the whole generation; the key itself is pressed in test_sample_stops_mid_generation)
-        app.action_generate()
+        pane.action_generate()
+        await wait_until(pilot, lambda: job(app, "sample") is not None, step=0.01)
         while app.running("sample") or not lengths:
             lengths.append(len(pane.output_text))
             await pilot.pause(0.02)
@@ -324,6 +348,7 @@ async def test_sample_streams_and_equals_the_cli(settings, micro_cfg, tiny_corpu
     assert capsys.readouterr().out == text + "\n"
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_sample_stops_mid_generation(settings, micro_cfg, tiny_corpus):
     trained_run(micro_cfg, tiny_corpus, settings.runs_dir)
@@ -337,7 +362,7 @@ async def test_sample_stops_mid_generation(settings, micro_cfg, tiny_corpus):
         pane = app.query_one(SamplePane)
         await wait_until(pilot, lambda: len(pane.pieces) >= 5)
         await pilot.press("x")
-        await app.sample_worker.wait()
+        await job(app, "sample").wait()
         await pilot.pause(0.1)
         assert finished and finished[0].stopped and finished[0].tokens < 100000
         assert "stopped after" in str(app.query_one("#sample-status").render())
@@ -350,7 +375,7 @@ async def test_sample_without_runs_says_so(settings, monkeypatch):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("3", "g")
         assert any("no run to sample from" in m for m in notes.errors())
-        assert app.sample_worker is None
+        assert job(app, "sample") is None
 
 
 # -- SFT ------------------------------------------------------------------------------------------
@@ -378,6 +403,7 @@ async def test_sft_pane_marks_exactly_the_answer_tokens(settings):
         assert "".join(t for t, c in pane.example_pieces if c) == chat_answer(second.answer)
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 @pytest.mark.filterwarnings("ignore:.*longer than the model's context")  # a 32-token model
 async def test_sft_fine_tunes_and_shows_before_and_after(
@@ -385,13 +411,16 @@ async def test_sft_fine_tunes_and_shows_before_and_after(
 ):
     notes = Notes(monkeypatch)
     run_dir = trained_run(micro_cfg, tiny_corpus, settings.runs_dir)
+    requests: list = []
     app = LalApp(settings)
-    async with app.run_test(size=SIZE) as pilot:
+    asked = (SFTPane.FineTuneRequested, SFTPane.AskRequested)
+    hook = lambda m: requests.append(m) if isinstance(m, asked) else None  # noqa: E731
+    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         await pilot.press("4")
         pane = app.query_one(SFTPane)
         assert pane.run_path == str(run_dir)
         await pilot.press("f")
-        await app.sft_worker.wait()
+        await job(app, "sft").wait()
         await wait_until(
             pilot,
             lambda: (
@@ -406,9 +435,15 @@ async def test_sft_fine_tunes_and_shows_before_and_after(
         before = str(app.query_one("#sft-before").render())
         after = str(app.query_one("#sft-after").render())
         assert before.startswith("before (best): ") and after.startswith("after (sft): ")
+    # f posted the pane's request and the app acted on it; then the pane asked its question
+    # of both checkpoints
+    requests = unique(requests)
+    assert [type(m) for m in requests] == [SFTPane.FineTuneRequested, SFTPane.AskRequested]
+    assert requests[0].run_path == str(run_dir) and requests[1].kinds == ("best", "sft")
 
 
 # -- the app as a whole ---------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_usable_at_80x24_with_help_and_palette(settings):
     app = LalApp(settings)
@@ -435,13 +470,19 @@ def test_help_flags_and_theme(capsys, settings):
     out = capsys.readouterr().out
     for flag in ("--config", "--train", "--data", "--backend", "--device", "--theme", "--runs-dir"):
         assert flag in out
-    with pytest.raises(SystemExit):
-        main(["--theme", "no-such-theme"])
-    assert "unknown theme" in capsys.readouterr().err
-    settings.theme = "nord"
-    assert LalApp(settings).theme == "nord"
+    for argv, line in (
+        (["--theme", "no-such-theme"], "unknown theme"),
+        (["--batch-size", "0"], "batch-size must be a positive integer"),
+        (["--dtype", "float64"], "invalid choice"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2 and line in err and "Traceback" not in err
+    assert LalApp(replace(settings, theme="nord")).theme == "nord"
 
 
+@pytest.mark.slow
 def test_delete_asks_first(settings, micro_cfg, tiny_corpus):
     run_dir = trained_run(micro_cfg, tiny_corpus, settings.runs_dir)
 
@@ -479,12 +520,144 @@ async def test_resume_key_continues_a_stopped_run(settings, micro_cfg, tiny_corp
         stop=stop,
     ).run_training()
     assert first.status == "stopped"
+    requests: list = []
     app = LalApp(settings)
-    async with app.run_test(size=SIZE) as pilot:
+    resume = RunsPane.ResumeRequested
+    hook = lambda m: requests.append(m) if isinstance(m, resume) else None  # noqa: E731
+    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         await pilot.press("5", "u")
-        await wait_until(pilot, lambda: app.train_worker is not None, timeout=10)
-        await app.train_worker.wait()
-        assert app.train_worker.state == WorkerState.SUCCESS
+        await wait_until(pilot, lambda: job(app, "train") is not None, timeout=10)
+        await job(app, "train").wait()
+        assert job(app, "train").state == WorkerState.SUCCESS
+    assert [m.path for m in unique(requests)] == [first.run_dir]  # u asked, the app resumed
     info = json.loads((first.run_dir / "run.json").read_text())
     assert info["status"] == "completed" and info["iteration"] == FAST.max_iters
     assert info["resumed"][0]["iteration"] == 3
+
+
+@pytest.mark.asyncio
+async def test_lal_tui_flags_reach_the_trainer(isolated_home, tiny_corpus, monkeypatch):
+    argv = ["--lr", "1e-3", "--warmup-iters", "7", "--dropout", "0.1", "--device", "cpu"]
+    argv += ["--no-compile", "--dtype", "float32", "--recompute", "--peak-tflops", "12"]
+    argv += ["--data", str(tiny_corpus), "--runs-dir", str(isolated_home / "runs")]
+    settings = parse_settings(argv)
+    assert settings.request.backend_options == {
+        "dtype": "float32",
+        "compile": False,
+        "recompute": True,
+    }
+    made: list = []
+
+    class Trainer:  # what `t` builds, recorded instead of trained
+        def __init__(self, model_cfg, train_cfg, **options) -> None:
+            made.append((model_cfg, train_cfg, options))
+
+        def run_training(self):
+            raise LalError("not training in this test")
+
+    monkeypatch.setattr("lal_core.trainer.Trainer", Trainer)
+    app = LalApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("t")
+        await app.workers.wait_for_complete()  # training, and the backend probe
+        await pilot.pause(0.2)
+        # what the Setup pane shows and reports back is what the flags said
+        assert app.settings.request == settings.request
+    ((model_cfg, train_cfg, options),) = made
+    assert (model_cfg.name, model_cfg.dropout) == ("tiny", 0.1)
+    assert (train_cfg.lr, train_cfg.warmup_iters) == (1e-3, 7)  # warmup: not a Setup field
+    assert options.pop("on_event") and options.pop("stop")
+    assert options == {
+        "backend": "torch",
+        "device": "cpu",
+        "data": str(tiny_corpus),
+        "runs_root": isolated_home / "runs",
+        "peak_tflops": 12.0,
+        "backend_options": {"dtype": "float32", "compile": False, "recompute": True},
+    }
+
+
+@pytest.mark.asyncio
+async def test_setup_fields_come_from_train_config(settings):
+    declared = {f.name: f.metadata for f in fields(TrainConfig)}
+    app = LalApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        children = list(app.query_one("#fields").children)
+        shown = {
+            field.id.removeprefix("field-"): (str(label.render()), field.tooltip)
+            for label, field in zip(children[::2], children[1::2], strict=True)
+        }
+        assert list(shown) == [
+            "batch_size", "lr", "max_iters", "eval_interval", "patience", "dropout", "seed"
+        ]  # fmt: skip
+        for name, (label, help_text) in shown.items():
+            if name != "dropout":  # the model's, not the recipe's
+                assert (label, help_text) == (declared[name]["label"], declared[name]["help"])
+        # and typed as declared: an int field refuses a fraction, a float field takes one
+        app.query_one("#field-max_iters").value = "1.5"
+        app.query_one("#field-lr").value = "0.5"
+        await pilot.pause()
+        error = str(app.query_one("#setup-error").render())
+        assert f"{declared['max_iters']['label']} must be an integer" in error
+        assert not app.query_one("#field-lr").has_class("-invalid")
+
+
+def write_damaged_run(runs_dir: Path) -> Path:
+    path = runs_dir / "20990101-000000-tiny-torch"
+    path.mkdir(parents=True)
+    (path / "run.json").write_text("{not json")
+    return path
+
+
+@pytest.mark.asyncio
+async def test_runs_pane_lists_a_damaged_run_and_deletes_it(
+    settings, micro_cfg, tiny_corpus, monkeypatch
+):
+    from lal_core.runs import RunDir, read_entry
+
+    notes = Notes(monkeypatch)
+    good = trained_run(micro_cfg, tiny_corpus, settings.runs_dir)
+    bad = write_damaged_run(settings.runs_dir)  # the newest: first in the table
+    reason = read_entry(RunDir(bad)).error.rsplit(": ", 1)[-1]
+    app = LalApp(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        # the run pickers leave it out: they offer the newest run that can be loaded
+        assert app.query_one(SamplePane).picker.run_path == str(good)
+        assert app.query_one(SFTPane).picker.run_path == str(good)
+        await pilot.press("5")
+        table = app.query_one("#runs-table")
+        assert table.row_count == 2
+        row = table.get_row(str(bad))
+        assert (row[1], row[2], row[4], row[6]) == (bad.name, "?", "-", "damaged")
+        info = str(app.query_one("#runs-info").render())
+        assert "damaged" in info and reason in info
+        # open, resume and compare refuse it with a word, not a traceback
+        await pilot.press("enter", "u", "space", "down", "space", "c")
+        warned = [m for m, severity in notes.seen if severity == "warning"]
+        assert len(warned) == 3 and all(reason in m for m in warned)
+        assert app.query_one(RunsPane).shown == [] and job(app, "train") is None
+        await pilot.press("up", "d")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await pilot.pause()
+        assert not bad.exists() and good.is_dir()
+        assert table.row_count == 1 and "damaged" not in str(app.query_one("#runs-info").render())
+
+
+@pytest.mark.asyncio
+async def test_runs_pane_shows_a_live_runs_best_val(settings):
+    evals: list = []
+
+    def hook(message) -> None:
+        if isinstance(message, TrainEvent) and isinstance(message.event, ev.EvalDone):
+            evals.append(message.event)
+
+    app = LalApp(micro(settings, LONG))
+    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
+        await pilot.press("t")
+        await wait_until(pilot, lambda: evals)  # the eval at iteration 0
+        await pilot.pause(0.1)
+        row = app.query_one("#runs-table").get_row(str(app.current_run_dir))
+        assert (row[4], row[5], row[6]) == (f"{evals[0].best_val:.4f}", "0", "running")
+        await pilot.press("x")
+        await job(app, "train").wait()

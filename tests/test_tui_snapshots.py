@@ -16,10 +16,15 @@ import pytest
 
 from lal_core import events as ev
 from lal_core.config import MODEL_CONFIGS, TrainConfig
+from lal_core.device import BackendInfo
+from lal_core.flags import RunRequest
 from lal_tui.app import LalApp
 from lal_tui.messages import CorpusInfo, CorpusStats, TrainEvent
 from lal_tui.panes.sample import SamplePane
 from lal_tui.settings import Settings
+
+# Pictures guard the layout, not behaviour (tests/test_tui.py): the full suite runs them.
+pytestmark = pytest.mark.slow
 
 SIZE = (100, 30)
 CREATED = 1767268800.0  # 2026-01-01 12:00 UTC
@@ -64,11 +69,29 @@ def write_run(root: Path, run_id: str, backend: str, evals, status: str, offset:
         "process": {"pid": 1, "host": "elsewhere"},
     }
     (path / "run.json").write_text(json.dumps(info))
+    # complete records, as the engine writes them (a reader may skip a line missing a key)
     records = [
-        {"type": "step", "iter": it, "loss": step_loss(it), "lr": lr_at(it), "tok_s": 2000.0}
+        {
+            "type": "step",
+            "iter": it,
+            "loss": step_loss(it),
+            "lr": lr_at(it),
+            "tok_s": 2000.0,
+            "elapsed": it * 3.2,
+        }
         for it in range(0, evals[-1][0], 5)
     ] + [
-        {"type": "eval", "iter": it, "train_loss": t, "val_loss": v, "best": False}
+        {
+            "type": "eval",
+            "iter": it,
+            "train_loss": t,
+            "val_loss": v,
+            "lr": lr_at(it),
+            "best": False,
+            "tok_s": 2000.0,
+            "elapsed": it * 3.2,
+            "eval_s": 1.0,
+        }
         for it, t, v in evals
     ]
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -86,21 +109,19 @@ def snap_app(isolated_home, monkeypatch):
 
     monkeypatch.setattr(
         "lal_tui.panes.setup.probe_backends",
-        lambda: (
-            [
-                "torch 2.x: cpu; default cpu",
-                "mlx: not installed; get it with: uv sync --extra mlx",
-            ],
-            ["cpu"],
-        ),
+        lambda: [
+            BackendInfo("torch", True, ("cpu",), "torch 2.x: cpu; default cpu"),
+            BackendInfo("mlx", False, (), "mlx: not installed; get it with: uv sync --extra mlx"),
+        ],
     )
 
-    def count_corpus(app, request):
+    def counting(path):
         stats = CorpusStats(Path("data/tinyshakespeare/input.txt"), 338_025, 304_222, 33_803)
-        app.post_message(CorpusInfo(request, stats, None))
+        return lambda post, stop: post(CorpusInfo(path, stats))
 
-    monkeypatch.setattr(LalApp, "count_corpus", count_corpus)
-    yield LalApp(Settings(runs_dir=runs))
+    monkeypatch.setattr("lal_tui.engine_jobs.counting", counting)
+    request = RunRequest(model_config=MODEL_CONFIGS["tiny"], runs_dir=runs)
+    yield LalApp(Settings(request=request))
     time.tzset()
 
 

@@ -1,22 +1,30 @@
-"""Runs pane: past runs, one run's curves, two runs' val curves overlaid, delete with confirm."""
+"""Runs pane: past runs, one run's curves, two runs' val curves overlaid; delete and resume.
+
+A live run's row is read again at each of its evals (the app calls `refresh_runs`) and every
+few seconds while the pane is on screen. A damaged run folder (run.json unreadable) is listed
+with its reason, so it can be found and deleted; it cannot be opened, compared or resumed.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import DataTable, Static
 from textual_plotext import PlotextPlot
 
 from lal_core.errors import LalError
-from lal_core.runs import RunDir, delete_run, list_runs
-from lal_tui.screens.confirm import ConfirmScreen
+from lal_core.runs import RunDir, RunEntry, list_runs
 from lal_tui.widgets.loss_plot import Series, VLine, draw
 
 OVERLAY_COLORS = ("orange", "cyan")
+HINT = "enter: open · space: mark two · c: overlay val curves · d: delete · u: resume"
+LIVE_SECONDS = 2.0  # how often a live run's row is read again while this pane is on screen
 
 
 def run_curves(run: Path) -> tuple[list[Series], list[VLine]]:
@@ -40,7 +48,27 @@ def val_curve(run: Path, label: str, color: str) -> Series:
     return Series(label, [r.iteration for r in evals], [r.val_loss for r in evals], color)
 
 
+def damage_line(run: RunEntry) -> str:
+    """Why a run is damaged, without its folder's path (the row shows which run it is)."""
+    run_json = run.path / "run.json"
+    reason = (run.error or "run.json cannot be read").replace(str(run_json), "run.json")
+    return f"⚠ {run.run_id} is damaged: {reason} (d deletes it)"
+
+
 class RunsPane(Vertical):
+    @dataclass
+    class ResumeRequested(Message):
+        """u: continue this stopped, interrupted or failed run."""
+
+        path: Path
+
+    @dataclass
+    class DeleteRequested(Message):
+        """d: delete this run folder (the app asks first)."""
+
+        path: Path
+        run_id: str
+
     BINDINGS = [
         Binding("space", "mark", "Mark"),
         Binding("c", "compare", "Compare"),
@@ -49,32 +77,43 @@ class RunsPane(Vertical):
         Binding("r", "refresh_runs", "Refresh"),
     ]
 
+    def __init__(self, runs_dir: Path | None, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.runs_dir = runs_dir
+        self.runs: dict[str, RunEntry] = {}
+        self.marked: list[str] = []
+        self.shown: list[str] = []
+        self.showing_damage = False
+
     def compose(self) -> ComposeResult:
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-        yield Static(
-            "enter: open · space: mark two · c: overlay val curves · d: delete · u: resume",
-            id="runs-info",
-        )
+        yield Static(HINT, id="runs-info")
         yield PlotextPlot(id="runs-plot")
 
     def on_mount(self) -> None:
-        self.marked: list[str] = []
-        self.shown: list[str] = []
-        table = self.query_one(DataTable)
-        table.add_columns("", "run", "config", "backend", "best val", "@iter", "status", "date")
+        self.table.add_columns(
+            "", "run", "config", "backend", "best val", "@iter", "status", "date"
+        )
         self.refresh_runs()
+        self.set_interval(LIVE_SECONDS, self.refresh_live)
 
     @property
     def table(self) -> DataTable:
         return self.query_one(DataTable)
 
+    def refresh_live(self) -> None:
+        """While a listed run is live and this pane is on screen, read the runs again: a run's
+        best val and iteration change at each eval, in this process or another one."""
+        if self.is_on_screen and any(r.status == "running" for r in self.runs.values()):
+            self.refresh_runs()
+
     def refresh_runs(self) -> None:
         table = self.table
         row = table.cursor_row
         try:
-            self.runs = {str(r.path): r for r in reversed(list_runs(self.app.settings.runs_dir))}
+            self.runs = {str(r.path): r for r in reversed(list_runs(self.runs_dir))}
         except (OSError, LalError) as exc:
-            self.app.notify(str(exc), severity="error", title="runs")
+            self.notify(str(exc), severity="error", title="runs")
             self.runs = {}
         self.marked = [m for m in self.marked if m in self.runs]
         table.clear()
@@ -102,19 +141,43 @@ class RunsPane(Vertical):
             return None
         return table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value
 
+    def readable(self, key: str) -> RunEntry | None:
+        """The run, or None (with a notification) when it is damaged: nothing to read in it."""
+        run = self.runs[key]
+        if run.damaged:
+            self.notify(damage_line(run), severity="warning")
+            return None
+        return run
+
+    def info(self, text: str, damaged: bool = False) -> None:
+        info = self.query_one("#runs-info", Static)
+        info.set_class(damaged, "-damaged")  # room for the reason, which may not fit one line
+        info.update(text)
+
+    @on(DataTable.RowHighlighted, "#runs-table")
+    def row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        run = self.runs.get(event.row_key.value or "")
+        if run is not None and run.damaged:
+            self.info(damage_line(run), damaged=True)
+            self.showing_damage = True
+        elif self.showing_damage:
+            self.info(HINT)
+            self.showing_damage = False
+
     @on(DataTable.RowSelected, "#runs-table")
     def row_selected(self, event: DataTable.RowSelected) -> None:
         if event.row_key.value:
             self.open_run(event.row_key.value)
 
     def open_run(self, key: str) -> None:
-        summary = self.runs[key]
+        summary = self.readable(key)
+        if summary is None:
+            return
         series, vlines = run_curves(Path(key))
         self.shown = [key]
         draw(self.query_one("#runs-plot", PlotextPlot), summary.run_id, series, vlines, False)
-        self.query_one("#runs-info", Static).update(
-            f"{summary.run_id}: {summary.status}, iter {summary.iteration}, {summary.device}"
-        )
+        self.info(f"{summary.run_id}: {summary.status}, iter {summary.iteration}, {summary.device}")
+        self.showing_damage = False
 
     def action_mark(self) -> None:
         key = self.current()
@@ -128,52 +191,35 @@ class RunsPane(Vertical):
 
     def action_compare(self) -> None:
         if len(self.marked) != 2:
-            self.app.notify("mark two runs with space first", severity="warning")
+            self.notify("mark two runs with space first", severity="warning")
+            return
+        runs = [self.readable(k) for k in self.marked]
+        if None in runs:
             return
         series = [
-            val_curve(Path(k), f"{self.runs[k].run_id} val", c)
-            for k, c in zip(self.marked, OVERLAY_COLORS, strict=True)
+            val_curve(r.path, f"{r.run_id} val", c)
+            for r, c in zip(runs, OVERLAY_COLORS, strict=True)
         ]
         self.shown = list(self.marked)
         draw(self.query_one("#runs-plot", PlotextPlot), "val loss", series, [], False)
-        a, b = (self.runs[k] for k in self.marked)
-        self.query_one("#runs-info", Static).update(
-            f"val: {a.run_id} ({a.backend}) vs {b.run_id} ({b.backend})"
-        )
+        a, b = runs
+        self.info(f"val: {a.run_id} ({a.backend}) vs {b.run_id} ({b.backend})")
+        self.showing_damage = False
 
     def action_resume(self) -> None:
         key = self.current()
-        if key is None:
+        run = self.readable(key) if key is not None else None
+        if run is None:
             return
-        if self.runs[key].status not in ("stopped", "interrupted", "failed"):
-            self.app.notify(
-                f"{self.runs[key].run_id} is {self.runs[key].status}; only a stopped, "
-                "interrupted or failed run resumes",
+        if run.status not in ("stopped", "interrupted", "failed"):
+            self.notify(
+                f"{run.run_id} is {run.status}; only a stopped, interrupted or failed run resumes",
                 severity="warning",
             )
             return
-        self.app.resume_run(Path(key))
+        self.post_message(self.ResumeRequested(run.path))
 
     def action_delete(self) -> None:
         key = self.current()
-        if key is None:
-            return
-        if self.app.is_training_run(Path(key)):
-            self.app.notify("that run is training now; stop it first", severity="warning")
-            return
-        run_id = self.runs[key].run_id
-
-        def done(confirmed: bool | None) -> None:
-            if not confirmed:
-                return
-            try:
-                delete_run(RunDir(Path(key)))
-            except LalError as exc:
-                self.app.notify(str(exc), severity="error")
-                return
-            self.app.notify(f"deleted {run_id}")
-            self.app.runs_changed()
-
-        self.app.push_screen(
-            ConfirmScreen(f"Delete run {run_id} and its checkpoints?", yes="Delete"), done
-        )
+        if key is not None:
+            self.post_message(self.DeleteRequested(Path(key), self.runs[key].run_id))

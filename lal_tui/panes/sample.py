@@ -7,15 +7,27 @@ probability it was drawn with.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.widgets import Input, Label, Select, Static
 
 from lal_core.errors import LalError
-from lal_core.runs import CHECKPOINT_KINDS, list_runs
+from lal_core.runs import CHECKPOINT_KINDS
+from lal_core.sampling import (
+    DEFAULT_PROMPT,
+    DEFAULT_TEMPERATURE,
+    DEFAULT_TOKENS,
+    DEFAULT_TOP_K,
+)
+from lal_tui.engine_jobs import SampleRequest
+from lal_tui.widgets.run_picker import RunPicker
 
 VIEWS = ("plain", "boundaries", "probability")
 # probability bands: readable in 16 colours
@@ -44,15 +56,25 @@ def render_sample(prompt: str, pieces: list[tuple[str, float]], view: str) -> Te
 
 
 class SamplePane(Vertical):
+    @dataclass
+    class GenerateRequested(Message):
+        """g or enter: generate with these fields (already checked to be numbers)."""
+
+        request: SampleRequest
+
     BINDINGS = [
-        Binding("g", "app.generate", "Generate"),
+        Binding("g", "generate", "Generate"),
         Binding("v", "cycle_view", "View"),
-        Binding("r", "refresh_runs", "Reload runs", show=False),
+        Binding("r", "reload_runs", "Reload runs", show=False),
     ]
+
+    def __init__(self, runs_dir: Path | None, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.runs_dir = runs_dir
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="sample-pick"):
-            yield Select([], prompt="run", id="sample-run", compact=True)
+            yield RunPicker(self.runs_dir, id="sample-run")
             yield Select(
                 [(k, k) for k in CHECKPOINT_KINDS],
                 value="best",
@@ -61,13 +83,14 @@ class SamplePane(Vertical):
                 compact=True,
             )
         with Horizontal(id="sample-params"):
-            yield Input("ROMEO:", placeholder="prompt", id="prompt", compact=True)
-            yield Label("temp", classes="field-label")
-            yield Input("0.8", id="temperature", compact=True, classes="num")
-            yield Label("top-k", classes="field-label")
-            yield Input("50", id="top-k", compact=True, classes="num")
-            yield Label("tokens", classes="field-label")
-            yield Input("200", id="tokens", compact=True, classes="num")
+            yield Input(DEFAULT_PROMPT, placeholder="prompt", id="prompt", compact=True)
+            for field_id, label, default in (
+                ("temperature", "temp", DEFAULT_TEMPERATURE),
+                ("top-k", "top-k", DEFAULT_TOP_K),
+                ("tokens", "tokens", DEFAULT_TOKENS),
+            ):
+                yield Label(label, classes="field-label")
+                yield Input(str(default), id=field_id, compact=True, classes="num")
             yield Label("seed", classes="field-label")
             yield Input("", placeholder="any", id="seed", compact=True, classes="num")
         with VerticalScroll(id="sample-scroll"):
@@ -78,59 +101,47 @@ class SamplePane(Vertical):
         self.view = "plain"
         self.prompt = ""
         self.pieces: list[tuple[str, float]] = []
-        self.refresh_runs()
 
-    # -- runs ---------------------------------------------------------------------------------
-    def refresh_runs(self, select: str | None = None) -> None:
-        try:
-            runs = list_runs(self.app.settings.runs_dir)
-        except (OSError, LalError) as exc:
-            self.app.notify(str(exc), severity="error", title="runs")
-            runs = []
-        select_run = self.query_one("#sample-run", Select)
-        current = select or (None if select_run.is_blank() else select_run.value)
-        options = []
-        for r in reversed(runs):
-            best = f"{r.best_val:.3f}" if r.best_val is not None else "-"
-            options.append((f"{r.run_id} · {r.status} · best {best}", str(r.path)))
-        select_run.set_options(options)
-        values = [v for _, v in options]
-        if current in values:
-            select_run.value = current
-        elif values:
-            select_run.value = values[0]
+    @property
+    def picker(self) -> RunPicker:
+        return self.query_one(RunPicker)
 
-    def action_refresh_runs(self) -> None:
-        self.refresh_runs()
+    def action_reload_runs(self) -> None:
+        self.picker.reload()
 
-    def request(self) -> dict:
+    def request(self) -> SampleRequest:
         """The sampling request from the fields; raises LalError with one line if one is bad."""
-        select = self.query_one("#sample-run", Select)
-        if select.is_blank():
+        run = self.picker.run_path
+        if run is None:
             raise LalError("no run to sample from; train one first (key 2, then t)")
 
-        def number(field_id: str, kind, label: str, optional: bool = False):
+        def number(field_id: str, kind: type, optional: bool = False):
             text = self.query_one(f"#{field_id}", Input).value.strip()
             if optional and not text:
                 return None
             try:
                 return kind(text)
             except ValueError:
-                raise LalError(f"{label} must be a number, got {text!r}") from None
+                raise LalError(f"{field_id} must be a number, got {text!r}") from None
 
-        return {
-            "ref": str(select.value),
-            "kind": str(self.query_one("#sample-kind", Select).value),
-            "prompt": self.query_one("#prompt", Input).value.replace("\\n", "\n"),
-            "temperature": number("temperature", float, "temperature"),
-            "top_k": number("top-k", int, "top-k", optional=True),
-            "tokens": number("tokens", int, "tokens"),
-            "seed": number("seed", int, "seed", optional=True),
-        }
+        return SampleRequest(
+            ref=run,
+            kind=str(self.query_one("#sample-kind", Select).value),
+            prompt=self.query_one("#prompt", Input).value.replace("\\n", "\n"),
+            temperature=number("temperature", float),
+            top_k=number("top-k", int, optional=True),
+            tokens=number("tokens", int),
+            seed=number("seed", int, optional=True),
+        )
 
     @on(Input.Submitted, "#sample-params Input")
-    def submitted(self) -> None:
-        self.app.action_generate()
+    def action_generate(self) -> None:
+        try:
+            request = self.request()
+        except LalError as exc:
+            self.notify(str(exc), severity="error")
+            return
+        self.post_message(self.GenerateRequested(request))
 
     # -- streaming ----------------------------------------------------------------------------
     def begin(self, prompt: str, checkpoint: str) -> None:

@@ -1,74 +1,110 @@
 """Setup pane: pick a config and a backend, edit the training settings, check the corpus.
 
-Every edit is validated as it is typed with the engine's own checks (`TrainConfig.validate`,
-`ModelConfig.validate`); the first problem shows under the fields and training will not start
-until it is fixed.
+The fields are TrainConfig's own (`lal_core.flags.recipe_fields`: label, type and help), plus
+the model's dropout. Every edit is checked as it is typed with the engine's own checks
+(`TrainConfig.validate`, `ModelConfig.validate`); the first problem shows under the fields.
+The pane never writes the settings: it posts what it shows (`SettingsChanged`, with the
+problem if there is one, so the app refuses to train) and the app keeps them.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, VerticalScroll
+from textual.message import Message
 from textual.widgets import DataTable, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
-from lal_core.backends import BACKENDS, mlx_available
+from lal_core.backends import BACKENDS
 from lal_core.config import TrainConfig, count_parameters, estimate_training_memory
 from lal_core.errors import LalError
+from lal_core.flags import recipe_fields
+from lal_tui.settings import Settings
 from lal_tui.widgets.format import human_bytes, params
 
-# field -> (label, parser); dropout belongs to the model config, the rest to TrainConfig
-FIELDS: dict[str, tuple[str, type]] = {
-    "batch_size": ("batch size", int),
-    "lr": ("learning rate", float),
-    "max_iters": ("max iterations", int),
-    "eval_interval": ("eval interval", int),
-    "patience": ("patience (evals)", int),
-    "dropout": ("dropout", float),
-    "seed": ("seed", int),
-}
+if TYPE_CHECKING:  # lal_core.device imports torch: seconds, so only on the probe's thread
+    from lal_core.device import BackendInfo
+
+# The recipe fields shown (the rest keep their flag or default values): what fits 80x24.
+SHOWN = ("batch_size", "lr", "max_iters", "eval_interval", "patience", "dropout", "seed")
+AUTO = "auto"  # the device Select's "let the engine choose"
 
 
-def probe_backends() -> tuple[list[str], list[str]]:
-    """Lines describing the backends on this machine, and the torch devices present."""
-    import torch
+@dataclass(frozen=True)
+class FieldSpec:
+    """One field of the pane: a TrainConfig field, or the model's dropout."""
 
-    from lal_core.device import mps_available
+    name: str
+    label: str
+    kind: type  # int or float
+    help: str
 
-    devices = ["cpu"]
-    torch_line = f"torch {torch.__version__}: cpu"
-    if torch.cuda.is_available():
-        devices.insert(0, "cuda")
-        torch_line += f", cuda ({torch.cuda.get_device_name(0)})"
-    if mps_available():
-        devices.insert(0, "mps")
-        torch_line += ", mps (Apple GPU)"
-    torch_line += f"; default {devices[0]}"
-    if mlx_available():
-        mlx_line = "mlx: installed (Apple GPU on macOS, CPU on Linux)"
-    else:
-        mlx_line = "mlx: not installed; get it with: uv sync --extra mlx"
-    return [torch_line, mlx_line], devices
+    def parse(self, text: str) -> int | float:
+        text = text.strip()
+        try:
+            return self.kind(text)
+        except ValueError:
+            what = "an integer" if self.kind is int else "a number"
+            raise LalError(f"{self.label} must be {what}, got {text!r}") from None
 
 
-def parse_field(key: str, text: str):
-    label, kind = FIELDS[key]
-    text = text.strip()
-    try:
-        return kind(text)
-    except ValueError:
-        what = "an integer" if kind is int else "a number"
-        raise LalError(f"{label} must be {what}, got {text!r}") from None
+def setup_fields(shown: tuple[str, ...] = SHOWN) -> list[FieldSpec]:
+    """The fields named in `shown`, labelled and typed as TrainConfig declares them."""
+    specs = {
+        f.name: FieldSpec(
+            f.name,
+            f.metadata["label"],
+            float if f.type in ("float", float) else int,
+            f.metadata["help"],
+        )
+        for f in recipe_fields()
+    }
+    specs["dropout"] = FieldSpec("dropout", "dropout", float, "the model's dropout, in [0, 1)")
+    return [specs[name] for name in shown]
+
+
+def probe_backends() -> list[BackendInfo]:
+    """The backends on this machine and their devices (imports torch: run it off the UI)."""
+    from lal_core.device import available_backends
+
+    return available_backends()
 
 
 class SetupPane(VerticalScroll):
     """Config, backend, training settings and corpus."""
 
+    @dataclass
+    class SettingsChanged(Message):
+        """What the pane shows now; train_config and dropout are the last valid ones, `error`
+        the first problem in the fields (None: all good)."""
+
+        config: str
+        dropout: float
+        train_config: TrainConfig
+        backend: str
+        device: str | None
+        error: str | None
+
+    @dataclass
+    class CorpusChanged(Message):
+        """The corpus path as typed (None: the default corpus)."""
+
+        path: str | None
+
+    def __init__(self, settings: Settings, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.settings = settings  # what the app started with (frozen: read only)
+        self.fields = setup_fields()
+        self.train_config = settings.request.train_config
+        self.dropout = settings.request.model_config.dropout
+        self.devices: dict[str, tuple[str, ...]] = {}  # per backend, once probed
+
     def compose(self) -> ComposeResult:
-        settings = self.app.settings
+        request = self.settings.request
         yield Label("Model config (↑↓ to choose)", classes="section")
         yield DataTable(id="configs", cursor_type="row", zebra_stripes=True)
         yield Label("Backends", classes="section")
@@ -77,48 +113,57 @@ class SetupPane(VerticalScroll):
             yield Label("backend", classes="field-label")
             yield Select(
                 [(b, b) for b in BACKENDS],
-                value=settings.backend,
+                value=request.backend,
                 allow_blank=False,
                 id="backend",
                 compact=True,
             )
             yield Label("device", classes="field-label")
+            # the device asked for is an option from the start: it must not read as "auto"
+            devices = [AUTO] + ([request.device] if request.device else [])
             yield Select(
-                [("auto", "auto")], value="auto", allow_blank=False, id="device", compact=True
+                [(d, d) for d in devices],
+                value=request.device or AUTO,
+                allow_blank=False,
+                id="device",
+                compact=True,
             )
         yield Label("Training", classes="section")
         with Grid(id="fields"):
-            for key, (label, _) in FIELDS.items():
-                value = settings.dropout if key == "dropout" else getattr(settings.train, key)
-                yield Label(label, classes="field-label")
-                yield Input(str(value), id=f"field-{key}", compact=True)
+            for spec in self.fields:
+                yield Label(spec.label, classes="field-label")
+                yield Input(
+                    str(self.value_of(spec.name)),
+                    id=f"field-{spec.name}",
+                    compact=True,
+                    tooltip=spec.help,
+                )
         yield Static("", id="setup-error")
         yield Label("Corpus", classes="section")
         yield Input(
-            settings.data or "",
+            request.data or "",
             placeholder="default: $LAL_DATA, else data/tinyshakespeare/input.txt",
             id="corpus",
             compact=True,
         )
         yield Static("", id="corpus-info")
 
-    _corpus_timer = None
+    def value_of(self, name: str) -> int | float:
+        return self.dropout if name == "dropout" else getattr(self.train_config, name)
 
     def on_mount(self) -> None:
         table = self.query_one("#configs", DataTable)
         table.add_columns("config", "layers", "heads", "width", "context", "params", "memory")
         self.fill_configs()
-        names = list(self.app.settings.model_configs)
-        table.move_cursor(row=names.index(self.app.settings.config))
+        table.move_cursor(row=list(self.settings.model_configs).index(self.settings.config))
         self.probe()
-        self.app.count_corpus(self.app.settings.data or "")
 
     def fill_configs(self) -> None:
         table = self.query_one("#configs", DataTable)
-        batch = self.app.settings.train.batch_size
+        batch = self.train_config.batch_size
         row = table.cursor_row
         table.clear()
-        for name, cfg in self.app.settings.model_configs.items():
+        for name, cfg in self.settings.model_configs.items():
             table.add_row(
                 name,
                 str(cfg.n_layer),
@@ -132,55 +177,64 @@ class SetupPane(VerticalScroll):
         if row is not None and row < table.row_count:
             table.move_cursor(row=row)
 
+    # -- backends -----------------------------------------------------------------------------
     @work(thread=True, group="probe", exit_on_error=False)
-    def probe(self) -> tuple[list[str], list[str]]:
+    def probe(self) -> list[BackendInfo]:
         return probe_backends()
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "probe":
             return
         if event.state == WorkerState.SUCCESS:
-            lines, devices = event.worker.result
-            self.query_one("#backends", Static).update("\n".join(lines))
-            device = self.query_one("#device", Select)
-            device.set_options([("auto", "auto")] + [(d, d) for d in devices])
-            wanted = self.app.settings.device
-            device.value = wanted if wanted in devices else "auto"
+            backends: list[BackendInfo] = event.worker.result
+            self.query_one("#backends", Static).update("\n".join(b.line for b in backends))
+            self.devices = {b.name: b.devices for b in backends}
+            self.offer_devices()
         elif event.state == WorkerState.ERROR:
             self.query_one("#backends", Static).update(f"could not probe: {event.worker.error}")
 
-    @on(DataTable.RowHighlighted, "#configs")
-    def config_chosen(self, event: DataTable.RowHighlighted) -> None:
-        if event.row_key.value:
-            self.app.settings.config = event.row_key.value
+    def offer_devices(self) -> None:
+        """The chosen backend's devices in the device Select, keeping the choice if it can."""
+        backend = str(self.query_one("#backend", Select).value)
+        select = self.query_one("#device", Select)
+        wanted = None if select.value == AUTO else str(select.value)
+        devices = list(self.devices.get(backend, ()))
+        if wanted and wanted not in devices and backend == self.settings.request.backend:
+            devices.append(wanted)  # e.g. cuda:1: the engine checks it when training starts
+        select.set_options([(d, d) for d in [AUTO, *devices]])
+        select.value = wanted if wanted in devices else AUTO
 
     @on(Select.Changed, "#backend")
-    def backend_chosen(self, event: Select.Changed) -> None:
-        self.app.settings.backend = str(event.value)
+    def backend_chosen(self) -> None:
+        if self.devices:
+            self.offer_devices()
 
-    @on(Select.Changed, "#device")
-    def device_chosen(self, event: Select.Changed) -> None:
-        self.app.settings.device = (
-            None if event.value == "auto" or event.select.is_blank() else event.value
-        )
-
+    # -- reporting ----------------------------------------------------------------------------
+    @on(DataTable.RowHighlighted, "#configs")
+    @on(Select.Changed, "#backend-row Select")
     @on(Input.Changed, "#fields Input")
-    def field_changed(self, event: Input.Changed) -> None:
+    def changed(self) -> None:
         self.validate_fields()
 
+    @property
+    def config(self) -> str:
+        table = self.query_one("#configs", DataTable)
+        if table.cursor_row is None or not table.row_count:
+            return self.settings.config
+        return str(table.coordinate_to_cell_key((table.cursor_row, 0)).row_key.value)
+
     def validate_fields(self) -> str | None:
-        """Apply every valid field to the settings; show and return the first problem."""
-        settings = self.app.settings
+        """Check every field, show the first problem and post what the pane shows."""
         values, first_error = {}, None
-        for key in FIELDS:
-            field = self.query_one(f"#field-{key}", Input)
+        for spec in self.fields:
+            field = self.query_one(f"#field-{spec.name}", Input)
             try:
-                value = parse_field(key, field.value)
-                if key == "dropout":
-                    replace(settings.model_config(), dropout=value).validate()
+                value = spec.parse(field.value)
+                if spec.name == "dropout":
+                    replace(self.settings.model_configs[self.config], dropout=value).validate()
                 else:
-                    replace(TrainConfig(), **{key: value}).validate()
-                values[key] = value
+                    replace(TrainConfig(), **{spec.name: value}).validate()
+                values[spec.name] = value
                 field.remove_class("-invalid")
             except LalError as exc:
                 field.add_class("-invalid")
@@ -188,31 +242,35 @@ class SetupPane(VerticalScroll):
         if first_error is None:
             dropout = values.pop("dropout")
             try:
-                train = replace(settings.train, **values).validate()
+                train = replace(self.train_config, **values).validate()
             except LalError as exc:
                 first_error = str(exc)
             else:
-                batch_changed = train.batch_size != settings.train.batch_size
-                settings.train, settings.dropout = train, dropout
+                batch_changed = train.batch_size != self.train_config.batch_size
+                self.train_config, self.dropout = train, dropout
                 if batch_changed:
                     self.fill_configs()
-        self.app.setup_error = first_error
         self.query_one("#setup-error", Static).update(f"⚠ {first_error}" if first_error else "")
+        self.post_settings(first_error)
         return first_error
 
+    def post_settings(self, error: str | None) -> None:
+        device = self.query_one("#device", Select).value
+        self.post_message(
+            self.SettingsChanged(
+                config=self.config,
+                dropout=self.dropout,
+                train_config=self.train_config,
+                backend=str(self.query_one("#backend", Select).value),
+                device=None if device in (AUTO, Select.BLANK) else str(device),
+                error=error,
+            )
+        )
+
+    # -- corpus -------------------------------------------------------------------------------
     @on(Input.Changed, "#corpus")
     def corpus_changed(self, event: Input.Changed) -> None:
-        """Count the corpus tokens once typing pauses (a path typed in full, not each prefix)."""
-        self.app.settings.data = event.value.strip() or None
-        if self._corpus_timer is not None:
-            self._corpus_timer.stop()
-        self._corpus_timer = self.set_timer(0.4, self.count_corpus)
-
-    @on(Input.Submitted, "#corpus")
-    def count_corpus(self) -> None:
-        self._corpus_timer = None
-        self.query_one("#corpus-info", Static).update("counting tokens…")
-        self.app.count_corpus(self.app.settings.data or "")
+        self.post_message(self.CorpusChanged(event.value.strip() or None))
 
     def show_corpus(self, text: str, error: bool) -> None:
         info = self.query_one("#corpus-info", Static)

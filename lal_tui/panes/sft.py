@@ -7,11 +7,16 @@ whose targets are -1 are dimmed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
 from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message
 from textual.widgets import Input, Label, Select, Static
 from textual_plotext import PlotextPlot
 
@@ -26,13 +31,15 @@ from lal_core.events import (
     SFTEpochDone,
     StepDone,
 )
-from lal_core.runs import find_run, list_runs
+from lal_core.runs import RunDir, find_run
 from lal_core.sft import HELD_OUT_QUESTION, builtin_pairs, chat_answer, chat_prompt, token_mask
 from lal_tui.widgets.loss_plot import Series, draw
+from lal_tui.widgets.run_picker import RunPicker
 
 COUNTED_STYLES = ("black on green", "black on bright_green")
 MASKED_STYLE = "dim"
 REDRAW_SECONDS = 0.1
+ANSWER_SEED = 1337  # the same seed before and after, so the answers differ by the weights only
 
 
 def render_mask(pieces: list[tuple[str, bool]]) -> Text:
@@ -48,16 +55,40 @@ def render_mask(pieces: list[tuple[str, bool]]) -> Text:
 
 
 class SFTPane(Vertical):
+    @dataclass
+    class FineTuneRequested(Message):
+        """f: fine-tune this run's best checkpoint."""
+
+        run_path: str
+
+    @dataclass
+    class AskRequested(Message):
+        """a, enter, or a fine-tune ended: answer `question` from each checkpoint in `kinds`."""
+
+        run_path: str
+        question: str
+        kinds: Sequence[str]
+        seed: int
+
     BINDINGS = [
         Binding("f", "fine_tune", "Fine-tune"),
         Binding("e", "next_example", "Next example"),
         Binding("a", "ask", "Ask"),
     ]
 
+    def __init__(self, runs_dir: Path | None, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.runs_dir = runs_dir
+
     def compose(self) -> ComposeResult:
         with Horizontal(id="sft-pick"):
             yield Label("base run", classes="field-label")
-            yield Select([], prompt="base run", id="sft-run", compact=True)
+            yield RunPicker(
+                self.runs_dir,
+                usable=lambda run: run.best_val is not None,
+                prompt="base run",
+                id="sft-run",
+            )
         with VerticalScroll(id="sft-scroll"):
             yield Static("", id="sft-example")
             yield Static("", id="sft-legend")
@@ -80,32 +111,18 @@ class SFTPane(Vertical):
         self.epoch_ends: list[int] = []
         self.epoch_losses: list[float] = []
         self.dirty = False
-        self.refresh_runs()
         self.show_example()
         self.redraw()
         self.set_interval(REDRAW_SECONDS, self.tick)
 
     # -- runs and the example -----------------------------------------------------------------
-    def refresh_runs(self, select: str | None = None) -> None:
-        try:
-            runs = [r for r in list_runs(self.app.settings.runs_dir) if r.best_val is not None]
-        except (OSError, LalError) as exc:
-            self.app.notify(str(exc), severity="error", title="runs")
-            runs = []
-        widget = self.query_one("#sft-run", Select)
-        current = select or (None if widget.is_blank() else widget.value)
-        options = [(f"{r.run_id} · best {r.best_val:.3f}", str(r.path)) for r in reversed(runs)]
-        widget.set_options(options)
-        values = [v for _, v in options]
-        if current in values:
-            widget.value = current
-        elif values:
-            widget.value = values[0]
+    @property
+    def picker(self) -> RunPicker:
+        return self.query_one(RunPicker)
 
     @property
     def run_path(self) -> str | None:
-        widget = self.query_one("#sft-run", Select)
-        return None if widget.is_blank() else str(widget.value)
+        return self.picker.run_path
 
     def block_size(self) -> int | None:
         if self.run_path is None:
@@ -125,7 +142,7 @@ class SFTPane(Vertical):
         try:
             self.example_pieces = token_mask(pair, block)
         except LalError as exc:
-            self.app.notify(str(exc), severity="error", title="sft")
+            self.notify(str(exc), severity="error", title="sft")
             return
         self.example_text = render_mask(self.example_pieces)
         self.query_one("#sft-example", Static).update(self.example_text)
@@ -147,9 +164,9 @@ class SFTPane(Vertical):
     # -- fine-tuning --------------------------------------------------------------------------
     def action_fine_tune(self) -> None:
         if self.run_path is None:
-            self.app.notify("no base run with a best checkpoint; train one first", severity="error")
+            self.notify("no base run with a best checkpoint; train one first", severity="error")
             return
-        self.app.start_sft(self.run_path)
+        self.post_message(self.FineTuneRequested(self.run_path))
 
     def record(self, event: Event) -> None:
         if isinstance(event, RunStarted):
@@ -171,14 +188,15 @@ class SFTPane(Vertical):
             self.set_status(f"failed: {event.message}")
         self.dirty = True
 
-    def ended(self, status: str | None, checkpoint) -> None:
+    def ended(self, checkpoint: Path | None) -> None:
+        """Fine-tuning returned; with a new sft checkpoint, ask the example's question again."""
         self.dirty = True
         if checkpoint is not None and self.run_path is not None:
             pair = self.pairs[self.example_index % len(self.pairs)]
             self.ask(pair.question)
 
     def tick(self) -> None:
-        if self.dirty and self.app.pane_visible("sft"):
+        if self.dirty and self.is_on_screen:
             self.redraw()
 
     def redraw(self) -> None:
@@ -200,10 +218,8 @@ class SFTPane(Vertical):
 
     def ask(self, question: str) -> None:
         if self.run_path is None:
-            self.app.notify("no base run to ask; train one first", severity="error")
+            self.notify("no base run to ask; train one first", severity="error")
             return
-        from lal_core.runs import RunDir
-
         kinds = ["best"]
         if RunDir(self.run_path).checkpoint("sft").is_file():
             kinds.append("sft")
@@ -211,7 +227,7 @@ class SFTPane(Vertical):
         self.query_one("#sft-after", Static).update(
             f"after (sft): {question}\n" + ("…" if "sft" in kinds else "(fine-tune first: f)")
         )
-        self.app.ask(self.run_path, question, kinds, seed=1337)
+        self.post_message(self.AskRequested(self.run_path, question, tuple(kinds), ANSWER_SEED))
 
     def show_answer(self, which: str, question: str, answer: str) -> None:
         title = "before (best)" if which == "before" else "after (sft)"

@@ -143,7 +143,7 @@ class TrainPane(Vertical):
         )
 
     def tick(self) -> None:
-        if not (self.dirty or self.plot.dirty) or not self.app.pane_visible("train"):
+        if not (self.dirty or self.plot.dirty) or not self.is_on_screen:
             return
         self.redraw()
 

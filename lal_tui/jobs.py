@@ -1,0 +1,118 @@
+"""The one way the dashboard runs engine work: a job on a thread worker of the app.
+
+A job is a callable `job(post, stop)`: it does blocking engine work, reports progress only by
+`post(message)` (thread-safe, never blocks) and checks `stop` every step or token. The runner
+gives each group ("train", "sft", "sample", "ask", "corpus") one worker at a time and its own
+StopRequest, turns any exception into one `EngineError` line, and posts `JobEnded` last, from
+the job's own thread, so it arrives after everything the job posted.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from textual.app import App
+from textual.message import Message
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from lal_core.errors import LalError
+from lal_core.events import RunFailed, StopRequest
+from lal_tui.messages import EngineError, EngineEvent, JobEnded
+
+Post = Callable[[Message], object]
+Job = Callable[[Post, StopRequest], Any]
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line for a notification: a LalError as it is, anything else with its type."""
+    if isinstance(exc, LalError):
+        return str(exc)
+    text = " ".join(str(exc).split()) or "no details"
+    return f"{type(exc).__name__}: {text}"
+
+
+class JobRunner:
+    """Starts, tracks and stops the app's engine jobs."""
+
+    def __init__(self, app: App) -> None:
+        self.app = app
+        # Set while no job that writes a run folder is going: SIGHUP waits on it to exit.
+        self.idle = threading.Event()
+        self.idle.set()
+        self._saving = 0
+        self._lock = threading.Lock()
+        self._workers: dict[str, Worker] = {}
+        self._stops: dict[str, StopRequest] = {}
+
+    def start(self, group: str, job: Job, *, saves: bool = False) -> Worker:
+        """Run `job` on a new thread worker of `group`; `saves`: it writes a run folder (training,
+        fine-tuning), so quitting on SIGHUP waits for it to return."""
+        stop = StopRequest()
+        self._stops[group] = stop
+        worker = self.app.run_worker(
+            lambda: self._run(group, job, stop, saves),
+            name=group,
+            group=group,
+            thread=True,
+            exclusive=True,
+            exit_on_error=False,
+        )
+        self._workers[group] = worker
+        return worker
+
+    def _run(self, group: str, job: Job, stop: StopRequest, saves: bool) -> Any:
+        worker = get_current_worker()
+        reported = False  # the engine already said it failed (RunFailed): one message is enough
+
+        def post(message: Message) -> None:
+            nonlocal reported
+            if isinstance(message, EngineEvent) and isinstance(message.event, RunFailed):
+                reported = True
+            self.app.post_message(message)
+
+        result = None
+        if saves:
+            self._busy(+1)
+        try:
+            result = job(post, stop)
+        except Exception as exc:  # noqa: BLE001 - every failure becomes a notification
+            if not reported:
+                post(EngineError(group, describe_error(exc), worker))
+        finally:
+            if saves:
+                self._busy(-1)
+            post(JobEnded(group, result, worker))
+        return result
+
+    def _busy(self, change: int) -> None:
+        with self._lock:
+            self._saving += change
+            if self._saving:
+                self.idle.clear()
+            else:
+                self.idle.set()
+
+    def worker(self, group: str) -> Worker | None:
+        """The group's latest worker (None before its first job)."""
+        return self._workers.get(group)
+
+    def is_current(self, worker: Worker | None) -> bool:
+        """Whether `worker` is its group's latest: what an older job posts late is stale."""
+        return worker is None or self._workers.get(worker.group) is worker
+
+    def running(self, group: str) -> bool:
+        worker = self._workers.get(group)
+        return worker is not None and worker.state in (WorkerState.PENDING, WorkerState.RUNNING)
+
+    def stop(self, group: str, reason: str) -> bool:
+        """Ask the group's job to stop after its step or token; False if none is running."""
+        if not self.running(group):
+            return False
+        self._stops[group].set(reason)
+        return True
+
+    def stop_all(self, reason: str) -> None:
+        for stop in self._stops.values():
+            stop.set(reason)
