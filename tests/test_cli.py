@@ -1,6 +1,5 @@
 import contextlib
 import io
-import json
 import shutil
 
 import pytest
@@ -8,6 +7,7 @@ import pytest
 from conftest import assert_one_line_error, call_main, run_cli
 from lal_core.cli import main
 from lal_core.device import default_device
+from lal_core.runs import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,8 @@ def test_train_writes_a_run_folder(trained):
     assert out.count("| val ") == 3 and "iter 4 " in out
     assert str(run) in out
     assert {"best.safetensors", "final.safetensors", "run.json"} <= {p.name for p in run.iterdir()}
-    info = json.loads((run / "run.json").read_text())
-    assert info["model_config"]["name"] == "tiny" and info["status"] == "completed"
+    info = RunDir(run).read()
+    assert info.model_config.name == "tiny" and info.status == "completed"
 
 
 def test_train_recompute_flag_reaches_the_engine_and_the_run_record(
@@ -64,8 +64,7 @@ def test_train_recompute_flag_reaches_the_engine_and_the_run_record(
     assert main([*args, "--data", str(short_corpus), "--recompute"]) == 0
     assert "recomputed activations" in capsys.readouterr().out
     (run,) = (isolated_home / "checkpoints").iterdir()
-    info = json.loads((run / "run.json").read_text())
-    assert info["backend_options"]["recompute"] is True  # a resume keeps it
+    assert RunDir(run).read().backend_options["recompute"] is True  # a resume keeps it
 
 
 def test_sample_streams_from_the_newest_run(trained_run, capsys):

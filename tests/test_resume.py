@@ -11,6 +11,7 @@ from lal_core import events as ev
 from lal_core.checkpoint import load_weights
 from lal_core.config import TrainConfig
 from lal_core.errors import LalError
+from lal_core.runs import RunDir
 from lal_core.trainer import Trainer, train
 
 CFG = TrainConfig(max_iters=16, eval_interval=5, batch_size=2, lr=2e-3, warmup_iters=3)
@@ -39,9 +40,9 @@ def test_stop_and_resume_ends_bit_identical(micro_cfg, small_corpus, stop_step):
         stop=stop,
         backend_options=EAGER,
     ).run_training()
-    assert json.loads((first.run_dir / "run.json").read_text())["backend_options"] == EAGER
+    record = RunDir(first.run_dir).read()
+    assert record.backend_options == EAGER and record.status == "stopped"
     assert first.status == "stopped" and first.iteration == stop_step + 1
-    assert json.loads((first.run_dir / "run.json").read_text())["status"] == "stopped"
 
     resumed = Trainer.resume(first.run_dir).run_training()
     assert resumed.status == "completed" and resumed.run_dir == first.run_dir
@@ -53,17 +54,11 @@ def test_stop_and_resume_ends_bit_identical(micro_cfg, small_corpus, stop_step):
     assert resumed.best_iter == straight.best_iter
 
     # The metrics read as one run: every step once, the same evals.
-    def records(run_dir, kind):
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-        return [json.loads(x) for x in lines if json.loads(x)["type"] == kind]
-
-    steps = [r["iter"] for r in records(resumed.run_dir, "step")]
-    assert steps == list(range(CFG.max_iters))
-    evals = records(resumed.run_dir, "eval")
-    assert [r["iter"] for r in evals] == [0, 5, 10, 15, 16]
-    assert [r["val_loss"] for r in evals] == [
-        r["val_loss"] for r in records(straight.run_dir, "eval")
-    ]
+    resumed_run = RunDir(resumed.run_dir)
+    assert [r.iteration for r in resumed_run.steps()] == list(range(CFG.max_iters))
+    evals = resumed_run.evals()
+    assert [r.iteration for r in evals] == [0, 5, 10, 15, 16]
+    assert [r.val_loss for r in evals] == [r.val_loss for r in RunDir(straight.run_dir).evals()]
 
 
 def test_completed_run_is_not_resumed_without_more_iterations(micro_cfg, small_corpus):

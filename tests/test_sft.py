@@ -1,7 +1,6 @@
 """Supervised fine-tuning: the answer-only mask, the loop, chat generation and the CLI."""
 
 import hashlib
-import json
 import math
 import time
 from dataclasses import replace
@@ -400,7 +399,7 @@ def test_cli_sft_then_chat(isolated_home, chat_cfg, capsys):
     assert "before (best.safetensors)" in out and "after (sft.safetensors)" in out
     assert out.count("Q: ") == 11 and "Who is Juliet?  (NOT in training pairs)" in out
     assert run.checkpoint("sft").is_file() and sha(run.checkpoint("best")) == best
-    assert json.loads(run.run_json.read_text())["sft"]["epochs"] == 2
+    assert run.read().sft.epochs == 2
 
     for extra in ([], ["--base"]):
         code = main(["chat", run.run_id, "Who is Romeo?", "--tokens", "5", "--seed", "1", *extra])

@@ -6,7 +6,6 @@ through `python -c` with a small patch in front that makes it so (see KILL_BEFOR
 HOLD_THE_STOP); the others run `python -m lal_core.cli` as it is.
 """
 
-import json
 import os
 import random
 import signal
@@ -21,7 +20,7 @@ import pytest
 from conftest import call_main
 from lal_core.checkpoint import STATE_FILE, load_state, load_weights
 from lal_core.config import ModelConfig
-from lal_core.runs import list_runs
+from lal_core.runs import RunDir, list_runs
 
 # `lal ARGS` with a patch run first: the patch stands for a moment in the process's life that
 # timing alone would hit only by luck.
@@ -144,7 +143,7 @@ def wait_for_steps(home: Path, n: int, child: Child) -> Path:
 
 
 def run_config(run: Path) -> ModelConfig:
-    return ModelConfig.from_dict(json.loads((run / "run.json").read_text())["model_config"])
+    return RunDir(run).read().model_config
 
 
 def assert_checkpoints_load(run: Path) -> list[str]:
@@ -176,7 +175,7 @@ def resume_to_the_end(run: Path, capsys, *extra: str) -> None:
     """`lal train --resume RUN` in this process: it finishes the run."""
     result = call_main(capsys, "train", "--resume", run.name, *extra)
     assert result.returncode == 0, result.stderr
-    assert json.loads((run / "run.json").read_text())["status"] == "completed"
+    assert RunDir(run).read().status == "completed"
     assert "final.safetensors" in assert_checkpoints_load(run)
     assert list(run.glob(".*.tmp")) == []  # a resume clears what a killed write left
     assert_shown_as(run, "completed", capsys)
@@ -201,7 +200,7 @@ def test_signal_stops_cleanly_and_resumes(sig, isolated_home, short_corpus, caps
     assert "Traceback" not in err
     assert f"lal: {sig.name}: stopping after this step" in err
     assert f"resume with: lal train --resume {run.name}" in out
-    assert json.loads((run / "run.json").read_text())["status"] == "stopped"
+    assert RunDir(run).read().status == "stopped"
     assert {"best.safetensors", "final.safetensors", STATE_FILE} <= set(
         assert_checkpoints_load(run)
     )
@@ -232,7 +231,7 @@ def test_sigkill_in_the_middle_of_a_save(target, nth, isolated_home, short_corpu
     # The kill came between writing the temp file and renaming it: the temp file is there, and
     # the file it was to replace is the previous whole one (or absent).
     assert len(list(run.glob(f".{target}.*.tmp"))) == 1
-    assert json.loads((run / "run.json").read_text())["status"] == "running"
+    assert RunDir(run).read().status == "running"
     names = assert_checkpoints_load(run)
     assert STATE_FILE in names and "best.safetensors" in names
     assert "final.safetensors" not in names
@@ -241,11 +240,7 @@ def test_sigkill_in_the_middle_of_a_save(target, nth, isolated_home, short_corpu
     assert_shown_as(run, "interrupted", capsys)
 
     resume_to_the_end(run, capsys)
-    steps = [
-        json.loads(line)["iter"]
-        for line in (run / "metrics.jsonl").read_text().splitlines()
-        if json.loads(line).get("type") == "step"
-    ]
+    steps = [r.iteration for r in RunDir(run).steps()]
     assert steps == list(range(4))  # each step once: the killed session's extras were dropped
 
 
@@ -284,7 +279,7 @@ def test_second_ctrl_c_exits_at_once(isolated_home, short_corpus, capsys):
     assert child.proc.returncode == 130 and "Traceback" not in err
     assert "lal: stopping now" in err
     assert "resume with" not in out  # it did not stop the graceful way
-    assert json.loads((run / "run.json").read_text())["status"] == "running"
+    assert RunDir(run).read().status == "running"
     assert_shown_as(run, "interrupted", capsys)
     # What the evals saved before the signals (the one at 0 at least) is whole.
     assert {"best.safetensors", STATE_FILE} <= set(assert_checkpoints_load(run))

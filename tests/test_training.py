@@ -1,4 +1,3 @@
-import json
 import threading
 
 import pytest
@@ -8,6 +7,7 @@ from lal_core.checkpoint import load_weights
 from lal_core.config import TrainConfig
 from lal_core.data import load_corpus
 from lal_core.device import default_device
+from lal_core.runs import RunDir
 from lal_core.sampling import load_for_sampling
 from lal_core.trainer import Trainer, evaluate, train
 
@@ -70,18 +70,17 @@ def test_short_run_lowers_the_loss(backend, micro_cfg, small_corpus, shakespeare
         "run.json",
         "state.safetensors",
     ]
-    info = json.loads((result.run_dir / "run.json").read_text())
-    assert info["status"] == "completed" and info["iteration"] == cfg.max_iters
+    info = RunDir(result.run_dir).read()
+    assert info.status == "completed" and info.iteration == cfg.max_iters
     device = default_device() if backend == "torch" else "cpu"  # cuda on a GPU machine
-    assert info["backend"] == backend and info["device"] == device
+    assert info.backend == backend and info.device == device
     # A compiling run (the default on CUDA) says so first; then the run starts.
     events = [e for e in seen if not isinstance(e, ev.Preparing)]
     assert f"| Device: {backend}/{device} |" in events[0].header
-    assert info["data"]["sha256"] and info["model_config"]["n_embd"] == 32
-    assert info["best_val"] == pytest.approx(min(e.val_loss for e in evals))
-    metrics = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").open()]
-    assert sum(m["type"] == "step" for m in metrics) == cfg.max_iters
-    assert sum(m["type"] == "eval" for m in metrics) == 3
+    assert info.data.sha256 and info.model_config.n_embd == 32
+    assert info.best_val == pytest.approx(min(e.val_loss for e in evals))
+    assert len(RunDir(result.run_dir).steps()) == cfg.max_iters
+    assert len(RunDir(result.run_dir).evals()) == 3
 
     # Event order: started first, finished last, a step event per step.
     assert isinstance(events[0], ev.RunStarted) and isinstance(events[-1], ev.RunFinished)
@@ -131,8 +130,7 @@ def test_stop_request_from_another_thread(micro_cfg, small_corpus):
     result = trainer.run_training()
     assert result.status == "stopped"
     assert 5 <= len(steps) <= 7  # the stop lands at the next step boundary
-    info = json.loads((result.run_dir / "run.json").read_text())
-    assert info["status"] == "stopped"
+    assert RunDir(result.run_dir).read().status == "stopped"
     assert (result.run_dir / "final.safetensors").is_file()
     assert (result.run_dir / "best.safetensors").is_file()
 
@@ -179,10 +177,9 @@ def test_non_finite_loss_fails_and_writes_no_checkpoint(micro_cfg, small_corpus,
     # Nothing is written after the failure: no final checkpoint, the state is the last eval's.
     assert not (result.run_dir / "final.safetensors").exists()
     assert read_state_header(result.run_dir / STATE_FILE)["iteration"] == 10
-    info = json.loads((result.run_dir / "run.json").read_text())
-    assert info["status"] == "failed" and info["error"] == failed.message
-    steps = [json.loads(x) for x in (result.run_dir / "metrics.jsonl").open()]
-    assert [r["iter"] for r in steps if r["type"] == "step"] == list(range(12))
+    info = RunDir(result.run_dir).read()
+    assert info.status == "failed" and info.error == failed.message
+    assert [r.iteration for r in RunDir(result.run_dir).steps()] == list(range(12))
     # The run resumes from its last eval.
     monkeypatch.setattr(TorchBackend, "train_step", real_step)
     resumed = Trainer.resume(result.run_dir, max_iters=14).run_training()

@@ -8,7 +8,6 @@ the SFT loss mask, notifications instead of tracebacks, clean stops with checkpo
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -21,6 +20,7 @@ from lal_core import events as ev
 from lal_core.config import MODEL_CONFIGS, TrainConfig
 from lal_core.errors import LalError
 from lal_core.flags import RunRequest
+from lal_core.runs import RunDir
 from lal_core.sft import builtin_pairs, chat_answer, chat_prompt
 from lal_core.trainer import train
 from lal_tui.app import LalApp, main
@@ -173,7 +173,7 @@ async def test_train_key_starts_a_run_and_the_plot_follows(settings, monkeypatch
     # an ordinary run folder: the CLI lists it
     run_dir = started[0].run_dir
     assert (run_dir / "best.safetensors").is_file() and (run_dir / "final.safetensors").is_file()
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
+    assert RunDir(run_dir).read().status == "completed"
 
 
 @pytest.fixture(scope="session")
@@ -236,8 +236,8 @@ async def test_stop_key_ends_the_worker_cleanly_with_a_checkpoint(settings):
         assert job(app, "train").state in (WorkerState.SUCCESS, WorkerState.CANCELLED)
         run_dir = app.current_run_dir
         assert (run_dir / "final.safetensors").is_file()
-        info = json.loads((run_dir / "run.json").read_text())
-        assert info["status"] == "stopped" and info["iteration"] < 1000
+        info = RunDir(run_dir).read()
+        assert info.status == "stopped" and info.iteration < 1000
 
 
 @pytest.mark.slow
@@ -257,7 +257,7 @@ async def test_quit_during_a_run_asks_then_stops_and_saves(settings):
         await wait_until(pilot, lambda: not app.is_running, timeout=60)
     run_dir = app.current_run_dir
     assert job(app, "train").state == WorkerState.SUCCESS
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "stopped"
+    assert RunDir(run_dir).read().status == "stopped"
     assert (run_dir / "final.safetensors").is_file()
 
 
@@ -530,9 +530,9 @@ async def test_resume_key_continues_a_stopped_run(settings, micro_cfg, tiny_corp
         await job(app, "train").wait()
         assert job(app, "train").state == WorkerState.SUCCESS
     assert [m.path for m in unique(requests)] == [first.run_dir]  # u asked, the app resumed
-    info = json.loads((first.run_dir / "run.json").read_text())
-    assert info["status"] == "completed" and info["iteration"] == FAST.max_iters
-    assert info["resumed"][0]["iteration"] == 3
+    info = RunDir(first.run_dir).read()
+    assert info.status == "completed" and info.iteration == FAST.max_iters
+    assert info.resumed[0].iteration == 3
 
 
 @pytest.mark.asyncio
