@@ -14,21 +14,27 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from lal_core import data as data_mod
 from lal_core import events as ev
 from lal_core.backends import Backend
+from lal_core.config import TrainConfig
 from lal_core.flops import mfu
-from lal_core.loop import Checkpoints, Clock, Job, Step, format_elapsed, peak_flops
+from lal_core.loop import (
+    Checkpoints,
+    Clock,
+    EventCallback,
+    Job,
+    Step,
+    format_elapsed,
+    peak_flops,
+)
 from lal_core.records import EvalRecord, MetricRecord, StepRecord
 from lal_core.runs import RunDir
 from lal_core.schedule import lr_at
-
-if TYPE_CHECKING:
-    from lal_core.trainer import Trainer
 
 METRICS_FLUSH_SECONDS = 0.5  # step records reach metrics.jsonl at least this often
 
@@ -88,12 +94,21 @@ class PreTraining(Job):
     eval_interval steps (and at the end) with the best checkpoint, the resumable state and
     early stopping; the state again on a stop; metrics.jsonl and run.json throughout."""
 
-    def __init__(self, trainer: Trainer, run: RunDir, state: LoopState) -> None:
-        self.cfg, self.model_cfg = trainer.cfg, trainer.model_cfg
-        self.backend, self.corpus, self.emit = trainer.backend, trainer.corpus, trainer.on_event
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        backend: Backend,
+        corpus: data_mod.Corpus,
+        run: RunDir,
+        state: LoopState,
+        emit: EventCallback,
+        peak_tflops: float | None = None,
+    ) -> None:
+        self.cfg, self.model_cfg = cfg, backend.cfg
+        self.backend, self.corpus, self.emit = backend, corpus, emit
         self.run, self.state = run, state
-        self.checkpoints = Checkpoints(run, trainer.backend, trainer.on_event)
-        self.peak = peak_flops(trainer.backend, trainer.peak_tflops)
+        self.checkpoints = Checkpoints(run, backend, emit)
+        self.peak = peak_flops(backend, peak_tflops)
         self.clock = Clock(state.elapsed)
         self.rng = np.random.default_rng(self.cfg.seed)
         if state.batch_rng is not None:

@@ -210,7 +210,7 @@ class Trainer:
                 corpus=CorpusInfo(**self.corpus.describe()),
             )
         )
-        job = PreTraining(self, run, state)
+        job = PreTraining(self.cfg, b, self.corpus, run, state, self.on_event, self.peak_tflops)
         try:
             end = run_steps(b, job, self.on_event, self.stop, job.checkpoints, job.peak)
         except BaseException as exc:

@@ -113,7 +113,7 @@ class LalApp(App):
         if self.settings.train_now:
             self.call_after_refresh(self.action_train)
         if not self.is_headless:
-            signals.install(self)
+            signals.install(self.jobs, self.quit_after_saving)
 
     def on_unmount(self) -> None:
         # however the app ends, a run still going stops after its step and saves its checkpoints
@@ -402,6 +402,11 @@ class LalApp(App):
             ),
             answer,
         )
+
+    def quit_after_saving(self) -> None:
+        """Quit once the running training or fine-tune has stopped and saved."""
+        self.quit_pending = True
+        self.maybe_quit()
 
     def maybe_quit(self) -> None:
         if self.quit_pending and not (self.running("train") or self.running("sft")):

@@ -8,35 +8,35 @@ import contextlib
 import os
 import signal
 import threading
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-if TYPE_CHECKING:
-    from lal_tui.app import LalApp
+from lal_tui.jobs import JobRunner
 
 
-def install(app: LalApp) -> None:
-    """Handle both signals on the app's event loop (call it from the running app)."""
+def install(jobs: JobRunner, quit_after_saving: Callable[[], None]) -> None:
+    """Handle both signals on the running event loop: SIGTERM stops the jobs and calls
+    `quit_after_saving` (what `q` does once the run has saved); SIGHUP stops them and leaves
+    as soon as they have saved."""
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        loop.add_signal_handler(signal.SIGHUP, hang_up, app)
-        loop.add_signal_handler(signal.SIGTERM, terminate, app)
+        loop.add_signal_handler(signal.SIGHUP, hang_up, jobs)
+        loop.add_signal_handler(signal.SIGTERM, terminate, jobs, quit_after_saving)
 
 
-def terminate(app: LalApp) -> None:
+def terminate(jobs: JobRunner, quit_after_saving: Callable[[], None]) -> None:
     """SIGTERM: stop the run after its step, let it save, then quit as `q` would."""
-    app.quit_pending = True
-    app.jobs.stop_all("SIGTERM")
-    app.maybe_quit()
+    jobs.stop_all("SIGTERM")
+    quit_after_saving()
 
 
-def hang_up(app: LalApp) -> None:
+def hang_up(jobs: JobRunner) -> None:
     """SIGHUP: the terminal is gone (a dropped SSH link without tmux). Stop the run after its
     step and, once the job has saved it, leave at once: Textual cannot shut down cleanly
     writing to a terminal that no longer exists (it blocks on the dead tty)."""
-    app.jobs.stop_all("SIGHUP")
+    jobs.stop_all("SIGHUP")
 
     def exit_when_saved() -> None:
-        app.jobs.idle.wait()
+        jobs.idle.wait()
         os._exit(128 + signal.SIGHUP)
 
     threading.Thread(target=exit_when_saved, daemon=True).start()

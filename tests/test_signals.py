@@ -7,7 +7,6 @@ HOLD_THE_STOP); the others run `python -m lal_core.cli` as it is.
 """
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -242,29 +241,6 @@ def test_sigkill_in_the_middle_of_a_save(target, nth, isolated_home, short_corpu
     resume_to_the_end(run, capsys)
     steps = [r.iteration for r in RunDir(run).steps()]
     assert steps == list(range(4))  # each step once: the killed session's extras were dropped
-
-
-@pytest.mark.slow
-def test_sigkill_at_a_random_moment_leaves_loadable_checkpoints(
-    isolated_home, short_corpus, capsys
-):
-    # eval_interval 1: best, state and run.json are rewritten every step, so a kill may well
-    # land mid-save (test_sigkill_in_the_middle_of_a_save makes sure of that).
-    child = start_training(isolated_home, short_corpus, "--eval-interval", "1", "--patience", "400")
-    run = wait_for(
-        child,
-        lambda: next((isolated_home / "checkpoints").glob(f"*/{STATE_FILE}"), None),
-        "a state file",
-    ).parent
-    delay = random.uniform(0.0, 1.5)
-    time.sleep(delay)
-    child.proc.kill()
-    child.proc.wait()
-    assert child.proc.returncode == -signal.SIGKILL, f"the run ended before the kill ({delay=})"
-    assert STATE_FILE in assert_checkpoints_load(run), f"{delay=}"
-    assert_shown_as(run, "interrupted", capsys)
-    _, _, state = load_state(run / STATE_FILE, run_config(run))
-    resume_to_the_end(run, capsys, "--max-iters", str(state["iteration"] + 2))
 
 
 @pytest.mark.slow

@@ -443,16 +443,22 @@ def test_runnable_threads_are_read_from_loadavg(text, runnable):
 
 
 # -- torch.compile ------------------------------------------------------------------------------
+# On the CPU (where compiling is opt-in) these trace the training loss through TorchDynamo and
+# AOTAutograd as compiling does, with the "aot_eager" backend: Inductor's C++ code generation
+# would take half a minute on a fresh machine and is torch's to test. tests/test_cuda.py
+# compiles for real with Inductor, CUDA's default.
 @pytest.fixture(scope="module")
 def compiled_and_eager():
     ok, why = compile_available(torch.device("cpu"))
     if not ok:
         pytest.skip(f"torch.compile cannot work here: {why}")
     backends = []
+    real_compile = torch.compile
     for compile in (True, False):
         b = TorchBackend(MICRO, seed=0, device="cpu", dtype="float32", compile=compile)
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, pytest.MonkeyPatch.context() as m:
             warnings.simplefilter("always")
+            m.setattr(torch, "compile", lambda fn: real_compile(fn, backend="aot_eager"))
             b.setup_training(TrainConfig(batch_size=2))
         fallbacks = [str(w.message) for w in caught if "training eagerly" in str(w.message)]
         assert not fallbacks, fallbacks  # compile works here: a fallback must not pass unnoticed

@@ -23,6 +23,7 @@ from lal_core.flags import RunRequest
 from lal_core.runs import RunDir
 from lal_core.sft import builtin_pairs, chat_answer, chat_prompt
 from lal_core.trainer import train
+from lal_tui import signals
 from lal_tui.app import LalApp, main
 from lal_tui.args import parse_settings
 from lal_tui.messages import SampleFinished, TrainEvent
@@ -259,6 +260,22 @@ async def test_quit_during_a_run_asks_then_stops_and_saves(settings):
     assert job(app, "train").state == WorkerState.SUCCESS
     assert RunDir(run_dir).read().status == "stopped"
     assert (run_dir / "final.safetensors").is_file()
+
+
+@pytest.mark.asyncio
+async def test_sigterm_stops_the_run_lets_it_save_then_quits(settings):
+    # What `kill` does to the dashboard (its handler: lal_tui.signals.terminate).
+    app = LalApp(micro(settings, LONG))
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("t")
+        pane = app.query_one(TrainPane)
+        await wait_until(pilot, lambda: len(pane.plot.step_iters) >= 2)
+        signals.terminate(app.jobs, app.quit_after_saving)
+        await wait_until(pilot, lambda: not app.is_running, timeout=60)
+    assert job(app, "train").state == WorkerState.SUCCESS and app.jobs.idle.is_set()
+    info = RunDir(app.current_run_dir).read()
+    assert info.status == "stopped" and info.iteration < LONG.max_iters
+    assert (app.current_run_dir / "final.safetensors").is_file()
 
 
 @pytest.mark.asyncio

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from lal_core import events as ev
+from lal_core.backends import BackendInfo
 from lal_core.config import MODEL_CONFIGS, TrainConfig
-from lal_core.device import BackendInfo
 from lal_core.flags import RunRequest
 from lal_tui.app import LalApp
 from lal_tui.messages import CorpusInfo, CorpusStats, TrainEvent

@@ -1,9 +1,10 @@
-"""Backends: PyTorch (always) and MLX (with the `mlx` extra)."""
+"""Backends: PyTorch (always) and MLX (with the `mlx` extra); which this machine has."""
 
 from __future__ import annotations
 
 import importlib.util
 import inspect
+from dataclasses import dataclass
 from typing import Any
 
 from lal_core.backends.base import Backend
@@ -55,4 +56,46 @@ def make_backend(
     raise DeviceError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "Backend", "make_backend", "mlx_available"]
+@dataclass(frozen=True)
+class BackendInfo:
+    """A backend as this machine has it, for the dashboard's Setup pane."""
+
+    name: str  # "torch" or "mlx"
+    installed: bool
+    devices: tuple[str, ...]  # what --device takes here, the default first
+    line: str  # one line for people
+
+
+def available_backends() -> list[BackendInfo]:
+    """The backends on this machine and their devices (torch's: the best present first)."""
+    import torch
+
+    from lal_core.device import default_device, mps_available
+
+    devices = [d for d in ("cuda", "mps") if d == default_device()] + ["cpu"]
+    line = f"torch {torch.__version__}: cpu"
+    if torch.cuda.is_available():
+        line += f", cuda ({torch.cuda.get_device_name(0)})"
+    if mps_available():
+        line += ", mps (Apple GPU)"
+    torch_info = BackendInfo("torch", True, tuple(devices), f"{line}; default {devices[0]}")
+    if mlx_available():
+        import mlx.core as mx
+
+        mlx_devices = ("gpu", "cpu") if mx.is_available(mx.Device(mx.gpu)) else ("cpu",)
+        mlx = BackendInfo(
+            "mlx", True, mlx_devices, f"mlx {mx.__version__}: {', '.join(mlx_devices)}"
+        )
+    else:
+        mlx = BackendInfo("mlx", False, (), "mlx: not installed; get it with: uv sync --extra mlx")
+    return [torch_info, mlx]
+
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "BackendInfo",
+    "available_backends",
+    "make_backend",
+    "mlx_available",
+]

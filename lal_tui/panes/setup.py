@@ -10,7 +10,6 @@ problem if there is one, so the app refuses to train) and the app keeps them.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -19,15 +18,12 @@ from textual.message import Message
 from textual.widgets import DataTable, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
-from lal_core.backends import BACKENDS
+from lal_core.backends import BACKENDS, BackendInfo, available_backends
 from lal_core.config import TrainConfig, count_parameters, estimate_training_memory
 from lal_core.errors import LalError
 from lal_core.flags import recipe_fields
 from lal_tui.settings import Settings
 from lal_tui.widgets.format import human_bytes, params
-
-if TYPE_CHECKING:  # lal_core.device imports torch: seconds, so only on the probe's thread
-    from lal_core.device import BackendInfo
 
 # The recipe fields shown (the rest keep their flag or default values): what fits 80x24.
 SHOWN = ("batch_size", "lr", "max_iters", "eval_interval", "patience", "dropout", "seed")
@@ -69,8 +65,6 @@ def setup_fields(shown: tuple[str, ...] = SHOWN) -> list[FieldSpec]:
 
 def probe_backends() -> list[BackendInfo]:
     """The backends on this machine and their devices (imports torch: run it off the UI)."""
-    from lal_core.device import available_backends
-
     return available_backends()
 
 
