@@ -29,8 +29,8 @@ EARLY_STOP = {  # backend: (recipe, repeats of the cat line, characters of TinyS
         TrainConfig(
             max_iters=400, eval_interval=4, batch_size=4, lr=1e-2, warmup_iters=2, patience=3
         ),
-        2500,
-        40_000,
+        800,
+        12_000,
     ),
     "mlx": (
         TrainConfig(
