@@ -170,7 +170,13 @@ class LalApp(App):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        yield from dashboard_commands(self)
+        yield from dashboard_commands(
+            self.action_train,
+            self.action_stop,
+            self.action_show_pane,
+            self.action_help,
+            self.query_one(TrainPane),
+        )
 
     # -- settings and the corpus --------------------------------------------------------------
     @on(SetupPane.SettingsChanged)

@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
 
 from textual.app import SystemCommand
 
 from lal_tui.panes.train import TrainPane
 
-if TYPE_CHECKING:
-    from lal_tui.app import LalApp
-
 PANES = ("setup", "train", "sample", "sft", "runs")
 
 
-def dashboard_commands(app: LalApp) -> Iterable[SystemCommand]:
-    yield SystemCommand("Start training", "Train with the Setup pane's settings", app.action_train)
-    yield SystemCommand("Stop", "Stop the run or generation in this pane", app.action_stop)
+def dashboard_commands(
+    train: Callable[[], object],
+    stop: Callable[[], object],
+    show_pane: Callable[[str], object],
+    show_help: Callable[[], object],
+    train_pane: TrainPane,
+) -> Iterable[SystemCommand]:
+    """The app's actions (train, stop, a pane, help) and the Train pane's toggles."""
+    yield SystemCommand("Start training", "Train with the Setup pane's settings", train)
+    yield SystemCommand("Stop", "Stop the run or generation in this pane", stop)
     for name in PANES:
         yield SystemCommand(
-            f"Show {name}", f"Switch to the {name} pane", lambda n=name: app.action_show_pane(n)
+            f"Show {name}", f"Switch to the {name} pane", lambda n=name: show_pane(n)
         )
-    train = app.query_one(TrainPane)
     yield SystemCommand(
-        "Toggle smoothing", "Smooth the step-loss line (EMA)", train.action_toggle_smoothing
+        "Toggle smoothing", "Smooth the step-loss line (EMA)", train_pane.action_toggle_smoothing
     )
-    yield SystemCommand("Toggle log scale", "Log-scale loss axis", train.action_toggle_log)
-    yield SystemCommand("Help", "Keys, by pane", app.action_help)
+    yield SystemCommand("Toggle log scale", "Log-scale loss axis", train_pane.action_toggle_log)
+    yield SystemCommand("Help", "Keys, by pane", show_help)
