@@ -61,6 +61,7 @@ def test_stop_and_resume_ends_bit_identical(micro_cfg, small_corpus, stop_step):
     assert [r.val_loss for r in evals] == [r.val_loss for r in RunDir(straight.run_dir).evals()]
 
 
+@pytest.mark.slow
 def test_completed_run_is_not_resumed_without_more_iterations(micro_cfg, small_corpus):
     cfg = replace(CFG, max_iters=4, eval_interval=2)
     result = train(micro_cfg, cfg, data=small_corpus)
@@ -81,6 +82,7 @@ def test_resume_refuses_a_changed_corpus(micro_cfg, tmp_path, small_corpus):
         Trainer.resume(result.run_dir)
 
 
+@pytest.mark.slow
 def test_run_json_cannot_redirect_writes(micro_cfg, small_corpus, isolated_home):
     stop = ev.StopRequest()
     result = Trainer(

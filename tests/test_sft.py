@@ -385,6 +385,7 @@ def test_compare_puts_base_and_tuned_side_by_side(micro_chat):
 
 
 # -- command line ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_cli_sft_then_chat(isolated_home, chat_cfg, capsys):
     run = make_run(isolated_home / "checkpoints", chat_cfg)
     best = sha(run.checkpoint("best"))

@@ -278,6 +278,7 @@ async def test_sigterm_stops_the_run_lets_it_save_then_quits(settings):
     assert (app.current_run_dir / "final.safetensors").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_missing_corpus_is_a_notification_and_the_app_stays_up(
     settings, tmp_path, monkeypatch
@@ -626,6 +627,7 @@ def write_damaged_run(runs_dir: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_runs_pane_lists_a_damaged_run_and_deletes_it(
     settings, micro_cfg, tiny_corpus, monkeypatch
@@ -661,6 +663,7 @@ async def test_runs_pane_lists_a_damaged_run_and_deletes_it(
         assert table.row_count == 1 and "damaged" not in str(app.query_one("#runs-info").render())
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_runs_pane_shows_a_live_runs_best_val(settings):
     evals: list = []
