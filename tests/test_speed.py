@@ -134,6 +134,16 @@ def test_bf16_autocast_loss_is_within_1e_2_of_float32(micro_cfg):
     assert all(v.dtype == np.float32 for k, v in bf16.optimizer_state().items() if k[:2] == "m.")
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native-bf16-cpu", "emulated-bf16-cpu"])
+def test_the_training_dtype_follows_the_cpus_bf16(native, micro_cfg, monkeypatch):
+    # Both CPU kinds CI meets (AMX/AVX-512 BF16 Xeon, AVX2 EPYC), whichever this one is.
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: native)
+    b = TorchBackend(micro_cfg, seed=0, device="cpu", compile=False)
+    assert b.dtype == ("bfloat16" if native else "float32")
+    assert b.prompt_dtype == ("bfloat16" if native else "float32")
+    assert TorchBackend(micro_cfg, device="cpu", dtype="float32").dtype == "float32"
+
+
 def test_float16_trains_with_a_grad_scaler(micro_cfg):
     b = TorchBackend(micro_cfg, seed=0, device="cpu", dtype="float16", compile=False)
     b.setup_training(TrainConfig(batch_size=2))
