@@ -31,3 +31,14 @@ class CheckpointError(LalError):
 
 class DeviceError(LalError):
     """A device or backend that is not available on this machine."""
+
+
+def describe_failure(exc: BaseException) -> str:
+    """One line for an exception that ended a run: a LalError as it is, anything else with its
+    type (a bug), Ctrl-C as "interrupted"."""
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, LalError):
+        return str(exc)
+    text = " ".join(str(exc).split()) or "no details"
+    return f"{type(exc).__name__}: {text}"

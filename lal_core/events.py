@@ -8,6 +8,7 @@ makes the run stop after the step in progress, keeping its checkpoints and metri
 
 from __future__ import annotations
 
+import json
 import threading
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -18,22 +19,39 @@ from lal_core.records import CorpusInfo, EvalRecord
 
 
 class StopRequest:
-    """A thread-safe flag: set it from anywhere, the training or sampling loop checks it."""
+    """A thread-safe flag: set it from anywhere, the training or sampling loop checks it.
+
+    It may also watch a file (`watch`): a run's stop file, which `lal stop` and the dashboard
+    write from another process. The file's existence sets the flag."""
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self.reason = ""
+        self._file: Path | None = None
 
     def set(self, reason: str = "stop requested") -> None:
         self.reason = reason
         self._event.set()
 
+    def watch(self, path: Path | None) -> None:
+        self._file = path
+
     def is_set(self) -> bool:
+        if not self._event.is_set() and self._file is not None and self._file.exists():
+            self.set(_stop_reason(self._file))
         return self._event.is_set()
 
     def clear(self) -> None:
         self.reason = ""
         self._event.clear()
+
+
+def _stop_reason(path: Path) -> str:
+    try:
+        reason = json.loads(path.read_text()).get("reason")
+    except (OSError, ValueError, AttributeError):
+        reason = None
+    return str(reason or "stop requested")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -32,11 +32,9 @@ from lal_core.loop import (
     format_elapsed,
     peak_flops,
 )
-from lal_core.records import EvalRecord, MetricRecord, StepRecord
+from lal_core.records import EvalRecord
 from lal_core.runs import RunDir
 from lal_core.schedule import lr_at
-
-METRICS_FLUSH_SECONDS = 0.5  # step records reach metrics.jsonl at least this often
 
 
 def eval_line(record: EvalRecord, mfu: float | None = None) -> str:
@@ -92,7 +90,8 @@ class LoopState:
 class PreTraining(Job):
     """Pre-training's part of the step loop: random batches at the scheduled lr; an eval every
     eval_interval steps (and at the end) with the best checkpoint, the resumable state and
-    early stopping; the state again on a stop; metrics.jsonl and run.json throughout."""
+    early stopping; the state again on a stop; run.json throughout. (Its events, steps and
+    evals among them, reach metrics.jsonl through the run's event log.)"""
 
     def __init__(
         self,
@@ -113,19 +112,12 @@ class PreTraining(Job):
         self.rng = np.random.default_rng(self.cfg.seed)
         if state.batch_rng is not None:
             self.rng.bit_generator.state = state.batch_rng
-        self.pending: list[MetricRecord] = []
-        self.flushed = time.monotonic()
         self.step_seconds, self.step_tokens = 0.0, 0  # since the last eval, for its tokens/s
         self.failure = ""
 
     @property
     def iteration(self) -> int:
         return self.state.iteration
-
-    def flush(self) -> None:
-        self.run.append_metrics(self.pending)
-        self.pending.clear()
-        self.flushed = time.monotonic()
 
     def snapshot(self) -> None:
         self.state.elapsed = self.clock()
@@ -179,7 +171,7 @@ class PreTraining(Job):
         return True
 
     def record_eval(self, train_loss: float, val_loss: float, seconds: float) -> EvalRecord:
-        """Fold an eval into the state (best, patience) and metrics.jsonl; its record."""
+        """Fold an eval into the state (best val, the patience counter); its record."""
         state, it = self.state, self.state.iteration
         is_best = val_loss < state.best_val
         if is_best:
@@ -196,8 +188,6 @@ class PreTraining(Job):
             elapsed=self.clock(),
             eval_seconds=seconds,
         )
-        self.pending.append(record)
-        self.flush()
         return record
 
     def next_step(self) -> Step:
@@ -210,14 +200,9 @@ class PreTraining(Job):
     def step_done(self, step: Step, loss: float, seconds: float) -> None:
         self.step_seconds += seconds
         self.step_tokens += step.x.size
-        tok_s = step.x.size / seconds if seconds > 0 else 0.0
-        self.pending.append(StepRecord(step.iteration, loss, step.lr, tok_s, self.clock()))
         self.state.iteration, self.state.evaluated = step.iteration + 1, False
-        if time.monotonic() - self.flushed >= METRICS_FLUSH_SECONDS:
-            self.flush()
 
     def stopped(self) -> None:
-        self.flush()
         self.snapshot()
 
     def failed(self, step: Step, loss: float) -> str:
@@ -232,7 +217,6 @@ class PreTraining(Job):
         return "final", {"iteration": self.state.iteration}
 
     def finish(self, status: str) -> None:
-        self.flush()
         state, it = self.state, self.state.iteration
         if status == "failed":
             self.run.update(status="failed", error=self.failure, iteration=it)

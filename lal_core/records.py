@@ -24,7 +24,9 @@ from typing import Any
 from lal_core.config import ModelConfig, TrainConfig
 from lal_core.errors import CheckpointError, ConfigError
 
-FORMAT_VERSION = 1  # raise it when the layout changes; readers keep reading the older ones
+# Raise it when the layout changes; readers keep reading the older ones. 2: metrics.jsonl logs
+# every event (not only steps and evals), sft_metrics.jsonl, .lock, process.started.
+FORMAT_VERSION = 2
 RUN_STATUSES = ("running", "completed", "early_stopped", "stopped", "failed")
 _KIND_NAMES = {int: "an integer", float: "a number", str: "text", dict: "an object", list: "a list"}
 
@@ -84,6 +86,7 @@ class ProcessInfo:
 
     pid: int = -1
     host: str = ""
+    started: float | None = None  # time.time() when it took the run: a reused pid is not it
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from lal_core import paths
 from lal_core.checkpoint import atomic_write, read_json, write_json
 from lal_core.errors import CheckpointError
 from lal_core.records import (
+    FORMAT_VERSION,
     EvalRecord,
     MetricRecord,
     ProcessInfo,
@@ -33,8 +34,12 @@ from lal_core.records import (
     StepRecord,
     metric_from_json,
 )
+from lal_core.run_lock import Owner, RunLock, current_owner, has_lock_file
 
 CHECKPOINT_KINDS = ("best", "final", "sft")
+EVENT_LOGS = {"train": "metrics.jsonl", "sft": "sft_metrics.jsonl"}
+LOG_FILES = {"train": "train.log", "sft": "sft.log"}  # console output of a dashboard's run
+STOP_FILE = "stop.request"
 
 
 def new_run_id(config_name: str, backend: str, root: Path) -> str:
@@ -54,12 +59,22 @@ class RunDir:
         self.path = Path(path)
 
     @classmethod
-    def create(cls, config_name: str, backend: str, root: Path | None = None) -> RunDir:
+    def create(
+        cls, config_name: str, backend: str, root: Path | None = None, run_id: str | None = None
+    ) -> RunDir:
+        """A new run folder: a fresh id, or `run_id` (a folder that holds nothing but logs yet:
+        the dashboard names the folder first, to send the run's console output there)."""
         root = Path(root) if root is not None else paths.runs_dir()
         root.mkdir(parents=True, exist_ok=True)
-        run_id = new_run_id(config_name, backend, root)
-        (root / run_id).mkdir()
-        return cls(root / run_id)
+        if run_id is None:
+            run_id = new_run_id(config_name, backend, root)
+        elif Path(run_id).name != run_id or run_id in ("", ".", ".."):
+            raise CheckpointError(f"--run-id must be a plain folder name, got {run_id!r}")
+        folder = root / run_id
+        folder.mkdir(exist_ok=True)
+        if any(p.name not in LOG_FILES.values() for p in folder.iterdir()):
+            raise CheckpointError(f"{folder} already holds a run; choose another --run-id")
+        return cls(folder)
 
     @property
     def run_id(self) -> str:
@@ -71,7 +86,45 @@ class RunDir:
 
     @property
     def metrics_path(self) -> Path:
-        return self.path / "metrics.jsonl"
+        return self.path / EVENT_LOGS["train"]
+
+    def event_log(self, job: str = "train") -> Path:
+        """Where the events of a job ("train" or "sft") are logged, a line each."""
+        return self.path / EVENT_LOGS[job]
+
+    def console_log(self, job: str = "train") -> Path:
+        """Where a run started by the dashboard sends its console output."""
+        return self.path / LOG_FILES[job]
+
+    @property
+    def stop_path(self) -> Path:
+        return self.path / STOP_FILE
+
+    def lock(self, job: str) -> RunLock:
+        """The writer's lock: hold it while writing this folder (`with run.lock("train"):`)."""
+        return RunLock(self.path, job)
+
+    def writer(self) -> Owner | None:
+        """The process writing this folder now, if this machine can see one: the holder of its
+        lock, or for a run from before locks, run.json's owner if that process lives."""
+        owner = current_owner(self.path)
+        if owner is not None or has_lock_file(self.path):
+            return owner
+        try:
+            record = self.read()
+        except CheckpointError:
+            return None
+        process = record.process
+        if record.status != "running" or process is None or process.host != socket.gethostname():
+            return None
+        if not _alive(process.pid):
+            return None
+        return Owner(process.pid, process.host, process.started or 0.0, "train")
+
+    def request_stop(self, reason: str) -> None:
+        """Ask the run's writer to stop after its step (it watches for this file, and removes
+        it when it stops)."""
+        write_json(self.stop_path, {"reason": reason, "time": time.time(), "pid": os.getpid()})
 
     def checkpoint(self, kind: str) -> Path:
         if kind not in CHECKPOINT_KINDS:
@@ -96,27 +149,31 @@ class RunDir:
 
     def update(self, **changes: Any) -> RunRecord:
         """Rewrite run.json with these fields changed (and `updated` set to now)."""
-        record = replace(self.read(), **changes, updated=time.time())
+        record = replace(self.read(), **changes, updated=time.time(), format_version=FORMAT_VERSION)
         self.write(record)
         return record
 
-    def append_metrics(self, records: list[MetricRecord]) -> None:
-        if not records:
-            return
-        with open(self.metrics_path, "a") as f:
-            f.write("".join(json.dumps(r.to_json()) + "\n" for r in records))
-            f.flush()
+    def drop_events_after(self, iteration: int, evaluated: bool) -> None:
+        """Forget what the log holds past a resume point (it will happen again), rewriting
+        metrics.jsonl atomically: steps from `iteration` on, the eval and checkpoint at it
+        unless `evaluated`, anything later. Lines without an iteration stay."""
 
-    def drop_metrics_after(self, iteration: int, evaluated: bool) -> None:
-        """Forget records past a resume point: they will be made again (rewritten atomically)."""
+        def keep(line: str) -> bool:
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                return False  # cut off by a crash
+            it = data.get("iter") if isinstance(data, dict) else None
+            if not isinstance(it, int):
+                return True
+            if data.get("type") == "step":
+                return it < iteration
+            if data.get("type") in ("eval", "checkpoint"):
+                return it < iteration or (evaluated and it == iteration)
+            return it <= iteration
 
-        def keep(r: MetricRecord) -> bool:
-            if isinstance(r, EvalRecord):
-                return r.iteration < iteration or (evaluated and r.iteration == iteration)
-            return r.iteration < iteration
-
-        kept = [r for r in self.read_metrics() if keep(r)]
-        text = "".join(json.dumps(r.to_json()) + "\n" for r in kept)
+        lines = self.metrics_path.read_text().splitlines() if self.metrics_path.is_file() else []
+        text = "".join(line + "\n" for line in lines if keep(line))
         atomic_write(self.metrics_path, lambda tmp: tmp.write_text(text))
         # Temp files left by a process killed mid-write: atomic_write's, and safetensors' own.
         for stale in (*self.path.glob(".*.tmp"), *self.path.glob(".tmp*")):
@@ -144,7 +201,7 @@ class RunDir:
 
 
 def process_info() -> ProcessInfo:
-    return ProcessInfo(pid=os.getpid(), host=socket.gethostname())
+    return ProcessInfo(pid=os.getpid(), host=socket.gethostname(), started=time.time())
 
 
 def _alive(pid: int) -> bool:
@@ -157,13 +214,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def live_status(record: RunRecord) -> str:
-    """The status a run really has: `interrupted` when run.json says `running` but its owner,
-    on this host, is gone (killed, or the machine went down)."""
+def live_status(run: RunDir, record: RunRecord) -> str:
+    """The status a run really has: `interrupted` when run.json says `running` but nothing on
+    this host writes it any more (killed, or the machine went down). A run owned by another
+    host is taken at its word."""
     owner = record.process
-    if record.status != "running" or owner is None or owner.host != socket.gethostname():
+    if record.status != "running" or (owner is not None and owner.host != socket.gethostname()):
         return record.status
-    return record.status if _alive(owner.pid) else "interrupted"
+    writer = run.writer()
+    return "running" if writer is not None and writer.job == "train" else "interrupted"
 
 
 @dataclass(frozen=True)
@@ -175,6 +234,7 @@ class RunEntry:
     record: RunRecord | None
     status: str
     error: str | None = None
+    writer: Owner | None = None  # the process writing it now (training or fine-tuning)
 
     @property
     def run_id(self) -> str:
@@ -228,7 +288,7 @@ def read_entry(run: RunDir) -> RunEntry:
         record = run.read()
     except CheckpointError as exc:
         return RunEntry(run.path, None, "damaged", str(exc))
-    return RunEntry(run.path, record, live_status(record))
+    return RunEntry(run.path, record, live_status(run, record), writer=run.writer())
 
 
 def list_runs(root: Path | None = None) -> list[RunEntry]:

@@ -19,11 +19,13 @@ from lal_core import events as ev
 from lal_core.backends import Backend, make_backend
 from lal_core.checkpoint import STATE_FILE, load_state, read_header
 from lal_core.config import ModelConfig, TrainConfig
-from lal_core.errors import LalError
+from lal_core.errors import LalError, describe_failure
+from lal_core.event_log import EventLog
 from lal_core.loop import EventCallback, run_started, run_steps, setup_training
 from lal_core.pretraining import LoopState, PreTraining, evaluate
 from lal_core.records import CorpusInfo, ResumeMark, RunRecord
-from lal_core.runs import RunDir, find_run, live_status, process_info
+from lal_core.run_lock import RunBusy, RunLock
+from lal_core.runs import RunDir, find_run, process_info
 
 __all__ = ["LoopState", "RunResult", "Trainer", "evaluate", "read_state_header", "train"]
 
@@ -41,6 +43,7 @@ class RunResult:
     iteration: int
     best_val: float | None
     best_iter: int | None
+    message: str = ""  # why it failed
 
 
 def read_state_header(path: Path) -> dict:
@@ -68,6 +71,7 @@ class Trainer:
         stop: ev.StopRequest | None = None,
         peak_tflops: float | None = None,
         backend_options: dict[str, Any] | None = None,
+        run_id: str | None = None,
     ) -> None:
         self.model_cfg = model_cfg.validate()
         self.cfg = train_cfg.validate()
@@ -89,6 +93,7 @@ class Trainer:
         self.on_event = on_event or (lambda event: None)
         self.stop = stop or ev.StopRequest()
         self.runs_root = runs_root
+        self.run_id = run_id  # the new run folder's name (None: a fresh one)
         self.run: RunDir | None = None
         self._resume_from: RunDir | None = None
 
@@ -105,9 +110,9 @@ class Trainer:
         """A trainer that continues the run `run_ref` from its last saved state."""
         run = find_run(str(run_ref), runs_root)
         record = run.read()
-        if live_status(record) == "running":
-            pid = record.process.pid if record.process else "?"
-            raise LalError(f"run {run.run_id} is still running (pid {pid})")
+        writer = run.writer()
+        if writer is not None:  # the early word; the lock taken in run_training is the guard
+            raise RunBusy(f"run {run.run_id} is being written by {writer.describe()}")
         if record.train_config is None or record.data is None:
             missing = "train_config" if record.train_config is None else "data"
             raise LalError(f"{run.run_json} is missing {missing!r}; this run cannot be resumed")
@@ -153,34 +158,45 @@ class Trainer:
             f"({len(corpus.train):,} train / {len(corpus.val):,} val tokens)"
         )
 
-    def _start_run(self) -> tuple[RunDir, LoopState]:
-        setup_training(self.backend, self.cfg, self.on_event)
-        if self._resume_from is not None:
-            return self._continue_run(self._resume_from)
-        backend = self.backend
-        run = RunDir.create(self.model_cfg.name, backend.name, self.runs_root)
-        record = RunRecord(
-            run_id=run.run_id,
-            model_config=self.model_cfg,
-            created=time.time(),
-            train_config=self.cfg,
-            backend=backend.name,
-            device=backend.device,
-            backend_options=self.backend_options,
-            n_params=backend.num_parameters(),
-            data=CorpusInfo(**self.corpus.describe()),
-            status="running",
-            process=process_info(),
-        )
-        run.write(record)
-        return run, LoopState()
+    def _claim(self) -> tuple[RunDir, RunLock]:
+        """The run's folder, with its writer's lock held: a new folder, or the resumed one."""
+        try:
+            run = self._resume_from or RunDir.create(
+                self.model_cfg.name, self.backend.name, self.runs_root, self.run_id
+            )
+        except OSError as exc:
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise LalError(f"cannot create the run folder: {exc.strerror or exc}{where}") from None
+        lock = run.lock("train")
+        lock.acquire()
+        run.stop_path.unlink(missing_ok=True)  # a request for a run that has since ended
+        self.stop.watch(run.stop_path)
+        return run, lock
 
-    def _continue_run(self, run: RunDir) -> tuple[RunDir, LoopState]:
+    def _start(self, run: RunDir, emit: EventCallback) -> LoopState:
+        """run.json (new, or the resumed run's marked running again), the backend's setup
+        (announced: compiling takes a while), then a resumed run's weights and optimizer."""
+        if self._resume_from is None:
+            run.write(
+                RunRecord(
+                    run_id=run.run_id,
+                    model_config=self.model_cfg,
+                    created=time.time(),
+                    train_config=self.cfg,
+                    backend=self.backend.name,
+                    device=self.backend.device,
+                    backend_options=self.backend_options,
+                    n_params=self.backend.num_parameters(),
+                    data=CorpusInfo(**self.corpus.describe()),
+                    status="running",
+                    process=process_info(),
+                )
+            )
+            setup_training(self.backend, self.cfg, emit)
+            return LoopState()
         weights, optimizer, saved = load_state(run.path / STATE_FILE, self.model_cfg)
-        self.backend.load_state_dict(weights)
-        self.backend.load_optimizer_state(optimizer)
         state = LoopState.from_dict(saved)
-        run.drop_metrics_after(state.iteration, state.evaluated)
+        run.drop_events_after(state.iteration, state.evaluated)
         mark = ResumeMark(iteration=state.iteration, time=time.time())
         run.update(
             status="running",
@@ -189,39 +205,51 @@ class Trainer:
             resumed=(*run.read().resumed, mark),
             error=None,
         )
-        return run, state
+        setup_training(self.backend, self.cfg, emit)
+        self.backend.load_state_dict(weights)
+        self.backend.load_optimizer_state(optimizer)
+        return state
 
     def run_training(self) -> RunResult:
+        """Take the run's folder (refused in one line if another process writes it), train,
+        and let go of it; every event goes to the folder's log, then to `on_event`."""
+        run, lock = self._claim()
+        self.run = run
+        emit = EventLog(run.metrics_path, then=self.on_event)
         try:
-            self.run, state = self._start_run()
-        except OSError as exc:
-            raise LalError(
-                f"cannot create the run folder: {exc.strerror or exc} ({exc.filename})"
-            ) from None
-        run, b = self.run, self.backend
-        self.on_event(
-            run_started(
-                run,
-                b,
-                "train",
-                self.cfg.max_iters,
-                self._header(run),
-                train_config=self.cfg,
-                corpus=CorpusInfo(**self.corpus.describe()),
+            return self._train(run, emit)
+        finally:
+            emit.close()
+            run.stop_path.unlink(missing_ok=True)
+            lock.release()
+
+    def _train(self, run: RunDir, emit: EventLog) -> RunResult:
+        b = self.backend
+        try:
+            state = self._start(run, emit)
+            emit(
+                run_started(
+                    run,
+                    b,
+                    "train",
+                    self.cfg.max_iters,
+                    self._header(run),
+                    train_config=self.cfg,
+                    corpus=CorpusInfo(**self.corpus.describe()),
+                )
             )
-        )
-        job = PreTraining(self.cfg, b, self.corpus, run, state, self.on_event, self.peak_tflops)
-        try:
-            end = run_steps(b, job, self.on_event, self.stop, job.checkpoints, job.peak)
+            job = PreTraining(self.cfg, b, self.corpus, run, state, emit, self.peak_tflops)
+            end = run_steps(b, job, emit, self.stop, job.checkpoints, job.peak)
         except BaseException as exc:
-            message = str(exc) if isinstance(exc, LalError) else f"{type(exc).__name__}: {exc}"
-            if isinstance(exc, KeyboardInterrupt):
-                message = "interrupted"
-            run.update(status="failed", error=message)
-            self.on_event(ev.RunFailed(message=message, run_dir=run.path))
+            message = describe_failure(exc)
+            if run.run_json.is_file():
+                run.update(status="failed", error=message)
+            emit(ev.RunFailed(message=message, run_dir=run.path))
             raise
         best = job.state.best_val if job.state.best_iter is not None else None
-        return RunResult(run.path, end.status, job.iteration, best, job.state.best_iter)
+        return RunResult(
+            run.path, end.status, job.iteration, best, job.state.best_iter, end.message
+        )
 
 
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, **options: Any) -> RunResult:

@@ -17,20 +17,12 @@ from textual.app import App
 from textual.message import Message
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from lal_core.errors import LalError
+from lal_core.errors import describe_failure as describe_error
 from lal_core.events import RunFailed, StopRequest
 from lal_tui.messages import EngineError, EngineEvent, JobEnded
 
 Post = Callable[[Message], object]
 Job = Callable[[Post, StopRequest], Any]
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line for a notification: a LalError as it is, anything else with its type."""
-    if isinstance(exc, LalError):
-        return str(exc)
-    text = " ".join(str(exc).split()) or "no details"
-    return f"{type(exc).__name__}: {text}"
 
 
 class JobRunner:

@@ -10,7 +10,7 @@ from lal_core import events as ev
 from lal_core.cli import main
 from lal_core.config import TrainConfig
 from lal_core.errors import CheckpointError
-from lal_core.records import EvalRecord, RunRecord, SFTRecord, StepRecord
+from lal_core.records import FORMAT_VERSION, EvalRecord, RunRecord, SFTRecord, StepRecord
 from lal_core.runs import RunDir, find_run, list_runs
 
 # run.json as lal wrote it before the records were typed (format 1), with an SFT entry.
@@ -78,7 +78,12 @@ def test_a_format_1_run_folder_opens_typed_and_rewrites_unchanged(tmp_path):
     assert record.resumed[0].iteration == 20 and record.backend_options == {"compile": False}
     assert isinstance(record.sft, SFTRecord) and record.sft.losses == (3.0, 2.5, 2.0, 1.8, 1.7)
     run.write(record)  # one writer: the same keys and values come back, unknown ones kept
-    assert json.loads(run.run_json.read_text()) == future_key
+    rewritten = json.loads(run.run_json.read_text())
+    assert rewritten.pop("format_version") == FORMAT_VERSION  # written as today's layout
+    assert rewritten.pop("process") == {**future_key["process"], "started": None}
+    assert rewritten == {
+        k: v for k, v in future_key.items() if k not in ("format_version", "process")
+    }
 
 
 def test_a_hand_made_folder_with_few_keys_still_opens(tmp_path):
@@ -90,7 +95,7 @@ def test_a_hand_made_folder_with_few_keys_still_opens(tmp_path):
 @pytest.mark.parametrize(
     "text, words",
     [
-        (json.dumps({**FORMAT_1, "format_version": 2}), "newer than this lal reads"),
+        (json.dumps({**FORMAT_1, "format_version": 99}), "newer than this lal reads"),
         ('{"model_config": ', "not readable JSON"),
         (json.dumps({**FORMAT_1, "iteration": "forty"}), "iteration holds 'forty'"),
         (json.dumps({**FORMAT_1, "model_config": {"name": "x"}}), "unusable config"),
@@ -128,8 +133,8 @@ def test_metrics_read_back_as_written_and_a_cut_line_is_skipped(tmp_path):
             eval_seconds=0.2,
         ),
     ]
-    run.append_metrics(written)
     with open(run.metrics_path, "a") as f:
+        f.write("".join(json.dumps(r.to_json()) + "\n" for r in written))
         f.write('{"type": "future", "x": 1}\n{"type": "step", "iter": 2, "lo')  # cut by a crash
     assert run.read_metrics() == written
     assert run.steps() == written[:1] and run.evals() == written[1:]
@@ -152,6 +157,7 @@ def test_update_rewrites_only_what_changed(tmp_path):
     data = json.loads(run.run_json.read_text())
     assert (data["status"], data["iteration"]) == ("stopped", 41)
     assert data["updated"] > FORMAT_1["updated"]
-    assert {k: v for k, v in data.items() if k not in ("status", "iteration", "updated")} == {
-        k: v for k, v in FORMAT_1.items() if k not in ("status", "iteration", "updated")
+    changed = ("status", "iteration", "updated", "format_version", "process")
+    assert {k: v for k, v in data.items() if k not in changed} == {
+        k: v for k, v in FORMAT_1.items() if k not in changed
     }

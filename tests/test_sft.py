@@ -15,12 +15,14 @@ from lal_core.checkpoint import load_weights, save_weights
 from lal_core.cli import main
 from lal_core.errors import DataError
 from lal_core.events import CheckpointSaved, RunFailed, SFTEpochDone, StepDone, StopRequest
+from lal_core.follow import RunFollower
 from lal_core.records import RunRecord
 from lal_core.runs import RunDir, process_info
 from lal_core.sampling import load_for_sampling
 from lal_core.tokenizer import decode, encode
 
 END = sft.END_MARK
+LOG = "sft_metrics.jsonl"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -256,7 +258,11 @@ def test_a_non_finite_loss_ends_sft_in_one_line_and_writes_nothing(
     failed = [e for e in events if isinstance(e, RunFailed)]
     assert len(failed) == 1 and failed[0].message == result.message
     assert "inf at step 3" in result.message and "\n" not in result.message
-    assert {p.name: sha(p) for p in run.path.iterdir()} == before  # no sft, run.json unchanged
+    # No checkpoint, run.json unchanged; the fine-tune's log says how it ended, for followers.
+    after = {p.name: sha(p) for p in run.path.iterdir() if p.name not in (".lock", LOG)}
+    assert after == before
+    logged = list(RunFollower(run, "sft").events())
+    assert isinstance(logged[-1], RunFailed) and logged[-1].message == result.message
     assert not any(isinstance(e, (CheckpointSaved, SFTEpochDone)) for e in events)
 
 

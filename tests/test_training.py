@@ -64,6 +64,7 @@ def test_short_run_lowers_the_loss(backend, micro_cfg, small_corpus, shakespeare
     # The run folder holds everything the issue lists, and nothing pickled.
     files = sorted(p.name for p in result.run_dir.iterdir())
     assert files == [
+        ".lock",  # the writer's lock (empty once the run is over)
         "best.safetensors",
         "final.safetensors",
         "metrics.jsonl",

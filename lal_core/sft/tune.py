@@ -34,7 +34,8 @@ from lal_core import events as ev
 from lal_core.backends import Backend, make_backend
 from lal_core.checkpoint import load_weights
 from lal_core.config import TrainConfig
-from lal_core.errors import CheckpointError, ConfigError, DataError
+from lal_core.errors import CheckpointError, ConfigError, DataError, describe_failure
+from lal_core.event_log import EventLog
 from lal_core.loop import (
     Checkpoints,
     Clock,
@@ -47,7 +48,7 @@ from lal_core.loop import (
     setup_training,
 )
 from lal_core.records import SFTRecord
-from lal_core.runs import RunDir, find_run, live_status
+from lal_core.runs import RunDir, find_run
 from lal_core.sft.chat_format import (
     BUILTIN_REPEAT,
     Example,
@@ -323,11 +324,34 @@ def run_sft(
     list of pairs (None: the built-in ten). `repeat`: copies of each pair (default 5 for the
     built-in pairs, 1 for a user's). best/final are only read; run.json gets an `sft` entry.
     """
-    emit = on_event or (lambda event: None)
     settings = SFTSettings(epochs, batch_size, lr, seed).validate()
     rundir = run if isinstance(run, RunDir) else find_run(run and str(run), runs_root)
-    model = _base_model(rundir, backend, device, seed)
-    qa, source, repeat = _pairs(pairs, repeat)
+    stop = stop or ev.StopRequest()
+    with rundir.lock("sft"):  # refused in one line while the run trains (or fine-tunes)
+        rundir.stop_path.unlink(missing_ok=True)  # a request for an earlier process
+        stop.watch(rundir.stop_path)
+        rundir.event_log("sft").unlink(missing_ok=True)  # each fine-tune logs afresh
+        emit = EventLog(rundir.event_log("sft"), then=on_event)
+        try:
+            model = _base_model(rundir, backend, device, seed)
+            return _fine_tune_run(rundir, model, settings, _pairs(pairs, repeat), emit, stop)
+        except BaseException as exc:  # said in the log too, so a follower hears why
+            emit(ev.RunFailed(message=describe_failure(exc), run_dir=rundir.path))
+            raise
+        finally:
+            emit.close()
+            rundir.stop_path.unlink(missing_ok=True)
+
+
+def _fine_tune_run(
+    rundir: RunDir,
+    model: Backend,
+    settings: SFTSettings,
+    pairs: tuple[list[QAPair], str, int],
+    emit: EventCallback,
+    stop: ev.StopRequest,
+) -> SFTResult:
+    qa, source, repeat = pairs
     examples = make_examples(qa, model.cfg.block_size, repeat)
     _check_examples(examples, model.cfg.block_size)
     record = SFTRecord(
@@ -341,21 +365,20 @@ def run_sft(
         backend=model.name,
         device=model.device,
     )
+    s = settings
     header = (
         f"sft {rundir.run_id} | from best.safetensors | {len(examples)} examples "
-        f"({len(qa)} pairs x {repeat}) | {epochs} epochs | lr {lr:g} constant | "
-        f"batch {batch_size} | Device: {model.name}/{model.device}"
+        f"({len(qa)} pairs x {repeat}) | {s.epochs} epochs | lr {s.lr:g} constant | "
+        f"batch {s.batch_size} | Device: {model.name}/{model.device}"
     )
-    steps = epochs * math.ceil(len(examples) / batch_size)
+    steps = s.epochs * math.ceil(len(examples) / s.batch_size)
     emit(run_started(rundir, model, "sft", steps, header))
     job = FineTuning(examples, settings, emit, rundir, record)
     return _tune(model, job, stop, Checkpoints(rundir, model, emit))
 
 
 def _base_model(rundir: RunDir, backend: str, device: str | None, seed: int) -> Backend:
-    """A backend holding the run's best checkpoint, which must not be training now."""
-    if live_status(rundir.read()) == "running":
-        raise CheckpointError(f"run {rundir.run_id} is still training; wait for it to finish")
+    """A backend holding the run's best checkpoint."""
     base_path = rundir.checkpoint("best")
     if not base_path.is_file():
         raise CheckpointError(f"run {rundir.run_id} has no best checkpoint to fine-tune")

@@ -1,0 +1,103 @@
+"""`lal runs`, `lal watch` and `lal stop`: the runs in a folder, and the live ones.
+
+A run is its folder and at most one process writing it; these commands only read the folder
+(`lal stop` writes the run's stop file, which its process watches), so they work the same on a
+run started by `lal train`, by the dashboard, or before this terminal was opened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from lal_core.console import Printer
+from lal_core.errors import LalError
+
+NEWEST_LIVE = "run id or folder (default: the newest live run)"
+
+
+def add_parsers(sub) -> None:
+    r = sub.add_parser("runs", help="list past runs")
+    r.add_argument("--runs-dir", default=None)
+
+    w = sub.add_parser("watch", help="print a run's log as it goes, until it ends")
+    w.add_argument(
+        "run", nargs="?", default=None, help="run id or folder (default: the newest live)"
+    )
+    w.add_argument("--sft", action="store_true", help="its fine-tuning, not its training")
+    w.add_argument("--runs-dir", default=None)
+
+    s = sub.add_parser("stop", help="ask a running run to stop after its step and save")
+    s.add_argument(
+        "run", nargs="?", default=None, help="run id or folder (default: the newest live)"
+    )
+    s.add_argument("--no-wait", action="store_true", help="return at once, not when it has stopped")
+    s.add_argument("--runs-dir", default=None)
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from lal_core.runs import list_runs
+
+    runs = list_runs(args.runs_dir)
+    if not runs:
+        print("no runs yet; start one with: lal train --config tiny")
+        return 0
+    heads = ("run", "config", "backend", "best val", "@iter", "iters")
+    print("{:<34} {:<7} {:<8} {:>8} {:>6} {:>6}  status".format(*heads))
+    for r in runs:
+        if r.damaged:
+            blank = "{:<34} {:<7} {:<8} {:>8} {:>6} {:>6}".format(r.run_id, *"??----")
+            print(f"{blank}  damaged: {r.error}")
+            continue
+        best = f"{r.best_val:.4f}" if r.best_val is not None else "-"
+        at = str(r.best_iter) if r.best_iter is not None else "-"
+        print(
+            f"{r.run_id:<34} {r.config:<7} {r.backend:<8} {best:>8} {at:>6} {r.iteration:>6}  "
+            f"{r.status}"
+        )
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from lal_core.follow import RunFollower, live_run
+
+    run = live_run(args.run, args.runs_dir)
+    printer = Printer(failures=True)
+    for event in RunFollower(run, "sft" if args.sft else "train").events():
+        printer(event)
+    if not printer.printed:
+        what = "fine-tuning" if args.sft else "training"
+        print(f"run {run.run_id} has no {what} events logged (a run from an older lal?)")
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from lal_core.follow import live_run
+    from lal_core.runs import read_entry
+
+    run = live_run(args.run, args.runs_dir)
+    writer = run.writer()
+    entry = read_entry(run)
+    owner = entry.record.process if entry.record else None
+    if writer is None and entry.status == "running" and owner is not None:
+        writer_host = owner.host  # run.json says running, on a host this one cannot see into
+        raise LalError(
+            f"run {run.run_id} runs on {writer_host}: follow it from here (lal watch "
+            f"{run.run_id}), stop it there"
+        )
+    if writer is None:
+        raise LalError(f"run {run.run_id} is not running ({entry.status}); nothing to stop")
+    if not writer.here:
+        raise LalError(
+            f"run {run.run_id} runs on {writer.host}: follow it from here (lal watch "
+            f"{run.run_id}), stop it there"
+        )
+    run.request_stop("lal stop")
+    print(f"asked run {run.run_id}, {writer.describe()}, to stop after its step", flush=True)
+    if args.no_wait:
+        return 0
+    while run.writer() is not None:
+        time.sleep(0.2)
+    done = read_entry(run)
+    print(f"run {run.run_id} is {done.status} at iter {done.iteration}", flush=True)
+    return 0

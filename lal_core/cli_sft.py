@@ -1,0 +1,151 @@
+"""`lal sft` and `lal chat`: fine-tune a run into a small chat model, and ask it."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lal_core import sampling
+from lal_core.console import EXIT_ERROR, EXIT_INTERRUPTED, Printer, StopOnSignals
+from lal_core.flags import number, positive_int
+
+
+def add_int8_head_switch(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-int8-head",
+        action="store_true",
+        help="keep the output head in bfloat16 (torch, on a CPU without native bf16, samples "
+        "with an int8 head by default)",
+    )
+
+
+def sampling_options(args: argparse.Namespace) -> dict:
+    return {"int8_head": False} if args.no_int8_head else {}
+
+
+def add_parsers(sub, backends) -> None:
+    f = sub.add_parser("sft", help="fine-tune a run's best checkpoint into a small chat model")
+    f.add_argument("run", nargs="?", default=None, help="run id or folder (default: the newest)")
+    f.add_argument("--epochs", type=positive_int, default=5)
+    f.add_argument("--pairs", default=None, help='JSON lines {"question": ..., "answer": ...}')
+    f.add_argument(
+        "--repeat",
+        type=positive_int,
+        default=None,
+        help="copies of each pair (default: 5, 1 for --pairs)",
+    )
+    f.add_argument("--lr", type=number, default=None, help="constant learning rate (default: 3e-4)")
+    f.add_argument("--batch-size", type=positive_int, default=None, help="default: 4")
+    f.add_argument("--seed", type=int, default=None, help="shuffling and the comparison's sampling")
+    f.add_argument("--backend", default="torch", choices=list(backends))
+    f.add_argument("--device", default=None)
+    f.add_argument("--tokens", type=positive_int, default=60, help="per answer in the comparison")
+    f.add_argument(
+        "--no-compare", action="store_true", help="skip the before/after answers at the end"
+    )
+    f.add_argument("--runs-dir", default=None)
+
+    c = sub.add_parser("chat", help="ask the fine-tuned model a question")
+    c.add_argument("run", nargs="?", default=None, help="run id, folder or .safetensors file")
+    c.add_argument("question")
+    c.add_argument("--base", action="store_true", help="answer with the base (best) checkpoint")
+    c.add_argument("--tokens", type=positive_int, default=100)
+    c.add_argument("--temperature", type=number, default=sampling.DEFAULT_TEMPERATURE)
+    c.add_argument("--top-k", type=int, default=sampling.DEFAULT_TOP_K)
+    c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--backend", default="torch", choices=list(backends))
+    c.add_argument("--device", default=None)
+    c.add_argument("--runs-dir", default=None)
+    add_int8_head_switch(c)
+
+
+def cmd_sft(args: argparse.Namespace) -> int:
+    import warnings
+
+    from lal_core import sft
+    from lal_core.events import StopRequest
+    from lal_core.sampling import load_for_sampling
+
+    stop = StopRequest()
+    seed = sft.DEFAULT_SEED if args.seed is None else args.seed
+    with warnings.catch_warnings(record=True) as caught, StopOnSignals(stop):
+        warnings.simplefilter("always", sft.SFTWarning)
+        result = sft.run_sft(
+            args.run,
+            pairs=args.pairs,
+            repeat=args.repeat,
+            epochs=args.epochs,
+            batch_size=args.batch_size or sft.DEFAULT_BATCH_SIZE,
+            lr=sft.DEFAULT_LR if args.lr is None else args.lr,
+            seed=seed,
+            backend=args.backend,
+            device=args.device,
+            runs_root=args.runs_dir,
+            on_event=Printer(),
+            stop=stop,
+        )
+    for w in caught:
+        print(f"lal: warning: {w.message}", file=sys.stderr)
+    if result.status == "failed":
+        print(f"lal: error: {result.message}", file=sys.stderr)
+        return EXIT_ERROR
+    if result.status == "stopped":
+        print(f"stopped ({stop.reason}); the partly fine-tuned weights are in {result.checkpoint}")
+        return EXIT_INTERRUPTED
+    assert result.checkpoint is not None and result.backend is not None
+    if args.no_compare:
+        return 0
+    base = load_for_sampling(
+        result.checkpoint.with_name("best.safetensors"), args.backend, args.device
+    )
+    trained = [
+        p.question for p in (sft.load_pairs(args.pairs) if args.pairs else sft.builtin_pairs())
+    ]
+    rows = sft.compare(
+        base, result.backend, trained_questions=trained, max_new_tokens=args.tokens, seed=seed
+    )
+    print()
+    print(sft.format_comparison(rows), end="", flush=True)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from lal_core.errors import CheckpointError
+    from lal_core.runs import find_run
+    from lal_core.sampling import check_sampling_args, load_for_sampling
+    from lal_core.sft import stream_answer
+
+    check_sampling_args(args.temperature, args.top_k, args.tokens)
+    if args.run and Path(args.run).is_file():
+        path = Path(args.run)
+    else:
+        run = find_run(args.run, args.runs_dir)
+        path = run.checkpoint("best" if args.base else "sft")
+        if not path.is_file() and args.base:
+            raise CheckpointError(f"run {run.run_id} has no best checkpoint ({path.name})")
+        if not path.is_file():
+            raise CheckpointError(
+                f"run {run.run_id} has no fine-tuned checkpoint yet; "
+                f"run first: lal sft {run.run_id}"
+            )
+    backend = load_for_sampling(path, args.backend, args.device, **sampling_options(args))
+    out = sys.stdout
+    pieces = stream_answer(
+        backend,
+        args.question,
+        max_new_tokens=args.tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+    )
+    started = False
+    for piece in pieces:
+        if not started:
+            piece = piece.lstrip()
+            started = bool(piece)
+        out.write(piece)
+        out.flush()
+    out.write("\n")
+    return 0
