@@ -16,6 +16,7 @@ from typing import Any
 
 from lal_core.backends import BACKENDS
 from lal_core.config import MODEL_CONFIGS, ModelConfig, TrainConfig, get_model_config
+from lal_core.errors import ConfigError
 
 DEFAULT_CONFIG = "tiny"
 DEFAULT_BACKEND = "torch"
@@ -133,6 +134,37 @@ class RunRequest:
             "peak_tflops": self.peak_tflops,
             "backend_options": self.backend_options,
         }
+
+
+def request_argv(request: RunRequest) -> list[str]:
+    """`lal train` flags that ask for exactly this run (the dashboard starts its runs so)."""
+    cfg, base = request.model_config, get_model_config(request.model_config.name)
+    if replace(cfg, dropout=base.dropout) != base:
+        raise ConfigError(f"the model config {cfg.name!r} is not one `lal train` knows")
+    argv = ["--config", cfg.name, "--backend", request.backend]
+    if cfg.dropout != base.dropout:
+        argv += ["--dropout", repr(cfg.dropout)]
+    defaults = TrainConfig()
+    for f in recipe_fields():
+        value = getattr(request.train_config, f.name)
+        if value != getattr(defaults, f.name):
+            argv += [flag_name(f.name), repr(value)]
+    options = request.backend_options
+    if options.get("dtype"):
+        argv += ["--dtype", options["dtype"]]
+    if options.get("compile") is False:
+        argv.append("--no-compile")
+    if options.get("recompute") is not None:
+        argv.append("--recompute" if options["recompute"] else "--no-recompute")
+    for flag, value in (
+        ("--device", request.device),
+        ("--data", request.data),
+        ("--runs-dir", request.runs_dir),
+        ("--peak-tflops", request.peak_tflops),
+    ):
+        if value is not None:
+            argv += [flag, str(value)]
+    return argv
 
 
 def backend_options(args: argparse.Namespace) -> dict[str, Any]:
