@@ -26,6 +26,7 @@ from lal_core.event_log import event_from_json, event_time
 from lal_core.runs import RunDir, RunEntry, find_run, list_runs
 
 POLL_SECONDS = 0.1
+START_GRACE_SECONDS = 2.0  # a folder made a moment ago may not have its writer's lock yet
 
 
 class RunFollower:
@@ -67,12 +68,13 @@ class RunFollower:
         """The log's events, then new ones as they are written, until the run ends (or `stop`
         is set). A finished run's history comes at once."""
         path, offset, partial = self.run.event_log(self.job), 0, b""
+        grace = time.monotonic() + START_GRACE_SECONDS
         while True:
             chunk = _read_from(path, offset)
             if not chunk:
                 if stop is not None and stop.is_set():
                     return
-                if not self.writing():
+                if not self.writing() and (offset or time.monotonic() > grace):
                     break
                 time.sleep(self.poll)
                 continue

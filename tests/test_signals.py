@@ -21,6 +21,7 @@ from conftest import call_main
 from lal_core import cli
 from lal_core.checkpoint import STATE_FILE, load_state, load_weights
 from lal_core.config import ModelConfig
+from lal_core.follow import RunFollower
 from lal_core.runs import RunDir, list_runs
 
 # `lal ARGS` with a patch run first: the patch stands for a moment in the process's life that
@@ -258,8 +259,10 @@ def test_sigkill_in_the_middle_of_a_save(target, nth, isolated_home, short_corpu
     if target == STATE_FILE:
         assert load_state(run / STATE_FILE, run_config(run))[2]["iteration"] < 4
     assert_shown_as(run, "interrupted", capsys)
+    followed = list(RunFollower(RunDir(run)).events())  # what a follower (a dashboard) sees
+    assert followed[-1].status == "interrupted" and RunDir(run).writer() is None
 
-    resume_to_the_end(run, capsys)
+    resume_to_the_end(run, capsys)  # at once: the kill released the lock
     steps = [r.iteration for r in RunDir(run).steps()]
     assert steps == list(range(4))  # each step once: the killed session's extras were dropped
 
