@@ -51,9 +51,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
             continue
         best = f"{r.best_val:.4f}" if r.best_val is not None else "-"
         at = str(r.best_iter) if r.best_iter is not None else "-"
+        status = r.status
+        if r.writer is not None and r.writer.job == "sft":
+            status += ", fine-tuning now"
         print(
             f"{r.run_id:<34} {r.config:<7} {r.backend:<8} {best:>8} {at:>6} {r.iteration:>6}  "
-            f"{r.status}"
+            f"{status}"
         )
     return 0
 

@@ -119,6 +119,8 @@ def test_a_second_writer_is_refused_and_changes_nothing(short_corpus, isolated_h
         assert f"pid {os.getpid()} on {socket.gethostname()}" in err
         with pytest.raises(RunBusy, match="being written by training"):
             Trainer.resume(run.path, max_iters=20)
+        assert main(["sft", run.run_id]) == 1  # fine-tuning is a writer too
+        assert "being written by training" in capsys.readouterr().err
         assert files() == before
         assert [e.writer.pid for e in list_runs()] == [os.getpid()]
     assert Trainer.resume(run.path, max_iters=6).run_training().status == "completed"
