@@ -23,15 +23,7 @@ from lal_core import events as ev
 from lal_core.backends import Backend
 from lal_core.config import TrainConfig
 from lal_core.flops import mfu
-from lal_core.loop import (
-    Checkpoints,
-    Clock,
-    EventCallback,
-    Job,
-    Step,
-    format_elapsed,
-    peak_flops,
-)
+from lal_core.loop import Checkpoints, Clock, EventCallback, Job, Step, format_elapsed, peak_flops
 from lal_core.records import EvalRecord
 from lal_core.runs import RunDir
 from lal_core.schedule import lr_at
