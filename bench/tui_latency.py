@@ -1,18 +1,22 @@
-"""Dashboard latency and overhead, while a real training run goes on.
+"""Dashboard latency while a run trains as its own process, and what following it costs.
 
     uv run python bench/tui_latency.py [--config tiny] [--iters 200] [--eval-interval 100]
-                                       [--batch-size 16] [--data PATH] [--presses 30]
+                                       [--batch-size 16] [--data PATH] [--device D] [--presses 30]
 
-1. Trains with the command line (`lal train`, a subprocess) and reads the run's training time
-   (the `elapsed` of the last record in its metrics.jsonl).
-2. Trains the same config in the dashboard (headless, `App.run_test` at 100x30) and, while it
-   runs, sends pane keys (2 <-> 3) the way a terminal's keys arrive (through the driver): the
-   latency is the time from the key until the new pane is active ("handled") and until the
-   next frame is handed to the terminal ("on screen"). Then reads that run's training time the
-   same way.
+1. Trains with the command line (`lal train`, a subprocess) and reads its training tokens/s
+   from the run's metrics.jsonl (tokens trained over the training time, the `elapsed` of its
+   last record; and the median of its steps' own tok/s).
+2. Starts the same run from the dashboard (headless, `App.run_test` at 100x30) as `t` does:
+   a `lal train` child process of its own, which the dashboard follows through the run folder.
+   While it trains, sends pane keys (2 <-> 3) the way a terminal's keys arrive (through the
+   driver): the latency is the time from the key until the new pane is active ("handled") and
+   until the next frame is handed to the terminal ("on screen"). The dashboard's follower is
+   timed too: for each step, from the run's wall-clock time of its log line (the step's end,
+   `RunFollower.last_time`) to the moment the follower yielded it.
+3. Reads the child's training tokens/s the same way as in 1.
 
-Prints both, and how much slower training was inside the dashboard. The figures drift on a
-shared machine: run it twice, and compare runs made on the same machine only.
+Prints the medians and p95s, and how the dashboard's child trained against `lal train`. The
+figures drift on a shared machine: run it twice, and compare runs made on the same machine only.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import asyncio
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -34,20 +39,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from textual import events  # noqa: E402
 
 from lal_core.config import TrainConfig, get_model_config  # noqa: E402
+from lal_core.events import StepDone  # noqa: E402
 from lal_core.flags import RunRequest  # noqa: E402
+from lal_core.follow import RunFollower  # noqa: E402
+from lal_tui import engine_jobs  # noqa: E402
 from lal_tui.app import LalApp  # noqa: E402
+from lal_tui.launcher import ProcessLauncher  # noqa: E402
 from lal_tui.settings import Settings  # noqa: E402
 
 
-def training_seconds(runs_dir: Path) -> tuple[float, int]:
-    """(elapsed of the last metrics record, steps) of the only run under runs_dir."""
+def training_rate(runs_dir: Path, batch_size: int) -> tuple[float, float, int]:
+    """(tokens/s over the training time, median step tok/s, steps) of the only run there."""
     (run,) = [p for p in runs_dir.iterdir() if (p / "run.json").is_file()]
+    block = json.loads((run / "run.json").read_text())["model_config"]["block_size"]
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    steps = sum(r["type"] == "step" for r in records)
-    return max(r["elapsed"] for r in records), steps
+    timed = [r for r in records if r.get("type") in ("step", "eval")]
+    steps = [r for r in records if r.get("type") == "step"]
+    seconds = max(r["elapsed"] for r in timed)
+    rate = len(steps) * batch_size * block / seconds if seconds > 0 else 0.0
+    return rate, statistics.median(r["tok_s"] for r in steps[1:] or steps), len(steps)
 
 
-def cli_run(args, runs_dir: Path) -> float:
+def cli_run(args, runs_dir: Path) -> tuple[float, float, int]:
     cmd = [
         sys.executable, "-m", "lal_core.cli", "train",
         "--config", args.config,
@@ -61,7 +74,19 @@ def cli_run(args, runs_dir: Path) -> float:
     if args.device:
         cmd += ["--device", args.device]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return training_seconds(runs_dir)[0]
+    return training_rate(runs_dir, args.batch_size)
+
+
+class TimedFollower(RunFollower):
+    """The dashboard's follower, timing each step from its end in the run to its yield here."""
+
+    delays: list[float] = []
+
+    def events(self, stop=None):
+        for event in super().events(stop):
+            if isinstance(event, StepDone) and self.last_time is not None:
+                TimedFollower.delays.append(time.time() - self.last_time)
+            yield event
 
 
 async def switch_panes(app, frames: list[float], presses: int, while_training: bool):
@@ -72,7 +97,7 @@ async def switch_panes(app, frames: list[float], presses: int, while_training: b
     while len(shown) < presses and (app.running("train") or not while_training):
         key = "3" if target == "sample" else "2"
         # the way a terminal's key arrives: from the driver into the app's queue (the pilot's
-        # press() also waits for the process to go idle, which it never is while training)
+        # press() also waits for the process to go idle, which it never is while following)
         event = events.Key(key, key)
         event.set_sender(app)
         t0 = time.perf_counter()
@@ -89,7 +114,7 @@ async def switch_panes(app, frames: list[float], presses: int, while_training: b
     return handled, shown
 
 
-async def dashboard_run(args, runs_dir: Path):
+async def dashboard_run(args, runs_dir: Path, launcher: ProcessLauncher):
     recipe = TrainConfig(
         max_iters=args.iters, eval_interval=args.eval_interval, batch_size=args.batch_size
     )
@@ -100,7 +125,7 @@ async def dashboard_run(args, runs_dir: Path):
         device=args.device,
         runs_dir=runs_dir,
     )
-    app = LalApp(Settings(request=request))
+    app = LalApp(Settings(request=request), launcher=launcher)
     async with app.run_test(size=(100, 30)) as pilot:
         # Frames: the app hands each screen update to _display (headless: then drops it).
         frames: list[float] = []
@@ -114,25 +139,41 @@ async def dashboard_run(args, runs_dir: Path):
         await app.workers.wait_for_complete()  # the startup probes (torch import, corpus)
         await pilot.pause(0.5)
         idle = await switch_panes(app, frames, 10, while_training=False)
-        await pilot.press("t")
+        await pilot.press("t")  # a `lal train` child; the Train pane follows its folder
         pane = app.query_one("#train-pane")
         while not pane.plot.step_iters and app.running("train"):
             await asyncio.sleep(0.05)
         busy = await switch_panes(app, frames, args.presses, while_training=True)
-        await app.jobs.worker("train").wait()
+        await app.jobs.worker("train").wait()  # until the child has saved and exited
         await pilot.pause(0.2)
-    return training_seconds(runs_dir)[0], idle, busy
+    return training_rate(runs_dir, args.batch_size), idle, busy
 
 
-def ms(values: list[float]) -> str:
+def ms(values: list[float], what: str = "presses") -> str:
     if not values:
-        return "no presses (the run ended first; raise --iters)"
+        return f"no {what} (the run ended first; raise --iters)"
     values = sorted(values)
     p95 = values[min(len(values) - 1, round(0.95 * (len(values) - 1)))]
     return (
         f"median {statistics.median(values) * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms, "
-        f"max {values[-1] * 1000:.1f} ms over {len(values)} presses"
+        f"max {values[-1] * 1000:.1f} ms over {len(values)} {what}"
     )
+
+
+def run_both(args) -> tuple:
+    engine_jobs.RunFollower = TimedFollower  # the dashboard's follow job builds this one
+    launcher = ProcessLauncher()
+    with tempfile.TemporaryDirectory() as tmp:
+        cli_dir, tui_dir = Path(tmp) / "cli", Path(tmp) / "tui"
+        cli = cli_run(args, cli_dir)
+        try:
+            tui, idle, busy = asyncio.run(dashboard_run(args, tui_dir, launcher))
+        finally:  # a child left by a failure goes with the bench
+            for child in launcher.children:
+                if child.poll() is None:
+                    os.killpg(child.pid, signal.SIGTERM)
+                child.wait()
+    return cli, tui, idle, busy
 
 
 def main() -> None:
@@ -146,19 +187,21 @@ def main() -> None:
     parser.add_argument("--presses", type=int, default=30)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        cli_dir, tui_dir = Path(tmp) / "cli", Path(tmp) / "tui"
-        cli_s = cli_run(args, cli_dir)
-        tui_s, idle, busy = asyncio.run(dashboard_run(args, tui_dir))
-
+    cli, tui, idle, busy = run_both(args)
     print(f"config {args.config}, {args.iters} iterations, batch {args.batch_size}, "
           f"eval every {args.eval_interval}")  # fmt: skip
-    print(f"training time, command line: {cli_s:.2f} s")
-    print(f"training time, dashboard:    {tui_s:.2f} s ({(tui_s / cli_s - 1) * 100:+.1f}%)")
+    for name, (rate, step_rate, steps) in (
+        ("lal train:          ", cli),
+        ("dashboard's child:  ", tui),
+    ):
+        print(f"training, {name} {rate:,.0f} tok/s over the run, median step {step_rate:,.0f} "
+              f"tok/s ({steps} steps)")  # fmt: skip
+    print(f"dashboard's child against lal train: {(tui[0] / cli[0] - 1) * 100:+.1f}% tok/s")
     print(f"idle app, key to pane switch handled: {ms(idle[0])}")
     print(f"idle app, key to new pane on screen:  {ms(idle[1])}")
     print(f"training, key to pane switch handled: {ms(busy[0])}")
     print(f"training, key to new pane on screen:  {ms(busy[1])}")
+    print(f"step end in the run to its event at the follower: {ms(TimedFollower.delays, 'steps')}")
 
 
 if __name__ == "__main__":

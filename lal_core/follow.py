@@ -69,18 +69,23 @@ class RunFollower:
         is set). A finished run's history comes at once."""
         path, offset, partial = self.run.event_log(self.job), 0, b""
         grace = time.monotonic() + START_GRACE_SECONDS
-        while True:
+        while stop is None or not stop.is_set():
+            valid = _still_valid(path, offset)
+            offset, partial = valid, partial if valid == offset else b""
             chunk = _read_from(path, offset)
             if not chunk:
-                if stop is not None and stop.is_set():
-                    return
                 if not self.writing() and (offset or time.monotonic() > grace):
                     break
                 time.sleep(self.poll)
                 continue
             offset += len(chunk)
             *lines, partial = (partial + chunk).split(b"\n")
-            yield from self._parse(lines)
+            for event in self._parse(lines):
+                yield event
+                if stop is not None and stop.is_set():
+                    return
+        else:
+            return
         # Nothing writes it now: what it wrote is all there. Read once more, then say so.
         *lines, _cut = (partial + _read_from(path, offset)).split(b"\n")
         yield from self._parse(lines)
@@ -129,6 +134,15 @@ class RunFollower:
 
 
 _HOST = socket.gethostname()
+
+
+def _still_valid(path: Path, offset: int) -> int:
+    """Where to read on from: a resume rewrites the log with the lines it keeps first, as they
+    were, so a position past the file's new end moves back to that end."""
+    try:
+        return min(offset, path.stat().st_size)
+    except FileNotFoundError:
+        return 0
 
 
 def _read_from(path: Path, offset: int) -> bytes:

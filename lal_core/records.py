@@ -39,6 +39,11 @@ def _json_kind(hint: Any) -> type:
     return list if origin is tuple else origin
 
 
+def _optional(hint: Any) -> bool:
+    """Whether a field's annotation admits None (`float | None`): a null is its value then."""
+    return type(None) in typing.get_args(hint)
+
+
 def checked(data: dict[str, Any], key: str, kind: type, default: Any = None) -> Any:
     """data[key] if it has the JSON type `kind`, `default` if absent or null; else a one-line
     CheckpointError naming the key."""
@@ -65,7 +70,7 @@ def read_fields(cls: type, data: dict[str, Any], keys: dict[str, str] | None = N
         required = f.default is MISSING and f.default_factory is MISSING
         default = f.default_factory() if f.default_factory is not MISSING else f.default
         value = checked(data, key, _json_kind(hints[f.name]), None if required else default)
-        if value is None and required:
+        if value is None and required and not (key in data and _optional(hints[f.name])):
             raise CheckpointError(f"{key} is missing")
         values[f.name] = value
     return cls(**values)

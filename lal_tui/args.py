@@ -1,5 +1,5 @@
 """`lal-tui`'s flags: the engine's run flags (`lal_core.flags`, shared with `lal train`) and the
-dashboard's own two, --train and --theme."""
+dashboard's own, --train, --attach and --theme."""
 
 from __future__ import annotations
 
@@ -8,21 +8,38 @@ from collections.abc import Sequence
 
 from lal_core.errors import LalError
 from lal_core.flags import add_run_flags, run_request
+from lal_core.follow import live_run
 from lal_tui.settings import Settings
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, as `lal` says it, instead of usage + message
+        self.exit(EXIT_USAGE, f"lal-tui: error: {message} (see: lal-tui --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="lal-tui",
         description="The lal dashboard: configure, train, watch, sample and fine-tune a small "
         "GPT from one terminal. Keys: 1-5 panes, t train, x stop, ? help, q quit.",
-        epilog="Over SSH, run it in tmux so a dropped link does not end a run: "
-        "tmux new -s lal 'uv run lal-tui --config tiny --train'",
+        epilog="A run started here is a process of its own: quit, close the terminal or lose "
+        "the SSH link and it goes on; follow it again with: lal-tui --attach",
     )
     add_run_flags(parser)
     own = parser.add_argument_group("dashboard")
     own.add_argument(
         "--train", action="store_true", help="start training at once with the given settings"
+    )
+    own.add_argument(
+        "--attach",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="RUN",
+        help="follow a run in the Train pane: RUN (id or folder; a finished one shows its "
+        "history), or without RUN the newest live run",
     )
     own.add_argument(
         "--theme",
@@ -34,19 +51,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """The settings the parsed flags ask for; a bad value is a one-line LalError."""
-    return Settings(request=run_request(args), train_now=args.train, theme=args.theme)
+    """The settings the parsed flags ask for; a bad value, or a run to attach to that is not
+    there, is a one-line LalError."""
+    request = run_request(args)
+    attach = None
+    if args.attach is not None:
+        if args.train:
+            raise LalError("--train starts a new run, --attach follows one: choose one")
+        attach = live_run(args.attach or None, request.runs_dir).path
+    return Settings(request=request, train_now=args.train, attach=attach, theme=args.theme)
 
 
 def parse_settings(argv: Sequence[str] | None, themes: Sequence[str] = ()) -> Settings:
-    """Settings from a command line; a bad flag or value, or a theme not in `themes`, exits 2
-    with one line, as argparse does."""
+    """Settings from a command line; a bad flag or value, a run to attach to that is not there,
+    or a theme not in `themes`, exits 2 with one line."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args)
-    except LalError as exc:
-        parser.error(str(exc))
+    except LalError as exc:  # one line, as `lal` says it
+        parser.exit(EXIT_USAGE, f"lal-tui: error: {exc}\n")
     if args.theme and themes and args.theme not in themes:
         parser.error(f"unknown theme {args.theme!r}; choose one of: " + ", ".join(sorted(themes)))
     return settings

@@ -1,9 +1,10 @@
-"""The engine jobs the dashboard runs with `lal_tui.jobs.JobRunner`: train, resume, fine-tune,
-sample, answer a chat question, count a corpus.
+"""The engine jobs the dashboard runs with `lal_tui.jobs.JobRunner`: follow a run (training
+or fine-tuning, each a process of its own: `lal_tui.launcher`), sample, answer a chat question,
+count a corpus.
 
 Each factory returns a `job(post, stop)` that only calls the engine's API and posts messages.
-Engine modules are imported inside the job, on its thread, so the dashboard shows at once
-instead of waiting for torch to import.
+Engine modules that import torch are imported inside the job, on its thread, so the dashboard
+shows at once instead of waiting for torch to import.
 """
 
 from __future__ import annotations
@@ -14,65 +15,62 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lal_core.events import Event, StopRequest
+from lal_core.errors import LalError
+from lal_core.events import RunFailed, RunFinished, StopRequest
 from lal_core.flags import RunRequest
+from lal_core.follow import POLL_SECONDS, RunFollower
+from lal_core.runs import RunDir
 from lal_tui import messages as msg
 from lal_tui.jobs import Job, Post
+from lal_tui.launcher import Launch
 
 ANSWER_TOKENS = 60
 
 
-def training(request: RunRequest) -> Job:
-    """A new run with exactly what `request` holds: configs, place and backend switches."""
+def following(path: Path, job: str = "train", launch: Launch | None = None) -> Job:
+    """Follow one job's log ("train" or "sft") in a run folder: its events, past and live, as
+    TrainEvent or SFTEvent, until the run ends (or the job is stopped: the run goes on).
+    `launch`: the run was started here; its log is read once it has begun to write it, and
+    if it ends without a word, the last line of its console output is the error."""
+    wrap = msg.TrainEvent if job == "train" else msg.SFTEvent
 
-    def job(post: Post, stop: StopRequest):
-        from lal_core.trainer import Trainer
+    def follow(post: Post, stop: StopRequest):
+        if launch is not None and not wait_for_session(launch, stop):
+            if launch.running():
+                return None  # no longer followed before it began: it goes on
+            failure = None if launch.interrupted else launch.failure()
+            launch.discard()
+            if failure is not None:
+                raise LalError(failure)
+            return None
+        starting = launch.running if launch is not None else None
+        run = RunDir(path)
+        follower = RunFollower(run, job, starting=starting)
+        seen, ended = 0, None
+        for event in follower.events(stop=stop):
+            seen, ended = seen + 1, event
+            post(wrap(event))
+        if stop.is_set():
+            return None  # no longer followed: the run goes on
+        if not seen:
+            what = "training" if job == "train" else "fine-tuning"
+            raise LalError(
+                f"run {path.name} has no {what} events logged (a run from an older lal?)"
+            )
+        return ended if isinstance(ended, RunFinished | RunFailed) else None
 
-        def on_event(event: Event) -> None:
-            post(msg.TrainEvent(event))
-
-        options = request.trainer_options()
-        trainer = Trainer(
-            request.model_config, request.train_config, on_event=on_event, stop=stop, **options
-        )
-        return trainer.run_training()
-
-    return job
+    return follow
 
 
-def resuming(run_path: Path, runs_dir: Path | None) -> Job:
-    """Continue a stopped or interrupted run from its last saved state, with its own settings."""
-
-    def job(post: Post, stop: StopRequest):
-        from lal_core.trainer import Trainer
-
-        def on_event(event: Event) -> None:
-            post(msg.TrainEvent(event))
-
-        return Trainer.resume(run_path, runs_dir, on_event=on_event, stop=stop).run_training()
-
-    return job
-
-
-def fine_tuning(run_path: str, where: RunRequest) -> Job:
-    """SFT of the run's best checkpoint, on the backend and device the dashboard was given."""
-
-    def job(post: Post, stop: StopRequest):
-        from lal_core.sft import run_sft
-
-        def on_event(event: Event) -> None:
-            post(msg.SFTEvent(event))
-
-        return run_sft(
-            run_path,
-            backend=where.backend,
-            device=where.device,
-            runs_root=where.runs_dir,
-            on_event=on_event,
-            stop=stop,
-        )
-
-    return job
+def wait_for_session(launch: Launch, stop: StopRequest) -> bool:
+    """Wait until the launched run logs its first event (True), or ends or `stop` is set first."""
+    while not launch.session_begun():
+        if not launch.running():
+            return launch.session_begun()
+        if stop.is_set():
+            return False
+        time.sleep(POLL_SECONDS)
+    return True
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,17 @@ A job is a callable `job(post, stop)`: it does blocking engine work, reports pro
 `post(message)` (thread-safe, never blocks) and checks `stop` every step or token. The runner
 gives each group ("train", "sft", "sample", "ask", "corpus") one worker at a time and its own
 StopRequest, turns any exception into one `EngineError` line, and posts `JobEnded` last, from
-the job's own thread, so it arrives after everything the job posted.
+the job's own thread, so it arrives after everything the job posted. A new job of a group stops
+the one before it; what the old one still posts is dropped (its JobEnded aside, which the app
+tells apart with `is_current`).
+
+No job here trains: runs are processes of their own (`lal_tui.launcher`), and the "train" and
+"sft" jobs only follow them, so stopping a job (quitting, following another run) leaves the
+run going.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -30,21 +35,17 @@ class JobRunner:
 
     def __init__(self, app: App) -> None:
         self.app = app
-        # Set while no job that writes a run folder is going: SIGHUP waits on it to exit.
-        self.idle = threading.Event()
-        self.idle.set()
-        self._saving = 0
-        self._lock = threading.Lock()
         self._workers: dict[str, Worker] = {}
         self._stops: dict[str, StopRequest] = {}
 
-    def start(self, group: str, job: Job, *, saves: bool = False) -> Worker:
-        """Run `job` on a new thread worker of `group`; `saves`: it writes a run folder (training,
-        fine-tuning), so quitting on SIGHUP waits for it to return."""
+    def start(self, group: str, job: Job) -> Worker:
+        """Run `job` on a new thread worker of `group`, stopping the group's job before it."""
+        if group in self._stops:
+            self._stops[group].set("superseded")
         stop = StopRequest()
         self._stops[group] = stop
         worker = self.app.run_worker(
-            lambda: self._run(group, job, stop, saves),
+            lambda: self._run(group, job, stop),
             name=group,
             group=group,
             thread=True,
@@ -54,37 +55,27 @@ class JobRunner:
         self._workers[group] = worker
         return worker
 
-    def _run(self, group: str, job: Job, stop: StopRequest, saves: bool) -> Any:
+    def _run(self, group: str, job: Job, stop: StopRequest) -> Any:
         worker = get_current_worker()
         reported = False  # the engine already said it failed (RunFailed): one message is enough
 
         def post(message: Message) -> None:
             nonlocal reported
+            if not (isinstance(message, JobEnded) or self.is_current(worker)):
+                return  # superseded: a newer job of the group speaks for it now
             if isinstance(message, EngineEvent) and isinstance(message.event, RunFailed):
                 reported = True
             self.app.post_message(message)
 
         result = None
-        if saves:
-            self._busy(+1)
         try:
             result = job(post, stop)
         except Exception as exc:  # noqa: BLE001 - every failure becomes a notification
             if not reported:
                 post(EngineError(group, describe_error(exc), worker))
         finally:
-            if saves:
-                self._busy(-1)
             post(JobEnded(group, result, worker))
         return result
-
-    def _busy(self, change: int) -> None:
-        with self._lock:
-            self._saving += change
-            if self._saving:
-                self.idle.clear()
-            else:
-                self.idle.set()
 
     def worker(self, group: str) -> Worker | None:
         """The group's latest worker (None before its first job)."""
@@ -99,7 +90,7 @@ class JobRunner:
         return worker is not None and worker.state in (WorkerState.PENDING, WorkerState.RUNNING)
 
     def stop(self, group: str, reason: str) -> bool:
-        """Ask the group's job to stop after its step or token; False if none is running."""
+        """Ask the group's job to stop (sampling: after its token); False if none is running."""
         if not self.running(group):
             return False
         self._stops[group].set(reason)

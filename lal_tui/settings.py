@@ -24,6 +24,7 @@ class Settings:
     )
     model_configs: Mapping[str, ModelConfig] = field(default_factory=lambda: dict(MODEL_CONFIGS))
     train_now: bool = False  # `--train`: start at once
+    attach: Path | None = None  # `--attach`: the run folder to follow in the Train pane at once
     theme: str | None = None
 
     def __post_init__(self) -> None:

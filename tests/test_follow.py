@@ -17,6 +17,7 @@ from conftest import MICRO
 from lal_core import events as ev
 from lal_core.cli import main
 from lal_core.config import TrainConfig
+from lal_core.event_log import event_from_json, event_to_json
 from lal_core.follow import RunFollower, live_run
 from lal_core.records import ProcessInfo
 from lal_core.run_lock import RunBusy
@@ -87,16 +88,16 @@ def test_a_live_run_is_followed_stopped_from_outside_and_resumed(run_in_thread, 
     thread, emitted = run_in_thread()
     run = wait_for(lambda: first_run(isolated_home))
     follower = RunFollower(run)
-    seen, delays = [], []
+    seen = []
     for event in follower.events():
         seen.append(event)
         if isinstance(event, ev.StepDone):
-            delays.append(time.time() - follower.last_time)
+            assert follower.last_time is not None  # when it was written (bench/tui_latency.py)
             if event.iteration == 5:
                 assert live_run(None).path == run.path  # the newest live run
                 run.request_stop("test")  # what `lal stop` and the dashboard's x do
     thread.join(timeout=60)
-    assert seen == emitted and max(delays) < 1.0  # each step reached it within a second
+    assert seen == emitted  # every event, in order, as the trainer emitted it
     assert seen[-1].status == "stopped" and run.read().status == "stopped"
     assert not run.stop_path.exists() and run.writer() is None
     resumed = Trainer.resume(run.path, max_iters=9).run_training()
@@ -200,3 +201,20 @@ def test_a_run_whose_writer_died_reads_as_interrupted(run_in_thread, isolated_ho
     assert events[-1].status == "interrupted" and "lal train --resume" in events[-1].line
     assert [e.status for e in list_runs()] == ["interrupted"]
     assert isinstance(record.process, ProcessInfo) and record.process.started is not None
+
+
+def test_every_event_reads_back_as_written_nulls_included(tmp_path):
+    # A fine-tune's end (no best val) and a run stopped before its first eval log nulls.
+    finished = ev.RunFinished(
+        status="completed",
+        iteration=65,
+        best_val=None,
+        best_iter=None,
+        run_dir=tmp_path,
+        elapsed=3.5,
+        line="sft finished",
+    )
+    failed = ev.RunFailed(message="nan", run_dir=None, iteration=None)
+    step = ev.StepDone(iteration=3, loss=2.5, lr=1e-3, tokens_per_sec=99.0, elapsed=1.0)
+    for event in (finished, failed, step):
+        assert event_from_json(json.loads(json.dumps(event_to_json(event))), tmp_path) == event

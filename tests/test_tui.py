@@ -1,8 +1,11 @@
 """The dashboard, driven with a pilot: a micro model on a tiny corpus, so each test takes seconds.
 
-Training, sampling and fine-tuning really run (in the app's thread workers); what is checked is
-what users see: the plot's data and markers, the status line, streamed text equal to the CLI's,
-the SFT loss mask, notifications instead of tracebacks, clean stops with checkpoints saved.
+Training, sampling and fine-tuning really run. A run is a process of its own in production; here
+the app is given a ThreadLauncher (the same engine calls on a thread: no interpreter to start,
+and the micro model `lal train` does not know), and the panes follow the run's folder as they
+would a child's. What is checked is what users see: the plot's data and markers, the status
+line, streamed text equal to the CLI's, the SFT loss mask, notifications instead of tracebacks,
+clean stops with checkpoints saved. Real child processes: tests/test_tui_runs.py.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from lal_core.trainer import train
 from lal_tui import signals
 from lal_tui.app import LalApp, main
 from lal_tui.args import parse_settings
+from lal_tui.launcher import ThreadLauncher
 from lal_tui.messages import SampleFinished, TrainEvent
 from lal_tui.panes.runs import RunsPane
 from lal_tui.panes.sample import SamplePane
 from lal_tui.panes.sft import COUNTED_STYLES, MASKED_STYLE, SFTPane
 from lal_tui.panes.train import TrainPane
-from lal_tui.screens.confirm import ConfirmScreen
+from lal_tui.screens.confirm import ConfirmScreen, QuitScreen
 from lal_tui.settings import Settings
 
 SIZE = (100, 30)
@@ -52,6 +56,15 @@ def quick_engine(monkeypatch):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def threads():
+    """The app's launcher in these tests: runs on threads of this process. Whatever still runs
+    when the test ends is stopped and waited for."""
+    launcher = ThreadLauncher()
+    yield launcher
+    launcher.close()
 
 
 @pytest.fixture(scope="session")
@@ -121,7 +134,7 @@ def trained_run(micro_cfg, corpus: Path, runs_dir: Path, **overrides) -> Path:
 
 # -- training -------------------------------------------------------------------------------------
 @pytest.mark.asyncio
-async def test_train_key_starts_a_run_and_the_plot_follows(settings, monkeypatch):
+async def test_train_key_starts_a_run_and_the_plot_follows(settings, monkeypatch, threads):
     seen: list = []
     best_after_eval: list[tuple[int, int | None, int | None]] = []
     real_record = TrainPane.record
@@ -132,7 +145,7 @@ async def test_train_key_starts_a_run_and_the_plot_follows(settings, monkeypatch
             best_after_eval.append((event.iteration, event.best_iter, pane.plot.best_iter))
 
     monkeypatch.setattr(TrainPane, "record", record)
-    app = LalApp(settings)
+    app = LalApp(settings, launcher=threads)
     hook = lambda m: seen.append(m.event) if isinstance(m, TrainEvent) else None  # noqa: E731
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         await pilot.press("1")
@@ -187,13 +200,13 @@ def shifted_corpus(shakespeare, tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.asyncio
-async def test_early_stop_shows_its_marker(settings, micro_cfg, shifted_corpus):
+async def test_early_stop_shows_its_marker(settings, micro_cfg, shifted_corpus, threads):
     recipe = TrainConfig(
         max_iters=200, eval_interval=4, batch_size=4, lr=1e-2, warmup_iters=2, patience=2
     )
     settings = micro(settings, recipe, data=str(shifted_corpus))
     seen: list = []
-    app = LalApp(settings)
+    app = LalApp(settings, launcher=threads)
     hook = lambda m: seen.append(m.event) if isinstance(m, TrainEvent) else None  # noqa: E731
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         await pilot.press("t")
@@ -212,10 +225,10 @@ async def test_early_stop_shows_its_marker(settings, micro_cfg, shifted_corpus):
 
 
 @pytest.mark.asyncio
-async def test_a_compiling_notice_shows_in_the_train_log(settings):
+async def test_a_compiling_notice_shows_in_the_train_log(settings, threads):
     from textual.widgets import Log
 
-    app = LalApp(settings)
+    app = LalApp(settings, launcher=threads)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("2")
         line = "compiling the model with torch.compile on cpu: a one-time wait"
@@ -225,10 +238,10 @@ async def test_a_compiling_notice_shows_in_the_train_log(settings):
 
 
 @pytest.mark.asyncio
-async def test_stop_key_ends_the_worker_cleanly_with_a_checkpoint(settings):
+async def test_stop_key_ends_the_worker_cleanly_with_a_checkpoint(settings, threads):
     settings = micro(settings, LONG)
     settings = replace(settings, train_now=True)  # what `lal-tui --train` does: no key needed
-    app = LalApp(settings)
+    app = LalApp(settings, launcher=threads)
     async with app.run_test(size=SIZE) as pilot:
         pane = app.query_one(TrainPane)
         await wait_until(pilot, lambda: len(pane.plot.step_iters) >= 2)
@@ -243,49 +256,81 @@ async def test_stop_key_ends_the_worker_cleanly_with_a_checkpoint(settings):
 
 @pytest.mark.slow
 @pytest.mark.asyncio
-async def test_quit_during_a_run_asks_then_stops_and_saves(settings):
-    app = LalApp(micro(settings, LONG))
+async def test_quit_during_a_run_asks_then_stops_and_saves(settings, threads):
+    app = LalApp(micro(settings, LONG), launcher=threads)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("t")
         pane = app.query_one(TrainPane)
         await wait_until(pilot, lambda: len(pane.plot.step_iters) >= 2)
         await pilot.press("q")
-        assert isinstance(app.screen, ConfirmScreen)
+        assert isinstance(app.screen, QuitScreen)
         await pilot.press("n")  # changed my mind: the run goes on
-        assert not isinstance(app.screen, ConfirmScreen) and app.running("train")
+        assert not isinstance(app.screen, QuitScreen) and app.running("train")
         await pilot.press("q")
-        await pilot.press("y")
+        await pilot.press("s")  # stop it, then quit
         await wait_until(pilot, lambda: not app.is_running, timeout=60)
     run_dir = app.current_run_dir
     assert job(app, "train").state == WorkerState.SUCCESS
-    assert RunDir(run_dir).read().status == "stopped"
+    assert RunDir(run_dir).read().status == "stopped" and RunDir(run_dir).writer() is None
     assert (run_dir / "final.safetensors").is_file()
 
 
+@pytest.mark.slow  # the fast lane sees a run outlive the dashboard in the SIGTERM test
 @pytest.mark.asyncio
-async def test_sigterm_stops_the_run_lets_it_save_then_quits(settings):
-    # What `kill` does to the dashboard (its handler: lal_tui.signals.terminate).
-    app = LalApp(micro(settings, LONG))
+async def test_quit_can_leave_the_run_running(settings, threads):
+    app = LalApp(micro(settings, LONG), launcher=threads)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("t")
         pane = app.query_one(TrainPane)
         await wait_until(pilot, lambda: len(pane.plot.step_iters) >= 2)
-        signals.terminate(app.jobs, app.quit_after_saving)
-        await wait_until(pilot, lambda: not app.is_running, timeout=60)
-    assert job(app, "train").state == WorkerState.SUCCESS and app.jobs.idle.is_set()
-    info = RunDir(app.current_run_dir).read()
+        await pilot.press("q")
+        assert isinstance(app.screen, QuitScreen)
+        await pilot.press("l")  # leave it running
+        await wait_until(pilot, lambda: not app.is_running, timeout=10)
+    run = RunDir(app.current_run_dir)
+    assert run.writer() is not None and run.read().status == "running"
+    (launch,) = threads.launches
+    time.sleep(0.3)
+    assert launch.running()  # it trains on without the dashboard
+    run.request_stop("test")  # what `lal stop` does
+    launch.thread.join(60)
+    assert run.read().status == "stopped"
+
+
+@pytest.mark.asyncio
+async def test_sigterm_and_sighup_end_the_dashboard_and_leave_the_run(settings, threads):
+    # What `kill` and a closed terminal do to the dashboard (lal_tui.signals): it is a viewer;
+    # the run is a process of its own (here a thread) and goes on.
+    app = LalApp(micro(settings, LONG), launcher=threads)
+    left: list[int] = []
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("t")
+        pane = app.query_one(TrainPane)
+        await wait_until(pilot, lambda: len(pane.plot.step_iters) >= 2)
+        signals.hang_up(app.jobs, leave=left.append)  # os._exit at once, in the real handler
+        assert left == [128 + 1]
+        await job(app, "train").wait()  # it stopped following...
+        signals.terminate(app.jobs, app.exit)
+        await wait_until(pilot, lambda: not app.is_running, timeout=10)
+    run = RunDir(app.current_run_dir)
+    steps = len(run.steps())
+    time.sleep(0.5)
+    assert run.writer() is not None and len(run.steps()) > steps  # ...the run did not stop
+    run.request_stop("test")
+    threads.launches[0].thread.join(60)
+    info = run.read()
     assert info.status == "stopped" and info.iteration < LONG.max_iters
-    assert (app.current_run_dir / "final.safetensors").is_file()
+    assert (run.path / "final.safetensors").is_file()
 
 
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_missing_corpus_is_a_notification_and_the_app_stays_up(
-    settings, tmp_path, monkeypatch
+    settings, tmp_path, monkeypatch, threads
 ):
     notes = Notes(monkeypatch)
     settings = settings.with_data(str(tmp_path / "no-such-corpus.txt"))
-    app = LalApp(settings)
+    app = LalApp(settings, launcher=threads)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("t")
         await job(app, "train").wait()
@@ -293,6 +338,8 @@ async def test_missing_corpus_is_a_notification_and_the_app_stays_up(
         assert any("not found" in m and "no-such-corpus.txt" in m for m in notes.errors())
         assert job(app, "train").state == WorkerState.SUCCESS  # handled, not a crash
         assert "failed" in str(app.query_one("#train-status").render())
+        # the folder reserved for its log held nothing else: it is gone
+        assert not settings.runs_dir.exists() or not any(settings.runs_dir.iterdir())
         # the Setup pane says so too, and the app still answers keys
         await pilot.press("1")
         await wait_until(pilot, lambda: "not found" in str(app.query_one("#corpus-info").render()))
@@ -301,9 +348,9 @@ async def test_missing_corpus_is_a_notification_and_the_app_stays_up(
 
 
 @pytest.mark.asyncio
-async def test_setup_validates_as_you_type(settings, monkeypatch):
+async def test_setup_validates_as_you_type(settings, monkeypatch, threads):
     notes = Notes(monkeypatch)
-    app = LalApp(settings)
+    app = LalApp(settings, launcher=threads)
     async with app.run_test(size=SIZE) as pilot:
         field = app.query_one("#field-batch_size")
         field.value = "0"
@@ -329,9 +376,9 @@ async def test_setup_validates_as_you_type(settings, monkeypatch):
 # -- sampling -------------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.asyncio
-async def test_sample_streams_and_equals_the_cli(settings, micro_cfg, tiny_corpus, capsys):
+async def test_sample_streams_and_equals_the_cli(settings, micro_cfg, tiny_corpus, capsys, threads):
     run_dir = trained_run(micro_cfg, tiny_corpus, settings.runs_dir)
-    app = LalApp(settings)
+    app = LalApp(settings, launcher=threads)
     lengths: list[int] = []
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("3")
@@ -368,10 +415,10 @@ async def test_sample_streams_and_equals_the_cli(settings, micro_cfg, tiny_corpu
 
 @pytest.mark.slow
 @pytest.mark.asyncio
-async def test_sample_stops_mid_generation(settings, micro_cfg, tiny_corpus):
+async def test_sample_stops_mid_generation(settings, micro_cfg, tiny_corpus, threads):
     trained_run(micro_cfg, tiny_corpus, settings.runs_dir)
     finished: list[SampleFinished] = []
-    app = LalApp(settings)
+    app = LalApp(settings, launcher=threads)
     hook = lambda m: finished.append(m) if isinstance(m, SampleFinished) else None  # noqa: E731
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         await pilot.press("3")
@@ -387,9 +434,9 @@ async def test_sample_stops_mid_generation(settings, micro_cfg, tiny_corpus):
 
 
 @pytest.mark.asyncio
-async def test_sample_without_runs_says_so(settings, monkeypatch):
+async def test_sample_without_runs_says_so(settings, monkeypatch, threads):
     notes = Notes(monkeypatch)
-    app = LalApp(settings)
+    app = LalApp(settings, launcher=threads)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("3", "g")
         assert any("no run to sample from" in m for m in notes.errors())
@@ -398,9 +445,9 @@ async def test_sample_without_runs_says_so(settings, monkeypatch):
 
 # -- SFT ------------------------------------------------------------------------------------------
 @pytest.mark.asyncio
-async def test_sft_pane_marks_exactly_the_answer_tokens(settings):
+async def test_sft_pane_marks_exactly_the_answer_tokens(settings, threads):
     pair = builtin_pairs()[0]
-    app = LalApp(settings)
+    app = LalApp(settings, launcher=threads)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("4")
         pane = app.query_one(SFTPane)
@@ -425,12 +472,12 @@ async def test_sft_pane_marks_exactly_the_answer_tokens(settings):
 @pytest.mark.asyncio
 @pytest.mark.filterwarnings("ignore:.*longer than the model's context")  # a 32-token model
 async def test_sft_fine_tunes_and_shows_before_and_after(
-    settings, micro_cfg, tiny_corpus, monkeypatch
+    settings, micro_cfg, tiny_corpus, monkeypatch, threads
 ):
     notes = Notes(monkeypatch)
     run_dir = trained_run(micro_cfg, tiny_corpus, settings.runs_dir)
     requests: list = []
-    app = LalApp(settings)
+    app = LalApp(settings, launcher=threads)
     asked = (SFTPane.FineTuneRequested, SFTPane.AskRequested)
     hook = lambda m: requests.append(m) if isinstance(m, asked) else None  # noqa: E731
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
@@ -463,8 +510,8 @@ async def test_sft_fine_tunes_and_shows_before_and_after(
 # -- the app as a whole ---------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.asyncio
-async def test_usable_at_80x24_with_help_and_palette(settings):
-    app = LalApp(settings)
+async def test_usable_at_80x24_with_help_and_palette(settings, threads):
+    app = LalApp(settings, launcher=threads)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("2")
         plot = app.query_one(TrainPane).plot
@@ -501,11 +548,11 @@ def test_help_flags_and_theme(capsys, settings):
 
 
 @pytest.mark.slow
-def test_delete_asks_first(settings, micro_cfg, tiny_corpus):
+def test_delete_asks_first(settings, micro_cfg, tiny_corpus, threads):
     run_dir = trained_run(micro_cfg, tiny_corpus, settings.runs_dir)
 
     async def go():
-        app = LalApp(settings)
+        app = LalApp(settings, launcher=threads)
         async with app.run_test(size=SIZE) as pilot:
             await pilot.press("5", "d")
             assert isinstance(app.screen, ConfirmScreen)
@@ -520,7 +567,7 @@ def test_delete_asks_first(settings, micro_cfg, tiny_corpus):
 
 
 @pytest.mark.asyncio
-async def test_resume_key_continues_a_stopped_run(settings, micro_cfg, tiny_corpus):
+async def test_resume_key_continues_a_stopped_run(settings, micro_cfg, tiny_corpus, threads):
     stop = ev.StopRequest()
 
     def stop_early(event):
@@ -539,7 +586,7 @@ async def test_resume_key_continues_a_stopped_run(settings, micro_cfg, tiny_corp
     ).run_training()
     assert first.status == "stopped"
     requests: list = []
-    app = LalApp(settings)
+    app = LalApp(settings, launcher=threads)
     resume = RunsPane.ResumeRequested
     hook = lambda m: requests.append(m) if isinstance(m, resume) else None  # noqa: E731
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
@@ -554,7 +601,7 @@ async def test_resume_key_continues_a_stopped_run(settings, micro_cfg, tiny_corp
 
 
 @pytest.mark.asyncio
-async def test_lal_tui_flags_reach_the_trainer(isolated_home, tiny_corpus, monkeypatch):
+async def test_lal_tui_flags_reach_the_trainer(isolated_home, tiny_corpus, monkeypatch, threads):
     argv = ["--lr", "1e-3", "--warmup-iters", "7", "--dropout", "0.1", "--device", "cpu"]
     argv += ["--no-compile", "--dtype", "float32", "--recompute", "--peak-tflops", "12"]
     argv += ["--data", str(tiny_corpus), "--runs-dir", str(isolated_home / "runs")]
@@ -574,7 +621,7 @@ async def test_lal_tui_flags_reach_the_trainer(isolated_home, tiny_corpus, monke
             raise LalError("not training in this test")
 
     monkeypatch.setattr("lal_core.trainer.Trainer", Trainer)
-    app = LalApp(settings)
+    app = LalApp(settings, launcher=threads)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("t")
         await app.workers.wait_for_complete()  # training, and the backend probe
@@ -584,7 +631,7 @@ async def test_lal_tui_flags_reach_the_trainer(isolated_home, tiny_corpus, monke
     ((model_cfg, train_cfg, options),) = made
     assert (model_cfg.name, model_cfg.dropout) == ("tiny", 0.1)
     assert (train_cfg.lr, train_cfg.warmup_iters) == (1e-3, 7)  # warmup: not a Setup field
-    assert options.pop("on_event") and options.pop("stop")
+    assert options.pop("stop") and options.pop("run_id").endswith("-tiny-torch")
     assert options == {
         "backend": "torch",
         "device": "cpu",
@@ -596,9 +643,9 @@ async def test_lal_tui_flags_reach_the_trainer(isolated_home, tiny_corpus, monke
 
 
 @pytest.mark.asyncio
-async def test_setup_fields_come_from_train_config(settings):
+async def test_setup_fields_come_from_train_config(settings, threads):
     declared = {f.name: f.metadata for f in fields(TrainConfig)}
-    app = LalApp(settings)
+    app = LalApp(settings, launcher=threads)
     async with app.run_test(size=SIZE) as pilot:
         children = list(app.query_one("#fields").children)
         shown = {
@@ -630,7 +677,7 @@ def write_damaged_run(runs_dir: Path) -> Path:
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_runs_pane_lists_a_damaged_run_and_deletes_it(
-    settings, micro_cfg, tiny_corpus, monkeypatch
+    settings, micro_cfg, tiny_corpus, monkeypatch, threads
 ):
     from lal_core.runs import RunDir, read_entry
 
@@ -638,7 +685,7 @@ async def test_runs_pane_lists_a_damaged_run_and_deletes_it(
     good = trained_run(micro_cfg, tiny_corpus, settings.runs_dir)
     bad = write_damaged_run(settings.runs_dir)  # the newest: first in the table
     reason = read_entry(RunDir(bad)).error.rsplit(": ", 1)[-1]
-    app = LalApp(settings)
+    app = LalApp(settings, launcher=threads)
     async with app.run_test(size=SIZE) as pilot:
         # the run pickers leave it out: they offer the newest run that can be loaded
         assert app.query_one(SamplePane).picker.run_path == str(good)
@@ -665,14 +712,14 @@ async def test_runs_pane_lists_a_damaged_run_and_deletes_it(
 
 @pytest.mark.slow
 @pytest.mark.asyncio
-async def test_runs_pane_shows_a_live_runs_best_val(settings):
+async def test_runs_pane_shows_a_live_runs_best_val(settings, threads):
     evals: list = []
 
     def hook(message) -> None:
         if isinstance(message, TrainEvent) and isinstance(message.event, ev.EvalDone):
             evals.append(message.event)
 
-    app = LalApp(micro(settings, LONG))
+    app = LalApp(micro(settings, LONG), launcher=threads)
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         await pilot.press("t")
         await wait_until(pilot, lambda: evals)  # the eval at iteration 0

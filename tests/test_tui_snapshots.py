@@ -21,6 +21,7 @@ from lal_core.flags import RunRequest
 from lal_tui.app import LalApp
 from lal_tui.messages import CorpusInfo, CorpusStats, TrainEvent
 from lal_tui.panes.sample import SamplePane
+from lal_tui.screens.confirm import QuitScreen
 from lal_tui.settings import Settings
 
 # Pictures guard the layout, not behaviour (tests/test_tui.py): the full suite runs them.
@@ -275,3 +276,13 @@ def test_runs_pane_open(snap_app, snap_compare):
         await pilot.pause(0.3)
 
     assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_quit_dialog(snap_app, snap_compare):
+    # what q asks while a run goes on, at 80x24: stop it first, leave it running, or cancel
+    async def run_before(pilot):
+        await pilot.press("5")
+        pilot.app.push_screen(QuitScreen())
+        await pilot.pause(0.3)
+
+    assert snap_compare(snap_app, terminal_size=(80, 24), run_before=run_before)

@@ -330,7 +330,6 @@ def run_sft(
     with rundir.lock("sft"):  # refused in one line while the run trains (or fine-tunes)
         rundir.stop_path.unlink(missing_ok=True)  # a request for an earlier process
         stop.watch(rundir.stop_path)
-        rundir.event_log("sft").unlink(missing_ok=True)  # each fine-tune logs afresh
         emit = EventLog(rundir.event_log("sft"), then=on_event)
         try:
             model = _base_model(rundir, backend, device, seed)

@@ -1,7 +1,9 @@
 """Runs pane: past runs, one run's curves, two runs' val curves overlaid; delete and resume.
 
-A live run's row is read again at each of its evals (the app calls `refresh_runs`) and every
-few seconds while the pane is on screen. A damaged run folder (run.json unreadable) is listed
+`enter` on a live run (training here, in another terminal or on another host) asks the app to
+follow it in the Train pane; on any other run it draws its curves here. A live run's row is
+read again at each eval the dashboard sees (the app calls `refresh_runs`) and every few seconds
+while the pane is on screen. A damaged run folder (run.json unreadable) is listed
 with its reason, so it can be found and deleted; it cannot be opened, compared or resumed.
 """
 
@@ -59,6 +61,12 @@ class RunsPane(Vertical):
     @dataclass
     class ResumeRequested(Message):
         """u: continue this stopped, interrupted or failed run."""
+
+        path: Path
+
+    @dataclass
+    class FollowRequested(Message):
+        """enter on a live run: follow it in the Train pane."""
 
         path: Path
 
@@ -172,6 +180,9 @@ class RunsPane(Vertical):
     def open_run(self, key: str) -> None:
         summary = self.readable(key)
         if summary is None:
+            return
+        if summary.status == "running":
+            self.post_message(self.FollowRequested(summary.path))
             return
         series, vlines = run_curves(Path(key))
         self.shown = [key]

@@ -1,7 +1,8 @@
 """Train pane: the live loss plot, lr and tokens/s sparklines, a status line and the log.
 
-Engine events arrive through the app's message handlers and are only recorded here; a 10 Hz
-timer draws what changed, and only while this pane is the one on screen.
+The pane shows the run the app follows (`lal_tui.followed`): started here, elsewhere, live or
+finished. Its events arrive through the app's message handlers, the run's whole log first, and
+are only recorded here; a 10 Hz timer draws what changed, and only while the pane is on screen.
 """
 
 from __future__ import annotations
@@ -91,7 +92,8 @@ class TrainPane(Vertical):
             self.plot.add_eval(event.iteration, event.train_loss, event.val_loss, event.best_iter)
             log.write_line(event.line)
         elif isinstance(event, RunStarted):
-            self.reset()
+            if event.run_id != self.run_id:
+                self.reset()  # a resumed run's later session adds to its history
             self.state = "running"
             self.run_id = event.run_id
             self.device = f"{event.backend}/{event.device}"
@@ -113,6 +115,16 @@ class TrainPane(Vertical):
         elif isinstance(event, CheckpointSaved) and event.kind == "final":
             log.write_line(f"saved {event.kind} checkpoint @ iter {event.iteration}: {event.path}")
         self.dirty = True
+
+    def follow_ended(self, said: bool) -> None:
+        """The app stopped following; `said`: the run's log told how it ended (else a
+        notification did, or it was stopped before it took its folder)."""
+        if said:
+            return
+        if self.state == "stopping":
+            self.note("stopped before it started", state="stopped")
+        elif self.state in ("starting", "running"):
+            self.note("training failed (see the notification)", state="failed")
 
     def note(self, line: str, state: str | None = None) -> None:
         self.query_one(Log).write_line(line)

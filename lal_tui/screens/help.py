@@ -14,12 +14,12 @@ HELP = """\
 | key | anywhere |
 | --- | --- |
 | `1`-`5`, `F1`-`F5` | Setup, Train, Sample, SFT, Runs |
-| `t` | start training with the Setup pane's settings |
-| `x` | stop what runs in this pane (training stops after the current step, checkpoints kept) |
+| `t` | start a training run with the Setup pane's settings (a process of its own) |
+| `x` | stop what runs in this pane (a run stops after its step and saves, as with `lal stop`) |
 | `?` | this help |
 | `ctrl+p` | command palette (themes, start/stop, panes) |
 | `tab` / `shift+tab` | move between fields |
-| `q`, `ctrl+q` | quit (asks first while a run is going; the run is stopped and saved) |
+| `q`, `ctrl+q` | quit (while a run goes on, asks: stop it first, or leave it running) |
 
 | pane | keys |
 | --- | --- |
@@ -27,12 +27,13 @@ HELP = """\
 | Train | `m` smoothing of the step loss, `l` log scale |
 | Sample | `g` or `enter` generate, `x` stop, `v` view: plain / token boundaries / probability |
 | SFT | `f` fine-tune the chosen base run, `a` or `enter` ask your question, `e` next example |
-| Runs | `enter` open, `space` mark, `c` overlay two marked, `d` delete, `u` resume, `r` refresh |
+| Runs | `enter` open (or follow, if live), `space` mark, `c` overlay, `d` delete, `u` resume |
 
-Runs started here are ordinary run folders: `lal sample` and `lal runs` see them.
-Over SSH, run the dashboard inside tmux so a dropped link does not end a run:
-`tmux new -s lal 'uv run lal-tui --config tiny --train'`, detach with `ctrl+b d`,
-come back with `tmux attach -t lal`.
+A run started here is a process of its own writing an ordinary run folder (its console output
+in the folder's train.log): quitting, closing the terminal or losing the SSH link leaves it
+running, and `lal runs`, `lal watch`, `lal stop` and `lal sample` see it. Follow a live run
+from any dashboard with `lal-tui --attach [RUN]` or `enter` in Runs; two dashboards can follow
+one run. A run on another host can be followed, and stopped only there.
 
 Press `escape` or `?` to close.
 """
