@@ -236,7 +236,6 @@ def test_kill_and_a_closed_terminal_stop_the_run_as_ctrl_c_does(
     "target, nth",
     [
         (STATE_FILE, 3),  # the last eval's state (iter 4): the one of iter 2 stays
-        ("final.safetensors", 1),  # the run's very end (run.json goes through the same write)
     ],
 )
 @pytest.mark.slow
