@@ -5,7 +5,8 @@
 
 1. Trains with the command line (`lal train`, a subprocess) and reads its training tokens/s
    from the run's metrics.jsonl (tokens trained over the training time, the `elapsed` of its
-   last record; and the median of its steps' own tok/s).
+   last record; and the median of its steps' own tok/s); once before the dashboard's run and
+   once after, and compares against the mean of the two (the machine drifts).
 2. Starts the same run from the dashboard (headless, `App.run_test` at 100x30) as `t` does:
    a `lal train` child process of its own, which the dashboard follows through the run folder.
    While it trains, sends pane keys (2 <-> 3) the way a terminal's keys arrive (through the
@@ -13,7 +14,8 @@
    until the next frame is handed to the terminal ("on screen"). The dashboard's follower is
    timed too: for each step, from the run's wall-clock time of its log line (the step's end,
    `RunFollower.last_time`) to the moment the follower yielded it.
-3. Reads the child's training tokens/s the same way as in 1.
+3. Reads the child's training tokens/s the same way as in 1, and the CPU time the dashboard's
+   own process took meanwhile (what it took from the run, on a machine of few cores).
 
 Prints the medians and p95s, and how the dashboard's child trained against `lal train`. The
 figures drift on a shared machine: run it twice, and compare runs made on the same machine only.
@@ -143,10 +145,12 @@ async def dashboard_run(args, runs_dir: Path, launcher: ProcessLauncher):
         pane = app.query_one("#train-pane")
         while not pane.plot.step_iters and app.running("train"):
             await asyncio.sleep(0.05)
+        cpu0, wall0 = time.process_time(), time.perf_counter()
         busy = await switch_panes(app, frames, args.presses, while_training=True)
         await app.jobs.worker("train").wait()  # until the child has saved and exited
+        share = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
         await pilot.pause(0.2)
-    return training_rate(runs_dir, args.batch_size), idle, busy
+    return training_rate(runs_dir, args.batch_size), idle, busy, share
 
 
 def ms(values: list[float], what: str = "presses") -> str:
@@ -164,16 +168,18 @@ def run_both(args) -> tuple:
     engine_jobs.RunFollower = TimedFollower  # the dashboard's follow job builds this one
     launcher = ProcessLauncher()
     with tempfile.TemporaryDirectory() as tmp:
-        cli_dir, tui_dir = Path(tmp) / "cli", Path(tmp) / "tui"
-        cli = cli_run(args, cli_dir)
+        # lal train before and after the dashboard's run: their mean cancels the machine's drift
+        before = cli_run(args, Path(tmp) / "cli-before")
         try:
-            tui, idle, busy = asyncio.run(dashboard_run(args, tui_dir, launcher))
+            tui, idle, busy, share = asyncio.run(dashboard_run(args, Path(tmp) / "tui", launcher))
         finally:  # a child left by a failure goes with the bench
             for child in launcher.children:
                 if child.poll() is None:
                     os.killpg(child.pid, signal.SIGTERM)
                 child.wait()
-    return cli, tui, idle, busy
+        after = cli_run(args, Path(tmp) / "cli-after")
+    cli = tuple((a + b) / 2 for a, b in zip(before, after, strict=True))
+    return cli, tui, idle, busy, share
 
 
 def main() -> None:
@@ -187,16 +193,17 @@ def main() -> None:
     parser.add_argument("--presses", type=int, default=30)
     args = parser.parse_args()
 
-    cli, tui, idle, busy = run_both(args)
+    cli, tui, idle, busy, share = run_both(args)
     print(f"config {args.config}, {args.iters} iterations, batch {args.batch_size}, "
           f"eval every {args.eval_interval}")  # fmt: skip
     for name, (rate, step_rate, steps) in (
-        ("lal train:          ", cli),
-        ("dashboard's child:  ", tui),
+        ("lal train (mean of 2):", cli),
+        ("dashboard's child:    ", tui),
     ):
         print(f"training, {name} {rate:,.0f} tok/s over the run, median step {step_rate:,.0f} "
               f"tok/s ({steps} steps)")  # fmt: skip
     print(f"dashboard's child against lal train: {(tui[0] / cli[0] - 1) * 100:+.1f}% tok/s")
+    print(f"the dashboard's own process meanwhile: {share:.1%} of one core")
     print(f"idle app, key to pane switch handled: {ms(idle[0])}")
     print(f"idle app, key to new pane on screen:  {ms(idle[1])}")
     print(f"training, key to pane switch handled: {ms(busy[0])}")

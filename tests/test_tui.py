@@ -155,7 +155,7 @@ async def test_train_key_starts_a_run_and_the_plot_follows(settings, monkeypatch
         await pilot.press("t")
         assert app.active_pane == "train"
         await job(app, "train").wait()
-        await pilot.pause(0.3)  # the redraw timer runs at 10 Hz
+        await pilot.pause(0.4)  # the redraw timer runs at 4 Hz
 
         started = [e for e in seen if isinstance(e, ev.RunStarted)]
         evals = [e for e in seen if isinstance(e, ev.EvalDone)]
@@ -181,7 +181,7 @@ async def test_train_key_starts_a_run_and_the_plot_follows(settings, monkeypatch
 
         # toggles change what the next redraw draws
         await pilot.press("m", "l")
-        await pilot.pause(0.3)
+        await pilot.pause(0.4)
         assert plot.drawn.log_scale and "step (ema)" in plot.drawn.series
 
     # an ordinary run folder: the CLI lists it
@@ -211,7 +211,7 @@ async def test_early_stop_shows_its_marker(settings, micro_cfg, shifted_corpus, 
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         await pilot.press("t")
         await job(app, "train").wait()
-        await pilot.pause(0.3)
+        await pilot.pause(0.4)
         stops = [e for e in seen if isinstance(e, ev.EarlyStopped)]
         assert len(stops) == 1
         plot = app.query_one(TrainPane).plot

@@ -29,7 +29,7 @@ from lal_core.runs import RunDir
 from lal_core.trainer import Trainer
 from lal_tui.app import LalApp, main
 from lal_tui.args import parse_settings
-from lal_tui.launcher import ProcessLauncher
+from lal_tui.launcher import RUN_NICENESS, ProcessLauncher
 from lal_tui.panes.train import TrainPane
 from lal_tui.screens.confirm import QuitScreen
 from lal_tui.settings import Settings
@@ -295,6 +295,8 @@ async def test_a_run_started_here_goes_on_after_the_dashboard_quits(tiny_run, pr
         await wait_until(pilot, lambda: not app.is_running, timeout=10)
     (child,) = processes.started
     assert child.poll() is None  # the dashboard is gone, the run is not
+    # It yields the cores to a dashboard's keys: its threads inherit this from its first one.
+    assert os.getpriority(os.PRIO_PROCESS, child.pid) == RUN_NICENESS
     assert child.wait(timeout=300) == 0
     run = RunDir(app.current_run_dir)
     info = run.read()

@@ -257,7 +257,7 @@ def test_sample_pane(snap_app, snap_compare):
 def test_sft_pane(snap_app, snap_compare):
     async def run_before(pilot):
         await pilot.press("4")
-        await pilot.pause(0.3)
+        await pilot.pause(0.4)
 
     assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
 
@@ -265,7 +265,7 @@ def test_sft_pane(snap_app, snap_compare):
 def test_runs_pane_overlay(snap_app, snap_compare):
     async def run_before(pilot):
         await pilot.press("5", "space", "down", "space", "c")
-        await pilot.pause(0.3)
+        await pilot.pause(0.4)
 
     assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
 
@@ -273,7 +273,7 @@ def test_runs_pane_overlay(snap_app, snap_compare):
 def test_runs_pane_open(snap_app, snap_compare):
     async def run_before(pilot):
         await pilot.press("5", "down", "enter")
-        await pilot.pause(0.3)
+        await pilot.pause(0.4)
 
     assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
 
@@ -283,6 +283,6 @@ def test_quit_dialog(snap_app, snap_compare):
     async def run_before(pilot):
         await pilot.press("5")
         pilot.app.push_screen(QuitScreen())
-        await pilot.pause(0.3)
+        await pilot.pause(0.4)
 
     assert snap_compare(snap_app, terminal_size=(80, 24), run_before=run_before)

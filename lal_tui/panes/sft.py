@@ -38,7 +38,7 @@ from lal_tui.widgets.run_picker import RunPicker
 
 COUNTED_STYLES = ("black on green", "black on bright_green")
 MASKED_STYLE = "dim"
-REDRAW_SECONDS = 0.1
+REDRAW_SECONDS = 0.25  # at most 4 redraws a second: the run shares the cores
 ANSWER_SEED = 1337  # the same seed before and after, so the answers differ by the weights only
 
 

@@ -26,7 +26,7 @@ from lal_core.events import (
 from lal_tui.widgets.format import duration
 from lal_tui.widgets.loss_plot import LossPlot, downsample
 
-REDRAW_SECONDS = 0.1
+REDRAW_SECONDS = 0.25  # at most 4 redraws a second: the run shares the cores
 TOKS_SMOOTHING = 0.9
 
 
