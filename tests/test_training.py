@@ -85,7 +85,7 @@ def test_early_stopping_and_best_checkpoint(micro_cfg, tmp_path, shakespeare):
     # every backend; MLX runs the loop in the tests above and in test_mlx.py.
     backend = "torch"
     # Train text unlike the val text: a high learning rate soon makes val loss climb.
-    cfg, cats, chars = EARLY_STOP[backend]
+    cfg, cats, chars = EARLY_STOP
     text = shakespeare.read_text()
     corpus_path = tmp_path / "shifted.txt"
     corpus_path.write_text("the cat sat on the mat.\n" * cats + text[:chars])
