@@ -13,6 +13,10 @@ stopping, quitting.
 
 from __future__ import annotations
 
+import os
+import socket
+from pathlib import Path
+
 from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
@@ -26,6 +30,7 @@ from lal_tui.jobs import JobRunner
 from lal_tui.messages import (
     CorpusInfo,
     EngineError,
+    PictureSaved,
     SampleFinished,
     SampleStarted,
     SampleToken,
@@ -234,6 +239,15 @@ class Dashboard(App):
     def sft_answer(self, message: SFTAnswer) -> None:
         self.query_one(SFTPane).show_answer(message.which, message.question, message.answer)
 
+    # -- pictures of runs --------------------------------------------------------------------
+    @on(RunsPane.PictureRequested)
+    def save_picture(self, message: RunsPane.PictureRequested) -> None:
+        self.jobs.start("picture", engine_jobs.saving_picture(message.paths))
+
+    @on(PictureSaved)
+    def picture_saved(self, message: PictureSaved) -> None:
+        self.notify(f"saved {message.path}{fetch_hint(message.path)}", title="picture", timeout=10)
+
     @on(RunsPane.DeleteRequested)
     def delete(self, message: RunsPane.DeleteRequested) -> None:
         if RunDir(message.path).writer() is not None:
@@ -253,3 +267,10 @@ class Dashboard(App):
 
         question = f"Delete run {message.run_id} and its checkpoints?"
         self.push_screen(ConfirmScreen(question, yes="Delete"), done)
+
+
+def fetch_hint(path: Path) -> str:
+    """Over SSH the file is on the remote machine: the command that copies it to this one."""
+    if not os.environ.get("SSH_CONNECTION"):
+        return ""
+    return f"; it is on {socket.gethostname()}: scp {socket.gethostname()}:{path} ."

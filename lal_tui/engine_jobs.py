@@ -162,3 +162,15 @@ def counting(path: str | None) -> Job:
         post(msg.CorpusInfo(path, stats))
 
     return job
+
+
+def saving_picture(paths: Sequence[Path]) -> Job:
+    """Draw the runs' loss curves (matplotlib) into curves.png in the first run's folder."""
+
+    def job(post: Post, stop: StopRequest) -> None:
+        from lal_core.plot import default_picture, read_curves, save_picture
+
+        runs = [RunDir(p) for p in paths]
+        post(msg.PictureSaved(save_picture(read_curves(runs), default_picture(runs[0]))))
+
+    return job

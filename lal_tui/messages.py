@@ -37,7 +37,7 @@ class SFTEvent(EngineEvent):
 class EngineError(Message):
     """A job failed: one line for a notification; the app keeps running."""
 
-    source: str  # the job's group: "train", "sft", "ask", "sample" or "corpus"
+    source: str  # the job's group: "train", "sft", "ask", "sample", "corpus", "picture"
     message: str
     worker: Worker | None = None  # the job's worker, so a superseded job's error can be dropped
 
@@ -57,6 +57,13 @@ class CorpusStats:
     tokens: int
     train_tokens: int
     val_tokens: int
+
+
+@dataclass
+class PictureSaved(Message):
+    """A loss-curve picture was written (the Runs pane's `s`)."""
+
+    path: Path
 
 
 @dataclass

@@ -712,6 +712,35 @@ async def test_runs_pane_lists_a_damaged_run_and_deletes_it(
 
 @pytest.mark.slow
 @pytest.mark.asyncio
+async def test_s_saves_the_curves_on_screen_as_a_picture_in_the_run_folder(
+    settings, micro_cfg, tiny_corpus, monkeypatch, threads
+):
+    from lal_core.records import RunRecord
+
+    notes = Notes(monkeypatch)
+    monkeypatch.setenv("SSH_CONNECTION", "10.0.0.1 50000 10.0.0.2 22")  # a dashboard over SSH
+    first = trained_run(micro_cfg, tiny_corpus, settings.runs_dir, max_iters=4)
+    second = trained_run(micro_cfg, tiny_corpus, settings.runs_dir, max_iters=4, seed=1)
+    empty = RunDir.create(micro_cfg.name, "torch", settings.runs_dir)  # newest: the first row
+    empty.write(RunRecord(run_id=empty.run_id, model_config=micro_cfg, status="stopped"))
+    app = LalApp(settings, launcher=threads)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("5", "s")  # the highlighted run has no evals yet: one line, no file
+        await job(app, "picture").wait()
+        await pilot.pause()
+        assert any("no evals yet" in m for m in notes.errors())
+        assert not (empty.path / "curves.png").exists()
+        await pilot.press("down", "space", "down", "space", "c", "s")  # the two overlaid
+        await job(app, "picture").wait()
+        await wait_until(pilot, lambda: any(m.startswith("saved ") for m, _ in notes.seen))
+    picture = second / "curves.png"  # in the first marked run's folder
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not (first / "curves.png").exists()
+    (saved,) = [m for m, _ in notes.seen if m.startswith("saved ")]
+    assert str(picture) in saved and f":{picture} ." in saved  # the scp line to fetch it
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
 async def test_runs_pane_shows_a_live_runs_best_val(settings, threads):
     evals: list = []
 

@@ -57,6 +57,7 @@ def table_status(app: LalApp, path: Path) -> str:
 
 
 # -- attaching ------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_two_dashboards_follow_a_cli_run_and_x_stops_it(settings, micro_cfg, tiny_corpus):
     # A run started elsewhere (here: the engine call `lal train` makes, in a thread); after its
@@ -130,6 +131,7 @@ async def test_a_killed_run_shows_as_interrupted(settings, micro_cfg, tiny_corpu
         assert app.active_pane == "runs"
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_a_run_on_another_host_is_followed_not_stopped(
     settings, micro_cfg, tiny_corpus, threads, monkeypatch

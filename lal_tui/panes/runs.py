@@ -1,4 +1,5 @@
-"""Runs pane: past runs, one run's curves, two runs' val curves overlaid; delete and resume.
+"""Runs pane: past runs, one run's curves, two runs' val curves overlaid; delete and resume;
+`s` saves the curves on screen (or the highlighted run's) as a picture in the run's folder.
 
 `enter` on a live run (training here, in another terminal or on another host) asks the app to
 follow it in the Train pane; on any other run it draws its curves here. A live run's row is
@@ -25,7 +26,7 @@ from lal_core.runs import RunDir, RunEntry, list_runs
 from lal_tui.widgets.loss_plot import Series, VLine, draw
 
 OVERLAY_COLORS = ("orange", "cyan")
-HINT = "enter: open · space: mark two · c: overlay val curves · d: delete · u: resume"
+HINT = "enter: open · space: mark two · c: overlay · s: picture · d: delete · u: resume"
 LIVE_SECONDS = 2.0  # how often a live run's row is read again while this pane is on screen
 
 
@@ -71,6 +72,12 @@ class RunsPane(Vertical):
         path: Path
 
     @dataclass
+    class PictureRequested(Message):
+        """s: draw these runs' curves (one run, or the two overlaid) into a PNG."""
+
+        paths: tuple[Path, ...]
+
+    @dataclass
     class DeleteRequested(Message):
         """d: delete this run folder (the app asks first)."""
 
@@ -80,9 +87,10 @@ class RunsPane(Vertical):
     BINDINGS = [
         Binding("space", "mark", "Mark"),
         Binding("c", "compare", "Compare"),
+        Binding("s", "save_picture", "Picture"),
         Binding("d", "delete", "Delete"),
         Binding("u", "resume", "Resume"),
-        Binding("r", "refresh_runs", "Refresh"),
+        Binding("r", "refresh_runs", "Refresh", show=False),  # it refreshes itself
     ]
 
     def __init__(self, runs_dir: Path | None, *, id: str | None = None) -> None:
@@ -216,6 +224,15 @@ class RunsPane(Vertical):
         a, b = runs
         self.info(f"val: {a.run_id} ({a.backend}) vs {b.run_id} ({b.backend})")
         self.showing_damage = False
+
+    def action_save_picture(self) -> None:
+        """The runs whose curves are on screen, else the highlighted run."""
+        current = self.current()
+        keys = [k for k in self.shown if k in self.runs] or ([current] if current else [])
+        runs = [self.readable(k) for k in keys]
+        if not runs or None in runs:
+            return
+        self.post_message(self.PictureRequested(tuple(r.path for r in runs)))
 
     def action_resume(self) -> None:
         key = self.current()

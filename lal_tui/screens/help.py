@@ -27,7 +27,8 @@ HELP = """\
 | Train | `m` smoothing of the step loss, `l` log scale |
 | Sample | `g` or `enter` generate, `x` stop, `v` view: plain / token boundaries / probability |
 | SFT | `f` fine-tune the chosen base run, `a` or `enter` ask your question, `e` next example |
-| Runs | `enter` open (or follow, if live), `space` mark, `c` overlay, `d` delete, `u` resume |
+| Runs | `enter` open (a live run: follow), `space` mark, `c` overlay, `s` save a picture, |
+| | `d` delete, `u` resume, `r` refresh |
 
 A run started here is a process of its own writing an ordinary run folder (its console output
 in the folder's train.log): quitting, closing the terminal or losing the SSH link leaves it

@@ -1,0 +1,6 @@
+"""Models out of lal, in the field's formats: a Hugging Face GPT-2 folder (`hf`), with the
+GPT-2 tokenizer files written from tiktoken's r50k_base (`tokenizer_files`)."""
+
+from lal_core.export.hf import Export, export_hf
+
+__all__ = ["Export", "export_hf"]
