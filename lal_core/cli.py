@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from lal_core import cli_export, cli_runs, cli_sft, sampling
 from lal_core.console import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Printer, StopOnSignals
 from lal_core.errors import LalError
-from lal_core.flags import number, positive_int
+from lal_core.flags import add_checkpoint_flags, number, positive_int
 
 
 class _Parser(argparse.ArgumentParser):
@@ -48,13 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     s = sub.add_parser("sample", help="stream text from a checkpoint")
-    s.add_argument(
-        "run",
-        nargs="?",
-        default=None,
-        help="run id, run folder or .safetensors file (default: the newest run)",
-    )
-    s.add_argument("--checkpoint", default="best", choices=["best", "final", "sft"])
+    add_checkpoint_flags(s)
     s.add_argument("--prompt", default=sampling.DEFAULT_PROMPT, help="default: %(default)s")
     s.add_argument("--tokens", type=positive_int, default=sampling.DEFAULT_TOKENS)
     s.add_argument("--temperature", type=number, default=sampling.DEFAULT_TEMPERATURE)

@@ -7,17 +7,12 @@ import argparse
 from pathlib import Path
 
 from lal_core.errors import LalError
+from lal_core.flags import add_checkpoint_flags
 
 
 def add_parsers(sub) -> None:
     e = sub.add_parser("export", help="write a checkpoint as a Hugging Face GPT-2 folder")
-    e.add_argument(
-        "run",
-        nargs="?",
-        default=None,
-        help="run id, run folder or .safetensors file (default: the newest run)",
-    )
-    e.add_argument("--checkpoint", default="best", choices=["best", "final", "sft"])
+    add_checkpoint_flags(e)
     e.add_argument("--format", default="hf", choices=["hf"], help="default: %(default)s")
     e.add_argument("-o", "--output", required=True, metavar="DIR", help="the folder to write")
     e.add_argument("--force", action="store_true", help="replace a folder that is not empty")

@@ -41,6 +41,17 @@ def number(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
 
 
+def add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
+    """RUN and --checkpoint: which checkpoint a command reads (`lal sample`, `lal export`)."""
+    parser.add_argument(
+        "run",
+        nargs="?",
+        default=None,
+        help="run id, run folder or .safetensors file (default: the newest run)",
+    )
+    parser.add_argument("--checkpoint", default="best", choices=["best", "final", "sft"])
+
+
 def recipe_fields() -> list:
     """TrainConfig's fields, each a flag: name, label and help (`field.metadata`)."""
     return list(fields(TrainConfig))
