@@ -337,7 +337,8 @@ async def test_missing_corpus_is_a_notification_and_the_app_stays_up(
         await pilot.pause(0.2)
         assert any("not found" in m and "no-such-corpus.txt" in m for m in notes.errors())
         assert job(app, "train").state == WorkerState.SUCCESS  # handled, not a crash
-        assert "failed" in str(app.query_one("#train-status").render())
+        status = app.query_one("#train-status")
+        await wait_until(pilot, lambda: "failed" in str(status.render()))  # at its next redraw
         # the folder reserved for its log held nothing else: it is gone
         assert not settings.runs_dir.exists() or not any(settings.runs_dir.iterdir())
         # the Setup pane says so too, and the app still answers keys

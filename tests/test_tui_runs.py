@@ -109,7 +109,8 @@ async def _attach_two_and_stop(settings: Settings, trainer: Trainer, thread, gat
             await app.jobs.worker("train").wait()
             await pilot.pause(0.1)
         assert [p.state for p in panes] == ["stopped", "stopped"]
-        assert "stopped" in str(first.query_one("#train-status").render())
+        status = first.query_one("#train-status")
+        await wait_until(p1, lambda: "stopped" in str(status.render()))  # at its next redraw
     thread.join(60)
 
 
@@ -123,7 +124,8 @@ async def test_a_killed_run_shows_as_interrupted(settings, micro_cfg, tiny_corpu
         await pilot.pause(0.1)
         pane = app.query_one(TrainPane)
         assert pane.state == "interrupted" and pane.plot.eval_iters == [0, 4, 8]
-        assert "interrupted" in str(app.query_one("#train-status").render())
+        status = app.query_one("#train-status")
+        await wait_until(pilot, lambda: "interrupted" in str(status.render()))  # next redraw
         await pilot.press("5")
         assert table_status(app, path) == "interrupted"
         await pilot.press("enter")  # not live: its curves, here
