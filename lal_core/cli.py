@@ -1,5 +1,6 @@
 """The headless command line: `lal train`, `lal sample`, and (in `cli_runs`, `cli_sft`,
-`cli_export`) `lal runs`, `lal watch`, `lal stop`, `lal sft`, `lal chat`, `lal export`, `lal plot`.
+`cli_export`, `cli_quality`) `lal runs`, `lal watch`, `lal stop`, `lal sft`, `lal chat`,
+`lal export`, `lal plot`, `lal eval`.
 
 Every user error ends as one line on stderr (`lal: error: ...`) and a non-zero exit status:
 2 for bad flags, 1 for anything else. Ctrl-C (or SIGTERM / SIGHUP, or `lal stop`) during
@@ -13,7 +14,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from lal_core import cli_export, cli_runs, cli_sft, sampling
+from lal_core import cli_export, cli_quality, cli_runs, cli_sft, sampling
 from lal_core.console import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Printer, StopOnSignals
 from lal_core.errors import LalError
 from lal_core.flags import add_checkpoint_flags, number, positive_int
@@ -63,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_runs.add_parsers(sub)
     cli_sft.add_parsers(sub, BACKENDS)
     cli_export.add_parsers(sub)
+    cli_quality.add_parsers(sub, BACKENDS)
     return parser
 
 
@@ -149,6 +151,7 @@ COMMANDS = {
     "stop": cli_runs.cmd_stop,
     "sft": cli_sft.cmd_sft,
     "chat": cli_sft.cmd_chat,
+    "eval": cli_quality.cmd_eval,
     "export": cli_export.cmd_export,
     "plot": cli_export.cmd_plot,
 }

@@ -1,0 +1,106 @@
+"""`lal eval`: a checkpoint's loss and perplexity on its run's val split or on any text.
+
+The loss is the one the trainer's evals report (`pretraining.evaluate`): the mean cross-entropy
+over fixed, non-overlapping windows of block_size + 1 tokens that tile the text, every position
+of a window predicted. So a run's best checkpoint scores its recorded best val loss, on the
+same backend and dtype. Perplexity is exp(loss): the number of equally likely next tokens the
+model is, on average, as unsure as.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lal_core import data as data_mod
+from lal_core.backends import Backend
+from lal_core.errors import DataError, LalError
+from lal_core.runs import RunDir
+from lal_core.sampling import load_for_sampling
+
+DEFAULT_BATCH = 16  # windows per forward pass for a checkpoint outside a run
+
+
+@dataclass(frozen=True)
+class Score:
+    checkpoint: Path
+    text: str  # what was scored, for people: "the val split of input.txt", "notes.txt"
+    loss: float
+    windows: int
+    tokens: int  # predictions counted: windows x block_size
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.loss)
+
+    def line(self) -> str:
+        return (
+            f"{self.checkpoint.parent.name}/{self.checkpoint.name} on {self.text}: "
+            f"loss {self.loss:.4f}, perplexity {self.perplexity:.2f} over {self.tokens:,} tokens "
+            f"({self.windows:,} windows of {self.tokens // self.windows})"
+        )
+
+
+def mean_loss(backend: Backend, tokens: np.ndarray, batch_size: int) -> tuple[float, int]:
+    """(mean loss, windows) over the windows that tile `tokens`."""
+    block = backend.cfg.block_size
+    starts = data_mod.eval_windows(tokens, block)
+    total = 0.0
+    for x, y in data_mod.window_batches(tokens, starts, block, batch_size):
+        total += backend.eval_loss(x, y) * len(x)
+    return total / len(starts), len(starts)
+
+
+def score(
+    checkpoint: Path,
+    data: str | None = None,
+    backend: str | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+) -> Score:
+    """Score a checkpoint file: on `data` (the whole text) if given, else on the val split of
+    the corpus its run trained on (checked to be the same text). A run's checkpoint is loaded
+    with the run's backend options (its dtype), so the figure matches the run's evals."""
+    checkpoint = Path(checkpoint)
+    run = RunDir(checkpoint.parent)
+    record = run.read() if run.run_json.is_file() else None
+    if record is None and data is None:
+        raise LalError(
+            f"{checkpoint} is not in a run folder, so it has no val split; "
+            "give the text to score with --data PATH"
+        )
+    options = dict(record.backend_options) if record is not None else {}
+    name = backend or (record.backend if record is not None else "torch")
+    model = load_for_sampling(checkpoint, name, device, **_eval_options(name, options))
+    if batch_size is None:
+        train_cfg = record.train_config if record is not None else None
+        batch_size = train_cfg.batch_size if train_cfg is not None else DEFAULT_BATCH
+    block = model.cfg.block_size
+    if data is not None:
+        corpus = data_mod.load_corpus(data)
+        tokens, text = np.asarray(corpus.tokens), corpus.path.name
+        if len(tokens) < block + 1:
+            raise DataError(
+                f"{corpus.path} has {len(tokens)} tokens, fewer than one window of this model's "
+                f"context ({block + 1} tokens); give a longer text"
+            )
+    else:
+        assert record is not None and record.data is not None
+        corpus = data_mod.load_corpus(record.data.path)
+        if record.data.sha256 and corpus.sha256 != record.data.sha256:
+            raise LalError(
+                f"the corpus {corpus.path} changed since run {record.run_id} trained on it "
+                "(sha256 differs); give the text to score with --data PATH"
+            )
+        tokens, text = np.asarray(corpus.val), f"the val split of {corpus.path.name}"
+    loss, windows = mean_loss(model, tokens, batch_size)
+    return Score(checkpoint, text, loss, windows, windows * block)
+
+
+def _eval_options(backend: str, options: dict) -> dict:
+    """The run's training options that also shape an eval (the dtype), for `load_for_sampling`."""
+    keep = {"dtype", "chunked_loss"} if backend == "torch" else set()
+    return {k: v for k, v in options.items() if k in keep}
