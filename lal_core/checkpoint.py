@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -88,6 +89,33 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         tmp.unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
+
+
+def atomic_folder(out: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` on a new folder beside `out`, fsync its files, then move it into place
+    (replacing `out` if it exists): `out` is the old folder or the new one, whole. On any failure
+    the new folder is removed and `out` is left as it was."""
+    out = Path(out)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    old = None
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes 0700, safetensors 0600
+        for path in tmp.iterdir():
+            os.chmod(path, 0o666 & ~_UMASK)
+            with open(path, "rb+") as f:
+                os.fsync(f.fileno())
+        _fsync_dir(tmp)
+        if out.exists():
+            old = out.with_name(f".{out.name}.{os.getpid()}.old")
+            os.replace(out, old)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _fsync_dir(out.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

@@ -76,25 +76,22 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def cmd_stop(args: argparse.Namespace) -> int:
     from lal_core.follow import live_run
-    from lal_core.runs import read_entry
+    from lal_core.runs import read_entry, remote_host
 
     run = live_run(args.run, args.runs_dir)
-    writer = run.writer()
     entry = read_entry(run)
-    owner = entry.record.process if entry.record else None
-    if writer is None and entry.status == "running" and owner is not None:
-        writer_host = owner.host  # run.json says running, on a host this one cannot see into
+    writer = entry.writer
+    if writer is None:  # run.json may say it runs on a host this one cannot see into
+        host = remote_host(entry.record) if entry.record is not None else None
+    else:
+        host = None if writer.here else writer.host
+    if host is not None:
         raise LalError(
-            f"run {run.run_id} runs on {writer_host}: follow it from here (lal watch "
+            f"run {run.run_id} runs on {host}: follow it from here (lal watch "
             f"{run.run_id}), stop it there"
         )
     if writer is None:
         raise LalError(f"run {run.run_id} is not running ({entry.status}); nothing to stop")
-    if not writer.here:
-        raise LalError(
-            f"run {run.run_id} runs on {writer.host}: follow it from here (lal watch "
-            f"{run.run_id}), stop it there"
-        )
     run.request_stop("lal stop")
     print(f"asked run {run.run_id}, {writer.describe()}, to stop after its step", flush=True)
     if args.no_wait:

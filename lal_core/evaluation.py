@@ -1,6 +1,6 @@
 """`lal eval`: a checkpoint's loss and perplexity on its run's val split or on any text.
 
-The loss is the one the trainer's evals report (`pretraining.evaluate`): the mean cross-entropy
+The loss is the one the trainer's evals report (`pretraining.window_loss`): the mean cross-entropy
 over fixed, non-overlapping windows of block_size + 1 tokens that tile the text, every position
 of a window predicted. So a run's best checkpoint scores its recorded best val loss, on the
 same backend and dtype. Perplexity is exp(loss): the number of equally likely next tokens the
@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from lal_core import data as data_mod
-from lal_core.backends import Backend
 from lal_core.errors import DataError, LalError
+from lal_core.pretraining import window_loss
+from lal_core.records import RunRecord
 from lal_core.runs import RunDir
 from lal_core.sampling import load_for_sampling
 
@@ -44,16 +45,6 @@ class Score:
         )
 
 
-def mean_loss(backend: Backend, tokens: np.ndarray, batch_size: int) -> tuple[float, int]:
-    """(mean loss, windows) over the windows that tile `tokens`."""
-    block = backend.cfg.block_size
-    starts = data_mod.eval_windows(tokens, block)
-    total = 0.0
-    for x, y in data_mod.window_batches(tokens, starts, block, batch_size):
-        total += backend.eval_loss(x, y) * len(x)
-    return total / len(starts), len(starts)
-
-
 def score(
     checkpoint: Path,
     data: str | None = None,
@@ -72,32 +63,41 @@ def score(
             f"{checkpoint} is not in a run folder, so it has no val split; "
             "give the text to score with --data PATH"
         )
-    options = dict(record.backend_options) if record is not None else {}
     name = backend or (record.backend if record is not None else "torch")
-    model = load_for_sampling(checkpoint, name, device, **_eval_options(name, options))
+    options = _eval_options(name, record.backend_options) if record is not None else {}
+    model = load_for_sampling(checkpoint, name, device, **options)
     if batch_size is None:
         train_cfg = record.train_config if record is not None else None
         batch_size = train_cfg.batch_size if train_cfg is not None else DEFAULT_BATCH
     block = model.cfg.block_size
-    if data is not None:
-        corpus = data_mod.load_corpus(data)
-        tokens, text = np.asarray(corpus.tokens), corpus.path.name
-        if len(tokens) < block + 1:
-            raise DataError(
-                f"{corpus.path} has {len(tokens)} tokens, fewer than one window of this model's "
-                f"context ({block + 1} tokens); give a longer text"
-            )
-    else:
-        assert record is not None and record.data is not None
-        corpus = data_mod.load_corpus(record.data.path)
-        if record.data.sha256 and corpus.sha256 != record.data.sha256:
-            raise LalError(
-                f"the corpus {corpus.path} changed since run {record.run_id} trained on it "
-                "(sha256 differs); give the text to score with --data PATH"
-            )
-        tokens, text = np.asarray(corpus.val), f"the val split of {corpus.path.name}"
-    loss, windows = mean_loss(model, tokens, batch_size)
-    return Score(checkpoint, text, loss, windows, windows * block)
+    tokens, text = _text(data, block) if data is not None else _val_split(record)
+    starts = data_mod.eval_windows(tokens, block)
+    loss = window_loss(model, tokens, starts, batch_size)
+    return Score(checkpoint, text, loss, len(starts), len(starts) * block)
+
+
+def _text(data: str, block: int) -> tuple[np.ndarray, str]:
+    """All the tokens of a text file, which must hold at least one window."""
+    corpus = data_mod.load_corpus(data)
+    if len(corpus.tokens) < block + 1:
+        raise DataError(
+            f"{corpus.path} has {len(corpus.tokens)} tokens, fewer than one window of this "
+            f"model's context ({block + 1} tokens); give a longer text"
+        )
+    return corpus.tokens, corpus.path.name
+
+
+def _val_split(record: RunRecord) -> tuple[np.ndarray, str]:
+    """The val split of the corpus the run trained on, checked to be the same text."""
+    if record.data is None:  # a hand-made run folder
+        raise LalError(f"run {record.run_id} records no corpus; give the text with --data PATH")
+    corpus = data_mod.load_corpus(record.data.path)
+    if record.data.sha256 and corpus.sha256 != record.data.sha256:
+        raise LalError(
+            f"the corpus {corpus.path} changed since run {record.run_id} trained on it "
+            "(sha256 differs); give the text to score with --data PATH"
+        )
+    return corpus.val, f"the val split of {corpus.path.name}"
 
 
 def _eval_options(backend: str, options: dict) -> dict:

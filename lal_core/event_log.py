@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-import typing
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
@@ -24,7 +23,15 @@ from typing import Any, TextIO
 from lal_core import events as ev
 from lal_core.config import ModelConfig, TrainConfig
 from lal_core.errors import CheckpointError
-from lal_core.records import CorpusInfo, checked, read_fields, write_fields
+from lal_core.records import (
+    METRIC_KEYS,
+    CorpusInfo,
+    checked,
+    json_kind,
+    read_fields,
+    type_hints,
+    write_fields,
+)
 
 EVENT_TYPES: dict[str, type] = {
     "preparing": ev.Preparing,
@@ -38,13 +45,6 @@ EVENT_TYPES: dict[str, type] = {
     "failed": ev.RunFailed,
 }
 _TYPE_NAMES = {cls: name for name, cls in EVENT_TYPES.items()}
-# Field -> key where the key is not the field's name (format 1's step and eval keys).
-KEYS = {
-    "iteration": "iter",
-    "tokens_per_sec": "tok_s",
-    "is_best": "best",
-    "eval_seconds": "eval_s",
-}
 # Nested values: how each is written and read back.
 _NESTED = {
     ModelConfig: (lambda c: c.to_dict(), ModelConfig.from_dict),
@@ -61,13 +61,8 @@ def event_to_json(event: ev.Event) -> dict[str, Any]:
             value = str(value)
         elif type(value) in _NESTED:
             value = _NESTED[type(value)][0](value)
-        out[KEYS.get(f.name, f.name)] = value
+        out[METRIC_KEYS.get(f.name, f.name)] = value
     return out
-
-
-def _kind(hint: Any) -> type:
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if args else hint
 
 
 def event_from_json(data: Any, folder: Path | None = None) -> ev.Event | None:
@@ -76,18 +71,18 @@ def event_from_json(data: Any, folder: Path | None = None) -> ev.Event | None:
     if not isinstance(data, dict) or data.get("type") not in EVENT_TYPES:
         return None
     cls = EVENT_TYPES[data["type"]]
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     given: dict[str, Any] = {}
     try:
         for f in fields(cls):
-            kind, value = _kind(hints[f.name]), data.get(KEYS.get(f.name, f.name))
+            kind, value = json_kind(hints[f.name]), data.get(METRIC_KEYS.get(f.name, f.name))
             if kind in _NESTED and isinstance(value, dict):
                 given[f.name] = _NESTED[kind][1](value)
             elif kind is Path and isinstance(value, str):
                 given[f.name] = Path(value) if folder is None else _into(folder, f.name, value)
             elif kind in _NESTED or kind is Path:
                 given[f.name] = None
-        return read_fields(cls, data, KEYS, **given)
+        return read_fields(cls, data, METRIC_KEYS, **given)
     except (CheckpointError, ValueError, TypeError):
         return None
 

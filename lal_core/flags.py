@@ -208,7 +208,7 @@ def run_request(args: argparse.Namespace, base: TrainConfig | None = None) -> Ru
 def fixed_by_resume(args: argparse.Namespace) -> list[str]:
     """The flags given that a resumed run cannot take (it keeps its own settings)."""
     names = ["config", "backend", "data", "dropout", "dtype", "recompute", "peak_tflops"]
-    names += [f.name for f in recipe_fields() if f.name not in RESUME_MAY_CHANGE]
+    names += [f.name for f in recipe_fields()]
     given = [
         flag_name(n) for n in names if n not in RESUME_MAY_CHANGE and getattr(args, n) is not None
     ]

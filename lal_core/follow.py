@@ -15,7 +15,6 @@ process was killed), the follower says it: a RunFinished with status "interrupte
 from __future__ import annotations
 
 import json
-import socket
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,7 +22,7 @@ from pathlib import Path
 from lal_core import events as ev
 from lal_core.errors import CheckpointError, LalError
 from lal_core.event_log import event_from_json, event_time
-from lal_core.runs import RunDir, RunEntry, find_run, list_runs
+from lal_core.runs import RunDir, RunEntry, find_run, list_runs, remote_host
 
 POLL_SECONDS = 0.1
 START_GRACE_SECONDS = 2.0  # a folder made a moment ago may not have its writer's lock yet
@@ -58,11 +57,9 @@ class RunFollower:
         if self.job != "train":
             return False
         try:  # a run owned by another host is taken at its word
-            record = self.run.read()
+            return remote_host(self.run.read()) is not None
         except CheckpointError:
             return False
-        owner = record.process
-        return record.status == "running" and owner is not None and owner.host != _HOST
 
     def events(self, stop: ev.StopRequest | None = None) -> Iterator[ev.Event]:
         """The log's events, then new ones as they are written, until the run ends (or `stop`
@@ -133,9 +130,6 @@ class RunFollower:
         return finished
 
 
-_HOST = socket.gethostname()
-
-
 def _still_valid(path: Path, offset: int) -> int:
     """Where to read on from: a resume rewrites the log with the lines it keeps first, as they
     were, so a position past the file's new end moves back to that end."""
@@ -172,12 +166,12 @@ def live_run(ref: str | None, root: Path | None = None) -> RunDir:
 def describe(event: ev.Event) -> str | None:
     """The line `lal train`, `lal sft` and `lal watch` print for an event (None: a step, shown
     in place on a terminal, or a checkpoint)."""
-    if isinstance(event, (ev.Preparing, ev.EvalDone, ev.EarlyStopped, ev.SFTEpochDone)):
+    if isinstance(
+        event, (ev.Preparing, ev.EvalDone, ev.EarlyStopped, ev.SFTEpochDone, ev.RunFinished)
+    ):
         return event.line
     if isinstance(event, ev.RunStarted):
         return event.header
-    if isinstance(event, ev.RunFinished):
-        return event.line
     if isinstance(event, ev.RunFailed):
         return f"failed: {event.message}"
     return None

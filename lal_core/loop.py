@@ -18,10 +18,11 @@ records and which checkpoints it keeps.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,10 +33,41 @@ from lal_core import events as ev
 from lal_core.backends import Backend
 from lal_core.checkpoint import STATE_FILE, save_state, save_weights
 from lal_core.config import TrainConfig
+from lal_core.errors import describe_failure
+from lal_core.event_log import EventLog
 from lal_core.flops import mfu
 from lal_core.runs import RunDir
 
 EventCallback = Callable[[ev.Event], None]
+
+
+@contextlib.contextmanager
+def writing(
+    run: RunDir,
+    job: str,
+    stop: ev.StopRequest,
+    on_event: EventCallback | None,
+    on_failure: Callable[[str], None] | None = None,
+) -> Iterator[EventLog]:
+    """A session of one writer of a run folder (training or fine-tuning): its lock held (a
+    second writer is refused in one line), stop requests taken from its stop file, and every
+    event logged, then passed to `on_event`. A failure is said in the log as well (after
+    `on_failure(reason)`), so a follower hears why; then it is raised on."""
+    with run.lock(job):
+        run.stop_path.unlink(missing_ok=True)  # a request for an earlier process
+        stop.watch(run.stop_path)
+        emit = EventLog(run.event_log(job), then=on_event)
+        try:
+            yield emit
+        except BaseException as exc:
+            message = describe_failure(exc)
+            if on_failure is not None:
+                on_failure(message)
+            emit(ev.RunFailed(message=message, run_dir=run.path))
+            raise
+        finally:
+            emit.close()
+            run.stop_path.unlink(missing_ok=True)
 
 
 def format_elapsed(seconds: float) -> str:
@@ -125,6 +157,10 @@ class Job(ABC):
 
     iteration: int = 0  # the next step's number (so far: the steps taken)
     clock: Clock  # the run's elapsed time, set when the job is made
+    emit: EventCallback  # where its events go
+    run: RunDir | None = None  # the run folder it writes (None: it writes no files)
+    checkpoints: Checkpoints | None = None  # the writer of its weights, with a run folder
+    peak: float | None = None  # the device's peak FLOP/s, for the MFU figure
 
     @abstractmethod
     def before_step(self) -> str | None:
@@ -152,8 +188,9 @@ class Job(ABC):
         return None
 
     @abstractmethod
-    def finish(self, status: str) -> None:
-        """The run is over (completed, early stopped, stopped or failed): records and events."""
+    def finish(self, status: str, message: str = "") -> None:
+        """The run is over (completed, early stopped, stopped or failed, with `failed`'s
+        `message`): records and events."""
 
 
 @dataclass(frozen=True)
@@ -164,14 +201,7 @@ class LoopEnd:
     output: Path | None = None  # the output checkpoint, if one was written
 
 
-def run_steps(
-    backend: Backend,
-    job: Job,
-    emit: EventCallback,
-    stop: ev.StopRequest,
-    checkpoints: Checkpoints | None,
-    peak_flops: float | None = None,
-) -> LoopEnd:
+def run_steps(backend: Backend, job: Job, stop: ev.StopRequest) -> LoopEnd:
     """Take the job's steps until it is over, a stop is requested or a loss is not finite."""
     elapsed = job.clock
     while (status := job.before_step()) is None:
@@ -185,25 +215,25 @@ def run_steps(
         seconds = time.perf_counter() - t0
         if not math.isfinite(loss):
             message = job.failed(step, loss)
-            job.finish("failed")
-            run_dir = checkpoints.run.path if checkpoints is not None else None
-            emit(ev.RunFailed(message=message, run_dir=run_dir, iteration=step.iteration))
+            job.finish("failed", message)
+            run_dir = job.run.path if job.run is not None else None
+            job.emit(ev.RunFailed(message=message, run_dir=run_dir, iteration=step.iteration))
             return LoopEnd("failed", elapsed(), message)
         job.step_done(step, loss, seconds)
         tok_s = step.x.size / seconds if seconds > 0 else 0.0
-        emit(
+        job.emit(
             ev.StepDone(
                 iteration=step.iteration,
                 loss=loss,
                 lr=step.lr,
                 tokens_per_sec=tok_s,
                 elapsed=elapsed(),
-                mfu=mfu(tok_s, backend.cfg, peak_flops),
+                mfu=mfu(tok_s, backend.cfg, job.peak),
             )
         )
     output = job.output()
     path = None
-    if output is not None and checkpoints is not None:
-        path = checkpoints.save(output[0], job.iteration, output[1])
+    if output is not None and job.checkpoints is not None:
+        path = job.checkpoints.save(output[0], job.iteration, output[1])
     job.finish(status)
     return LoopEnd(status, elapsed(), output=path)

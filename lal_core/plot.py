@@ -48,13 +48,13 @@ def read_curves(runs: Sequence[RunDir]) -> list[Curves]:
     curves = []
     for run in runs:
         record = run.read()
-        evals = run.evals()
+        steps, evals = run.curves()
         if not evals:
             raise LalError(
                 f"run {record.run_id} has no evals yet; plot it after its first eval "
                 "(the first comes at iteration 0, then every --eval-interval steps)"
             )
-        curves.append(Curves(record, run.steps(), evals))
+        curves.append(Curves(record, steps, evals))
     return curves
 
 

@@ -45,14 +45,17 @@ def evaluate(backend: Backend, corpus: data_mod.Corpus, block_size: int, batch_s
     train over the same number of windows spread evenly over the train split. Deterministic."""
     val_starts = data_mod.eval_windows(corpus.val, block_size)
     train_starts = data_mod.eval_windows(corpus.train, block_size, count=len(val_starts))
-    losses = []
-    for split, starts in ((corpus.train, train_starts), (corpus.val, val_starts)):
-        total, count = 0.0, 0
-        for x, y in data_mod.window_batches(split, starts, block_size, batch_size):
-            total += backend.eval_loss(x, y) * len(x)
-            count += len(x)
-        losses.append(total / count)
-    return losses[0], losses[1]
+    train = window_loss(backend, corpus.train, train_starts, batch_size)
+    return train, window_loss(backend, corpus.val, val_starts, batch_size)
+
+
+def window_loss(backend: Backend, split: np.ndarray, starts: np.ndarray, batch_size: int) -> float:
+    """The mean loss over the windows of `split` that start at `starts` (each counts the same)."""
+    block_size = backend.cfg.block_size
+    total = 0.0
+    for x, y in data_mod.window_batches(split, starts, block_size, batch_size):
+        total += backend.eval_loss(x, y) * len(x)
+    return total / len(starts)
 
 
 @dataclass
@@ -105,7 +108,6 @@ class PreTraining(Job):
         if state.batch_rng is not None:
             self.rng.bit_generator.state = state.batch_rng
         self.step_seconds, self.step_tokens = 0.0, 0  # since the last eval, for its tokens/s
-        self.failure = ""
 
     @property
     def iteration(self) -> int:
@@ -170,7 +172,7 @@ class PreTraining(Job):
             state.best_val, state.best_iter, state.bad_evals = val_loss, it, 0
         else:
             state.bad_evals += 1
-        record = EvalRecord(
+        return EvalRecord(
             iteration=it,
             train_loss=train_loss,
             val_loss=val_loss,
@@ -180,7 +182,6 @@ class PreTraining(Job):
             elapsed=self.clock(),
             eval_seconds=seconds,
         )
-        return record
 
     def next_step(self) -> Step:
         it, cfg = self.state.iteration, self.cfg
@@ -198,20 +199,19 @@ class PreTraining(Job):
         self.snapshot()
 
     def failed(self, step: Step, loss: float) -> str:
-        self.failure = (
+        return (
             f"loss or gradient became {loss} at iter {step.iteration}; the best checkpoint "
             f"(iter {self.state.best_iter}) is kept and the run can resume from its last "
             "eval; try a lower --lr"
         )
-        return self.failure
 
     def output(self) -> tuple[str, dict[str, Any]]:
         return "final", {"iteration": self.state.iteration}
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: str, message: str = "") -> None:
         state, it = self.state, self.state.iteration
         if status == "failed":
-            self.run.update(status="failed", error=self.failure, iteration=it)
+            self.run.update(status="failed", error=message, iteration=it)
             return
         best = state.best_val if state.best_iter is not None else None
         self.run.update(status=status, iteration=it, best_val=best, best_iter=state.best_iter)

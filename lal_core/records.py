@@ -15,6 +15,7 @@ CheckpointError naming the key.
 
 from __future__ import annotations
 
+import functools
 import math
 import types
 import typing
@@ -31,7 +32,12 @@ RUN_STATUSES = ("running", "completed", "early_stopped", "stopped", "failed")
 _KIND_NAMES = {int: "an integer", float: "a number", str: "text", dict: "an object", list: "a list"}
 
 
-def _json_kind(hint: Any) -> type:
+# Type hints of a record class, looked up once per class: reading a log line is a hot path
+# (`lal watch` and the dashboard replay every line of a run's log).
+type_hints = functools.cache(typing.get_type_hints)
+
+
+def json_kind(hint: Any) -> type:
     """The JSON type a field's annotation reads from: `float | None` -> float, tuple -> list."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
@@ -61,7 +67,7 @@ def checked(data: dict[str, Any], key: str, kind: type, default: Any = None) -> 
 def read_fields(cls: type, data: dict[str, Any], keys: dict[str, str] | None = None, /, **given):
     """A record of the dataclass `cls` from JSON: each field from its key (`keys` renames),
     checked against its type; `given` fields are taken as they are (nested records)."""
-    hints = typing.get_type_hints(cls)
+    hints = type_hints(cls)
     values = dict(given)
     for f in fields(cls):
         if f.name in given or not f.init:
@@ -69,7 +75,7 @@ def read_fields(cls: type, data: dict[str, Any], keys: dict[str, str] | None = N
         key = (keys or {}).get(f.name, f.name)
         required = f.default is MISSING and f.default_factory is MISSING
         default = f.default_factory() if f.default_factory is not MISSING else f.default
-        value = checked(data, key, _json_kind(hints[f.name]), None if required else default)
+        value = checked(data, key, json_kind(hints[f.name]), None if required else default)
         if value is None and required and not (key in data and _optional(hints[f.name])):
             raise CheckpointError(f"{key} is missing")
         values[f.name] = value
@@ -225,7 +231,13 @@ _RUN_KEYS = {f.name for f in fields(RunRecord)} - {"extra"}
 
 
 # -- metrics.jsonl -----------------------------------------------------------------------------
-_METRIC_KEYS = {"iteration": "iter", "tokens_per_sec": "tok_s"}
+# Field -> key where a metrics line's key is not the field's name (format 1's short keys).
+METRIC_KEYS = {
+    "iteration": "iter",
+    "tokens_per_sec": "tok_s",
+    "is_best": "best",
+    "eval_seconds": "eval_s",
+}
 
 
 @dataclass(frozen=True)
@@ -239,7 +251,7 @@ class StepRecord:
     elapsed: float = 0.0  # seconds since the run started (a resumed run's earlier sessions too)
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "step", **write_fields(self, _METRIC_KEYS)}
+        return {"type": "step", **write_fields(self, METRIC_KEYS)}
 
 
 @dataclass(frozen=True)
@@ -256,21 +268,19 @@ class EvalRecord:
     eval_seconds: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "eval", **write_fields(self, _EVAL_KEYS)}
+        return {"type": "eval", **write_fields(self, METRIC_KEYS)}
 
 
-_EVAL_KEYS = {**_METRIC_KEYS, "is_best": "best", "eval_seconds": "eval_s"}
 MetricRecord = StepRecord | EvalRecord
 
 
 def metric_from_json(data: Any) -> MetricRecord | None:
     """A metrics.jsonl line's record; None for a line this lal does not know or cannot read
     (no iteration or loss). Throughput and timing a line lacks read as 0."""
-    kinds = {"step": (StepRecord, _METRIC_KEYS), "eval": (EvalRecord, _EVAL_KEYS)}
+    kinds = {"step": StepRecord, "eval": EvalRecord}
     if not isinstance(data, dict) or data.get("type") not in kinds:
         return None
-    cls, keys = kinds[data["type"]]
     try:
-        return read_fields(cls, data, keys)
+        return read_fields(kinds[data["type"]], data, METRIC_KEYS)
     except CheckpointError:
         return None

@@ -104,14 +104,15 @@ class RunDir:
         """The writer's lock: hold it while writing this folder (`with run.lock("train"):`)."""
         return RunLock(self.path, job)
 
-    def writer(self) -> Owner | None:
+    def writer(self, record: RunRecord | None = None) -> Owner | None:
         """The process writing this folder now, if this machine can see one: the holder of its
-        lock, or for a run from before locks, run.json's owner if that process lives."""
+        lock, or for a run from before locks, run.json's owner if that process lives (`record`:
+        run.json as the caller has already read it)."""
         owner = current_owner(self.path)
         if owner is not None or has_lock_file(self.path):
             return owner
         try:
-            record = self.read()
+            record = record or self.read()
         except CheckpointError:
             return None
         process = record.process
@@ -137,19 +138,21 @@ class RunDir:
         """run.json, checked; a missing, damaged or newer-format file is a one-line error."""
         if not self.run_json.is_file():
             raise CheckpointError(f"{self.path} is not a run folder (no run.json)")
+        data = read_json(self.run_json)  # its errors name the file
         try:
-            return RunRecord.from_json(read_json(self.run_json), self.run_id)
+            return RunRecord.from_json(data, self.run_id)
         except CheckpointError as exc:
-            if str(self.run_json) in str(exc):
-                raise
             raise CheckpointError(f"{self.run_json}: {exc}") from None
 
     def write(self, record: RunRecord) -> None:
         write_json(self.run_json, record.to_json())
 
-    def update(self, **changes: Any) -> RunRecord:
-        """Rewrite run.json with these fields changed (and `updated` set to now)."""
-        record = replace(self.read(), **changes, updated=time.time(), format_version=FORMAT_VERSION)
+    def update(self, record: RunRecord | None = None, /, **changes: Any) -> RunRecord:
+        """Rewrite run.json with these fields changed (and `updated` set to now); `record`:
+        run.json as the caller has just read it."""
+        record = replace(
+            record or self.read(), **changes, updated=time.time(), format_version=FORMAT_VERSION
+        )
         self.write(record)
         return record
 
@@ -175,7 +178,9 @@ class RunDir:
         lines = self.metrics_path.read_text().splitlines() if self.metrics_path.is_file() else []
         text = "".join(line + "\n" for line in lines if keep(line))
         atomic_write(self.metrics_path, lambda tmp: tmp.write_text(text))
-        # Temp files left by a process killed mid-write: atomic_write's, and safetensors' own.
+
+    def remove_temp_files(self) -> None:
+        """Temp files left by a process killed mid-write: atomic_write's, and safetensors'."""
         for stale in (*self.path.glob(".*.tmp"), *self.path.glob(".tmp*")):
             stale.unlink(missing_ok=True)
 
@@ -193,11 +198,17 @@ class RunDir:
                 records.append(record)
         return records
 
+    def curves(self) -> tuple[list[StepRecord], list[EvalRecord]]:
+        """The step and the eval records, from one read of metrics.jsonl."""
+        records = self.read_metrics()
+        steps = [r for r in records if isinstance(r, StepRecord)]
+        return steps, [r for r in records if isinstance(r, EvalRecord)]
+
     def steps(self) -> list[StepRecord]:
-        return [r for r in self.read_metrics() if isinstance(r, StepRecord)]
+        return self.curves()[0]
 
     def evals(self) -> list[EvalRecord]:
-        return [r for r in self.read_metrics() if isinstance(r, EvalRecord)]
+        return self.curves()[1]
 
 
 def process_info() -> ProcessInfo:
@@ -214,14 +225,22 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def live_status(run: RunDir, record: RunRecord) -> str:
-    """The status a run really has: `interrupted` when run.json says `running` but nothing on
-    this host writes it any more (killed, or the machine went down). A run owned by another
-    host is taken at its word."""
-    owner = record.process
-    if record.status != "running" or (owner is not None and owner.host != socket.gethostname()):
+def remote_host(record: RunRecord) -> str | None:
+    """The host run.json says writes the run, when that is not this machine (None: not
+    running, or here). Such a run is taken at its word: its lock and process cannot be seen
+    from here, so it can be followed but not stopped or probed."""
+    process = record.process
+    if record.status != "running" or process is None or process.host == socket.gethostname():
+        return None
+    return process.host
+
+
+def live_status(record: RunRecord, writer: Owner | None) -> str:
+    """The status a run really has, given its `writer` (`RunDir.writer`): `interrupted` when
+    run.json says `running` but nothing on this host writes it any more (killed, or the
+    machine went down). A run owned by another host is taken at its word."""
+    if record.status != "running" or remote_host(record) is not None:
         return record.status
-    writer = run.writer()
     return "running" if writer is not None and writer.job == "train" else "interrupted"
 
 
@@ -288,7 +307,8 @@ def read_entry(run: RunDir) -> RunEntry:
         record = run.read()
     except CheckpointError as exc:
         return RunEntry(run.path, None, "damaged", str(exc))
-    return RunEntry(run.path, record, live_status(run, record), writer=run.writer())
+    writer = run.writer(record)
+    return RunEntry(run.path, record, live_status(record, writer), writer=writer)
 
 
 def list_runs(root: Path | None = None) -> list[RunEntry]:
@@ -301,8 +321,11 @@ def list_runs(root: Path | None = None) -> list[RunEntry]:
     return sorted(runs, key=lambda r: (r.created, r.run_id))
 
 
-def find_run(ref: str | None, root: Path | None = None) -> RunDir:
-    """A run folder from a run id, a path to a folder, or (None) the newest run."""
+def find_run(ref: str | Path | RunDir | None, root: Path | None = None) -> RunDir:
+    """A run folder from a run id, a path to a folder, or (None) the newest run; a RunDir is
+    taken as it is."""
+    if isinstance(ref, RunDir):
+        return ref
     root = Path(root) if root is not None else paths.runs_dir()
     if ref in (None, ""):
         runs = [r for r in list_runs(root) if not r.damaged]
@@ -312,13 +335,14 @@ def find_run(ref: str | None, root: Path | None = None) -> RunDir:
             )
         return RunDir(runs[-1].path)
     candidate = Path(ref)
-    for folder in (candidate, root / ref):
+    for folder in (candidate, root / candidate):
         if folder.is_dir():
             run = RunDir(folder)
             run.read()  # fails with a clear line when run.json is missing
             return run
     raise CheckpointError(
-        f"no run {ref!r} (looked for the folder {candidate} and {root / ref}); see: lal runs"
+        f"no run {str(ref)!r} (looked for the folder {candidate} and {root / candidate}); "
+        "see: lal runs"
     )
 
 

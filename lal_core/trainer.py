@@ -19,12 +19,11 @@ from lal_core import events as ev
 from lal_core.backends import Backend, make_backend
 from lal_core.checkpoint import STATE_FILE, load_state, read_header
 from lal_core.config import ModelConfig, TrainConfig
-from lal_core.errors import LalError, describe_failure
-from lal_core.event_log import EventLog
-from lal_core.loop import EventCallback, run_started, run_steps, setup_training
+from lal_core.errors import LalError
+from lal_core.loop import EventCallback, run_started, run_steps, setup_training, writing
 from lal_core.pretraining import LoopState, PreTraining, evaluate
 from lal_core.records import CorpusInfo, ResumeMark, RunRecord
-from lal_core.run_lock import RunBusy, RunLock
+from lal_core.run_lock import RunBusy
 from lal_core.runs import RunDir, find_run, process_info
 
 __all__ = ["LoopState", "RunResult", "Trainer", "evaluate", "read_state_header", "train"]
@@ -158,24 +157,20 @@ class Trainer:
             f"({len(corpus.train):,} train / {len(corpus.val):,} val tokens)"
         )
 
-    def _claim(self) -> tuple[RunDir, RunLock]:
-        """The run's folder, with its writer's lock held: a new folder, or the resumed one."""
+    def _folder(self) -> RunDir:
+        """The run's folder: a new one, or the resumed one."""
         try:
-            run = self._resume_from or RunDir.create(
+            return self._resume_from or RunDir.create(
                 self.model_cfg.name, self.backend.name, self.runs_root, self.run_id
             )
         except OSError as exc:
             where = f" ({exc.filename})" if exc.filename else ""
             raise LalError(f"cannot create the run folder: {exc.strerror or exc}{where}") from None
-        lock = run.lock("train")
-        lock.acquire()
-        run.stop_path.unlink(missing_ok=True)  # a request for a run that has since ended
-        self.stop.watch(run.stop_path)
-        return run, lock
 
-    def _start(self, run: RunDir, emit: EventCallback) -> LoopState:
+    def _start(self, run: RunDir, emit: EventCallback, corpus: CorpusInfo) -> LoopState:
         """run.json (new, or the resumed run's marked running again), the backend's setup
         (announced: compiling takes a while), then a resumed run's weights and optimizer."""
+        weights = optimizer = None
         if self._resume_from is None:
             run.write(
                 RunRecord(
@@ -187,46 +182,44 @@ class Trainer:
                     device=self.backend.device,
                     backend_options=self.backend_options,
                     n_params=self.backend.num_parameters(),
-                    data=CorpusInfo(**self.corpus.describe()),
+                    data=corpus,
                     status="running",
                     process=process_info(),
                 )
             )
-            setup_training(self.backend, self.cfg, emit)
-            return LoopState()
-        weights, optimizer, saved = load_state(run.path / STATE_FILE, self.model_cfg)
-        state = LoopState.from_dict(saved)
-        run.drop_events_after(state.iteration, state.evaluated)
-        mark = ResumeMark(iteration=state.iteration, time=time.time())
-        run.update(
-            status="running",
-            train_config=self.cfg,
-            process=process_info(),
-            resumed=(*run.read().resumed, mark),
-            error=None,
-        )
+            state = LoopState()
+        else:
+            weights, optimizer, saved = load_state(run.path / STATE_FILE, self.model_cfg)
+            state = LoopState.from_dict(saved)
+            run.drop_events_after(state.iteration, state.evaluated)
+            run.remove_temp_files()
+            record = run.read()
+            run.update(
+                record,
+                status="running",
+                train_config=self.cfg,
+                process=process_info(),
+                resumed=(*record.resumed, ResumeMark(iteration=state.iteration, time=time.time())),
+                error=None,
+            )
         setup_training(self.backend, self.cfg, emit)
-        self.backend.load_state_dict(weights)
-        self.backend.load_optimizer_state(optimizer)
+        if weights is not None:
+            self.backend.load_state_dict(weights)
+            self.backend.load_optimizer_state(optimizer)
         return state
 
     def run_training(self) -> RunResult:
         """Take the run's folder (refused in one line if another process writes it), train,
         and let go of it; every event goes to the folder's log, then to `on_event`."""
-        run, lock = self._claim()
-        self.run = run
-        emit = EventLog(run.metrics_path, then=self.on_event)
-        try:
-            return self._train(run, emit)
-        finally:
-            emit.close()
-            run.stop_path.unlink(missing_ok=True)
-            lock.release()
+        run = self.run = self._folder()
 
-    def _train(self, run: RunDir, emit: EventLog) -> RunResult:
-        b = self.backend
-        try:
-            state = self._start(run, emit)
+        def failed(message: str) -> None:
+            if run.run_json.is_file():
+                run.update(status="failed", error=message)
+
+        b, corpus = self.backend, CorpusInfo(**self.corpus.describe())
+        with writing(run, "train", self.stop, self.on_event, failed) as emit:
+            state = self._start(run, emit, corpus)
             emit(
                 run_started(
                     run,
@@ -235,17 +228,11 @@ class Trainer:
                     self.cfg.max_iters,
                     self._header(run),
                     train_config=self.cfg,
-                    corpus=CorpusInfo(**self.corpus.describe()),
+                    corpus=corpus,
                 )
             )
             job = PreTraining(self.cfg, b, self.corpus, run, state, emit, self.peak_tflops)
-            end = run_steps(b, job, emit, self.stop, job.checkpoints, job.peak)
-        except BaseException as exc:
-            message = describe_failure(exc)
-            if run.run_json.is_file():
-                run.update(status="failed", error=message)
-            emit(ev.RunFailed(message=message, run_dir=run.path))
-            raise
+            end = run_steps(b, job, self.stop)
         best = job.state.best_val if job.state.best_iter is not None else None
         return RunResult(
             run.path, end.status, job.iteration, best, job.state.best_iter, end.message

@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,10 +25,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from lal_core.errors import LalError, describe_failure
+from lal_core.errors import CheckpointError, LalError, describe_failure
+from lal_core.event_log import event_time
 from lal_core.events import StopRequest
 from lal_core.flags import RunRequest, request_argv
-from lal_core.runs import LOG_FILES, RunDir
+from lal_core.run_lock import Owner
+from lal_core.runs import LOG_FILES, RunDir, remote_host
 
 TAIL_BYTES = 64 * 1024  # enough of a log's end to hold its last whole line
 # A run started here yields the cores to the dashboard when it has a key to answer (on two
@@ -37,39 +38,33 @@ TAIL_BYTES = 64 * 1024  # enough of a log's end to hold its last whole line
 RUN_NICENESS = 5
 
 
-def last_line(path: Path, offset: int = 0) -> str | None:
-    """The last non-blank line of a text file from `offset` on (None: none, or no file)."""
+def _tail(path: Path, offset: int = 0) -> bytes:
+    """The end of a file (its last TAIL_BYTES at most, from `offset` on); b"" if unreadable."""
     try:
         with open(path, "rb") as f:
             f.seek(max(offset, f.seek(0, os.SEEK_END) - TAIL_BYTES))
-            data = f.read()
+            return f.read()
     except OSError:
-        return None
-    lines = [line.strip() for line in data.decode(errors="replace").splitlines()]
+        return b""
+
+
+def last_line(path: Path, offset: int = 0) -> str | None:
+    """The last non-blank line of a text file from `offset` on (None: none, or no file)."""
+    lines = [line.strip() for line in _tail(path, offset).decode(errors="replace").splitlines()]
     lines = [line for line in lines if line]
     return lines[-1] if lines else None
 
 
-def last_record(path: Path) -> dict | None:
-    """The last whole JSON line of an event log (None: none, or no file)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - TAIL_BYTES))
-            data = f.read()
-    except OSError:
-        return None
-    for line in reversed(data.split(b"\n")[:-1]):  # the part after the last newline: unfinished
+def last_event_time(path: Path) -> float | None:
+    """When the last whole line of an event log was written (its "t"), None if not known."""
+    for line in reversed(_tail(path).split(b"\n")[:-1]):  # after the last newline: unfinished
         with contextlib.suppress(ValueError):
             record = json.loads(line)
             if isinstance(record, dict):
-                return record
+                with contextlib.suppress(CheckpointError):
+                    return event_time(record)
+                return None
     return None
-
-
-def last_event_time(path: Path) -> float | None:
-    """When the last whole line of an event log was written (its "t"), None if not known."""
-    t = (last_record(path) or {}).get("t")
-    return float(t) if isinstance(t, int | float) else None
 
 
 class Launch:
@@ -283,42 +278,37 @@ def cannot_stop(path: Path, launch: Launch | None) -> str | None:
     """Why the run in `path` cannot be stopped from here (None: it can): it is not running, or
     it runs on another host (followed from here, stopped there)."""
     run = RunDir(path)
-    writer = run.writer()
-    if writer is None:
-        if launch is not None and launch.path == run.path and launch.running():
-            return None  # started here, not yet writing: `ask_to_stop` interrupts it
-        host = elsewhere(run)
-        if host is None:
-            return f"run {run.run_id} is not running; nothing to stop"
-    else:
-        host = None if writer.here else writer.host
-    if host is not None:
-        return f"run {run.run_id} runs on {host}: it can be followed from here, stopped there"
-    return None
+    return _why_not(run, run.writer(), launch)
 
 
 def ask_to_stop(path: Path, launch: Launch | None, reason: str) -> str | None:
     """Ask the run writing `path` to stop after its step and save, through its stop file (as
     `lal stop` does), or, for a run started here that has not taken its folder yet (it does not
     watch the file until then), directly. Returns why it cannot be stopped, else None."""
-    why = cannot_stop(path, launch)
+    run = RunDir(path)
+    writer = run.writer()
+    why = _why_not(run, writer, launch)
     if why is not None:
         return why
-    run = RunDir(path)
-    if run.writer() is None and launch is not None:
+    if writer is None and launch is not None:
         launch.interrupt()
     else:
         run.request_stop(reason)
     return None
 
 
-def elsewhere(run: RunDir) -> str | None:
-    """The host a run says it runs on, when that is not this one (None: here, or not running)."""
-    try:
-        record = run.read()
-    except LalError:
-        return None
-    process = record.process
-    if record.status != "running" or process is None or process.host == socket.gethostname():
-        return None
-    return process.host
+def _why_not(run: RunDir, writer: Owner | None, launch: Launch | None) -> str | None:
+    if writer is None and launch is not None and launch.running():
+        return None  # started here, not yet writing: `ask_to_stop` interrupts it
+    if writer is not None:
+        host = None if writer.here else writer.host
+    else:
+        try:
+            host = remote_host(run.read())
+        except LalError:
+            host = None
+        if host is None:
+            return f"run {run.run_id} is not running; nothing to stop"
+    if host is not None:
+        return f"run {run.run_id} runs on {host}: it can be followed from here, stopped there"
+    return None

@@ -254,16 +254,21 @@ async def test_stop_key_ends_the_worker_cleanly_with_a_checkpoint(settings, thre
         assert info.status == "stopped" and info.iteration < 1000
 
 
+async def quit_while_training(app: LalApp, pilot) -> None:
+    """t, two steps, then q: the app asks what to do with the run."""
+    await pilot.press("t")
+    pane = app.query_one(TrainPane)
+    await wait_until(pilot, lambda: len(pane.plot.step_iters) >= 2)
+    await pilot.press("q")
+    assert isinstance(app.screen, QuitScreen)
+
+
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_quit_during_a_run_asks_then_stops_and_saves(settings, threads):
     app = LalApp(micro(settings, LONG), launcher=threads)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("t")
-        pane = app.query_one(TrainPane)
-        await wait_until(pilot, lambda: len(pane.plot.step_iters) >= 2)
-        await pilot.press("q")
-        assert isinstance(app.screen, QuitScreen)
+        await quit_while_training(app, pilot)
         await pilot.press("n")  # changed my mind: the run goes on
         assert not isinstance(app.screen, QuitScreen) and app.running("train")
         await pilot.press("q")
@@ -280,11 +285,7 @@ async def test_quit_during_a_run_asks_then_stops_and_saves(settings, threads):
 async def test_quit_can_leave_the_run_running(settings, threads):
     app = LalApp(micro(settings, LONG), launcher=threads)
     async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("t")
-        pane = app.query_one(TrainPane)
-        await wait_until(pilot, lambda: len(pane.plot.step_iters) >= 2)
-        await pilot.press("q")
-        assert isinstance(app.screen, QuitScreen)
+        await quit_while_training(app, pilot)
         await pilot.press("l")  # leave it running
         await wait_until(pilot, lambda: not app.is_running, timeout=10)
     run = RunDir(app.current_run_dir)

@@ -17,9 +17,6 @@ transformers (a dev dependency, used to check exports): the files are written as
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,18 +25,19 @@ import numpy as np
 from safetensors.numpy import save_file
 
 from lal_core import sampling
-from lal_core.checkpoint import load_weights, read_header
+from lal_core.checkpoint import atomic_folder, load_weights, read_header
 from lal_core.config import ModelConfig, count_parameters
 from lal_core.errors import LalError
 from lal_core.export.tokenizer_files import EOT_TEXT, gpt2_tokenizer_files
-from lal_core.sft.chat_format import ASSISTANT_MARK, END_MARK, SYSTEM_LINE, SYSTEM_MARK, USER_MARK
+from lal_core.sft.chat_format import ASSISTANT_MARK, END_MARK, SYSTEM_LINE, SYSTEM_MARK
 from lal_core.tokenizer import EOT_TOKEN
 
 LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, which lal's model uses; GPT-2's as well
 
 # lal's chat format (lal_core/sft/chat_format.py) for `apply_chat_template`: each turn is
-# "<|role|>text<|end|>" and a newline; the system line is lal's unless a system message gives
-# one; the generation prompt is "<|assistant|>". A single user turn renders `chat_prompt`.
+# "<|role|>text<|end|>" and a newline (so "<|user|>", "<|assistant|>"); the system line is
+# lal's unless a system message gives one; the generation prompt is "<|assistant|>". A single
+# user turn renders `chat_prompt`.
 CHAT_TEMPLATE = (
     "{%- set ns = namespace(system='" + SYSTEM_LINE + "') -%}"
     "{%- for m in messages if m['role'] == 'system' -%}"
@@ -51,7 +49,6 @@ CHAT_TEMPLATE = (
     "{%- endfor -%}"
     "{%- if add_generation_prompt -%}{{- '" + ASSISTANT_MARK + "' -}}{%- endif -%}"
 )
-assert USER_MARK == "<|user|>" and ASSISTANT_MARK == "<|assistant|>"  # the template's '<|role|>'
 
 
 @dataclass(frozen=True)
@@ -198,7 +195,7 @@ def export_hf(checkpoint: Path, out: Path, force: bool = False) -> Export:
         (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
         (folder / "README.md").write_text(model_card(checkpoint, cfg, chat))
 
-    _write_folder(out, write)
+    atomic_folder(out, write)  # whole or not at all
     return Export(out, checkpoint, chat, count_parameters(cfg))
 
 
@@ -213,31 +210,3 @@ def _check_target(out: Path, force: bool) -> None:
         raise LalError(f"{out} exists and is not empty; choose a new folder or pass --force")
     if not out.parent.is_dir():
         raise LalError(f"{out.parent} does not exist; create it first")
-
-
-def _write_folder(out: Path, write) -> None:
-    """Build the folder beside `out`, then move it into place: a failure (a full disk) leaves
-    `out` as it was and no half-written folder behind."""
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
-    try:
-        write(tmp)
-        mask = _umask()  # mkdtemp makes 0700, safetensors 0600: give them the usual modes
-        os.chmod(tmp, 0o777 & ~mask)
-        for path in tmp.iterdir():
-            os.chmod(path, 0o666 & ~mask)
-        old = None
-        if out.exists():
-            old = out.with_name(f".{out.name}.{os.getpid()}.old")
-            os.replace(out, old)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

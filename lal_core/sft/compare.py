@@ -14,9 +14,7 @@ from lal_core.errors import CheckpointError, DataError
 from lal_core.runs import RunDir, find_run
 from lal_core.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_K, load_for_sampling
 from lal_core.sft.chat import ChatAnswer, chat
-from lal_core.sft.chat_format import HELD_OUT_QUESTION, builtin_pairs, load_pairs
-
-DEFAULT_SEED = 1337
+from lal_core.sft.chat_format import DEFAULT_SEED, HELD_OUT_QUESTION, builtin_pairs, load_pairs
 
 
 @dataclass(frozen=True)
@@ -63,9 +61,7 @@ def compare_run(
     **kwargs: Any,
 ) -> list[Comparison]:
     """`compare` for a run folder: its best checkpoint against its sft checkpoint."""
-    rundir = (
-        run if isinstance(run, RunDir) else find_run(None if run is None else str(run), runs_root)
-    )
+    rundir = find_run(run, runs_root)
     models = []
     for kind in ("best", "sft"):
         path = rundir.checkpoint(kind)

@@ -34,8 +34,7 @@ from lal_core import events as ev
 from lal_core.backends import Backend, make_backend
 from lal_core.checkpoint import load_weights
 from lal_core.config import TrainConfig
-from lal_core.errors import CheckpointError, ConfigError, DataError, describe_failure
-from lal_core.event_log import EventLog
+from lal_core.errors import CheckpointError, ConfigError, DataError
 from lal_core.loop import (
     Checkpoints,
     Clock,
@@ -46,11 +45,13 @@ from lal_core.loop import (
     run_started,
     run_steps,
     setup_training,
+    writing,
 )
 from lal_core.records import SFTRecord
 from lal_core.runs import RunDir, find_run
 from lal_core.sft.chat_format import (
     BUILTIN_REPEAT,
+    DEFAULT_SEED,
     Example,
     QAPair,
     builtin_pairs,
@@ -62,7 +63,6 @@ from lal_core.sft.chat_format import (
 DEFAULT_EPOCHS = 5
 DEFAULT_LR = 3e-4
 DEFAULT_BATCH_SIZE = 4
-DEFAULT_SEED = 1337
 
 
 @dataclass
@@ -106,9 +106,10 @@ class FineTuning(Job):
         emit: EventCallback,
         run: RunDir | None = None,
         record: SFTRecord | None = None,  # with `run`: what run.json's `sft` will say
+        checkpoints: Checkpoints | None = None,  # with `run`: where sft.safetensors goes
     ) -> None:
         self.examples, self.settings, self.emit = examples, settings, emit
-        self.run, self.record = run, record
+        self.run, self.record, self.checkpoints = run, record, checkpoints
         self.rng = np.random.default_rng(settings.seed)
         self.clock = Clock()
         self.iteration = 0
@@ -194,7 +195,7 @@ class FineTuning(Job):
         meta = {k: getattr(self.record, k) for k in _SETTINGS_KEYS}
         return "sft", {"sft": meta, "base": "best"}
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: str, message: str = "") -> None:
         self.skipped_total += self.skipped
         if status == "failed" or self.run is None or self.record is None:
             return  # a failed fine-tune writes nothing
@@ -254,7 +255,6 @@ def _tune(
     backend: Backend,
     job: FineTuning,
     stop: ev.StopRequest | None,
-    checkpoints: Checkpoints | None = None,
 ) -> SFTResult:
     s = job.settings
     setup_training(
@@ -262,7 +262,7 @@ def _tune(
         TrainConfig(batch_size=s.batch_size, lr=s.lr, warmup_iters=0, seed=s.seed),
         job.emit,
     )
-    end = run_steps(backend, job, job.emit, stop or ev.StopRequest(), checkpoints)
+    end = run_steps(backend, job, stop or ev.StopRequest())
     return SFTResult(
         end.status,
         job.losses,
@@ -325,21 +325,12 @@ def run_sft(
     built-in pairs, 1 for a user's). best/final are only read; run.json gets an `sft` entry.
     """
     settings = SFTSettings(epochs, batch_size, lr, seed).validate()
-    rundir = run if isinstance(run, RunDir) else find_run(run and str(run), runs_root)
+    rundir = find_run(run, runs_root)
     stop = stop or ev.StopRequest()
-    with rundir.lock("sft"):  # refused in one line while the run trains (or fine-tunes)
-        rundir.stop_path.unlink(missing_ok=True)  # a request for an earlier process
-        stop.watch(rundir.stop_path)
-        emit = EventLog(rundir.event_log("sft"), then=on_event)
-        try:
-            model = _base_model(rundir, backend, device, seed)
-            return _fine_tune_run(rundir, model, settings, _pairs(pairs, repeat), emit, stop)
-        except BaseException as exc:  # said in the log too, so a follower hears why
-            emit(ev.RunFailed(message=describe_failure(exc), run_dir=rundir.path))
-            raise
-        finally:
-            emit.close()
-            rundir.stop_path.unlink(missing_ok=True)
+    # refused in one line while the run trains (or fine-tunes)
+    with writing(rundir, "sft", stop, on_event) as emit:
+        model = _base_model(rundir, backend, device, seed)
+        return _fine_tune_run(rundir, model, settings, _pairs(pairs, repeat), emit, stop)
 
 
 def _fine_tune_run(
@@ -372,8 +363,8 @@ def _fine_tune_run(
     )
     steps = s.epochs * math.ceil(len(examples) / s.batch_size)
     emit(run_started(rundir, model, "sft", steps, header))
-    job = FineTuning(examples, settings, emit, rundir, record)
-    return _tune(model, job, stop, Checkpoints(rundir, model, emit))
+    job = FineTuning(examples, settings, emit, rundir, record, Checkpoints(rundir, model, emit))
+    return _tune(model, job, stop)
 
 
 def _base_model(rundir: RunDir, backend: str, device: str | None, seed: int) -> Backend:

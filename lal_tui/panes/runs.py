@@ -32,8 +32,7 @@ LIVE_SECONDS = 2.0  # how often a live run's row is read again while this pane i
 
 def run_curves(run: Path) -> tuple[list[Series], list[VLine]]:
     """Step loss, train and val per eval of one run, from its metrics.jsonl."""
-    folder = RunDir(run)
-    steps, evals = folder.steps(), folder.evals()
+    steps, evals = RunDir(run).curves()
     series = [
         Series("step", [r.iteration for r in steps], [r.loss for r in steps], "gray"),
         Series("train", [r.iteration for r in evals], [r.train_loss for r in evals], "blue"),

@@ -31,15 +31,21 @@ from lal_core.events import (
     SFTEpochDone,
     StepDone,
 )
-from lal_core.runs import RunDir, find_run
-from lal_core.sft import HELD_OUT_QUESTION, builtin_pairs, chat_answer, chat_prompt, token_mask
+from lal_core.runs import RunDir
+from lal_core.sft import (
+    DEFAULT_SEED,  # the same seed before and after: the answers differ by the weights only
+    HELD_OUT_QUESTION,
+    builtin_pairs,
+    chat_answer,
+    chat_prompt,
+    token_mask,
+)
 from lal_tui.widgets.loss_plot import Series, draw
 from lal_tui.widgets.run_picker import RunPicker
 
 COUNTED_STYLES = ("black on green", "black on bright_green")
 MASKED_STYLE = "dim"
 REDRAW_SECONDS = 0.25  # at most 4 redraws a second: the run shares the cores
-ANSWER_SEED = 1337  # the same seed before and after, so the answers differ by the weights only
 
 
 def render_mask(pieces: list[tuple[str, bool]]) -> Text:
@@ -128,7 +134,7 @@ class SFTPane(Vertical):
         if self.run_path is None:
             return None
         try:
-            return find_run(self.run_path).read().model_config.block_size
+            return RunDir(self.run_path).read().model_config.block_size
         except LalError:
             return None
 
@@ -227,7 +233,7 @@ class SFTPane(Vertical):
         self.query_one("#sft-after", Static).update(
             f"after (sft): {question}\n" + ("…" if "sft" in kinds else "(fine-tune first: f)")
         )
-        self.post_message(self.AskRequested(self.run_path, question, tuple(kinds), ANSWER_SEED))
+        self.post_message(self.AskRequested(self.run_path, question, tuple(kinds), DEFAULT_SEED))
 
     def show_answer(self, which: str, question: str, answer: str) -> None:
         title = "before (best)" if which == "before" else "after (sft)"
