@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import signal
@@ -42,41 +41,45 @@ from textual import events  # noqa: E402
 
 from lal_core.config import TrainConfig, get_model_config  # noqa: E402
 from lal_core.events import StepDone  # noqa: E402
-from lal_core.flags import RunRequest  # noqa: E402
+from lal_core.flags import RunRequest, request_argv  # noqa: E402
 from lal_core.follow import RunFollower  # noqa: E402
+from lal_core.runs import RunDir  # noqa: E402
 from lal_tui import engine_jobs  # noqa: E402
 from lal_tui.app import LalApp  # noqa: E402
 from lal_tui.launcher import ProcessLauncher  # noqa: E402
 from lal_tui.settings import Settings  # noqa: E402
 
 
-def training_rate(runs_dir: Path, batch_size: int) -> tuple[float, float, int]:
+def training_rate(runs_dir: Path) -> tuple[float, float, int]:
     """(tokens/s over the training time, median step tok/s, steps) of the only run there."""
-    (run,) = [p for p in runs_dir.iterdir() if (p / "run.json").is_file()]
-    block = json.loads((run / "run.json").read_text())["model_config"]["block_size"]
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    timed = [r for r in records if r.get("type") in ("step", "eval")]
-    steps = [r for r in records if r.get("type") == "step"]
-    seconds = max(r["elapsed"] for r in timed)
-    rate = len(steps) * batch_size * block / seconds if seconds > 0 else 0.0
-    return rate, statistics.median(r["tok_s"] for r in steps[1:] or steps), len(steps)
+    (run,) = [RunDir(p) for p in runs_dir.iterdir() if (p / "run.json").is_file()]
+    record = run.read()
+    steps, evals = run.curves()
+    seconds = max(r.elapsed for r in (*steps, *evals))
+    tokens = len(steps) * record.train_config.batch_size * record.model_config.block_size
+    rate = tokens / seconds if seconds > 0 else 0.0
+    return rate, statistics.median(r.tokens_per_sec for r in steps[1:] or steps), len(steps)
+
+
+def bench_request(args, runs_dir: Path) -> RunRequest:
+    """The run both sides train: `lal train` and the dashboard's child get the same flags."""
+    recipe = TrainConfig(
+        max_iters=args.iters, eval_interval=args.eval_interval, batch_size=args.batch_size
+    )
+    return RunRequest(
+        model_config=get_model_config(args.config),
+        train_config=recipe,
+        data=args.data,
+        device=args.device,
+        runs_dir=runs_dir,
+    )
 
 
 def cli_run(args, runs_dir: Path) -> tuple[float, float, int]:
-    cmd = [
-        sys.executable, "-m", "lal_core.cli", "train",
-        "--config", args.config,
-        "--max-iters", str(args.iters),
-        "--eval-interval", str(args.eval_interval),
-        "--batch-size", str(args.batch_size),
-        "--runs-dir", str(runs_dir),
-    ]  # fmt: skip
-    if args.data:
-        cmd += ["--data", args.data]
-    if args.device:
-        cmd += ["--device", args.device]
+    argv = request_argv(bench_request(args, runs_dir))
+    cmd = [sys.executable, "-m", "lal_core.cli", "train", *argv]  # as ProcessLauncher.train
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    return training_rate(runs_dir, args.batch_size)
+    return training_rate(runs_dir)
 
 
 class TimedFollower(RunFollower):
@@ -117,16 +120,7 @@ async def switch_panes(app, frames: list[float], presses: int, while_training: b
 
 
 async def dashboard_run(args, runs_dir: Path, launcher: ProcessLauncher):
-    recipe = TrainConfig(
-        max_iters=args.iters, eval_interval=args.eval_interval, batch_size=args.batch_size
-    )
-    request = RunRequest(
-        model_config=get_model_config(args.config),
-        train_config=recipe,
-        data=args.data,
-        device=args.device,
-        runs_dir=runs_dir,
-    )
+    request = bench_request(args, runs_dir)
     app = LalApp(Settings(request=request), launcher=launcher)
     async with app.run_test(size=(100, 30)) as pilot:
         # Frames: the app hands each screen update to _display (headless: then drops it).
@@ -150,7 +144,7 @@ async def dashboard_run(args, runs_dir: Path, launcher: ProcessLauncher):
         await app.jobs.worker("train").wait()  # until the child has saved and exited
         share = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
         await pilot.pause(0.2)
-    return training_rate(runs_dir, args.batch_size), idle, busy, share
+    return training_rate(runs_dir), idle, busy, share
 
 
 def ms(values: list[float], what: str = "presses") -> str:

@@ -15,22 +15,17 @@ import sys
 from collections.abc import Sequence
 
 from lal_core import cli_export, cli_quality, cli_runs, cli_sft, sampling
-from lal_core.console import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_USAGE, Printer, StopOnSignals
+from lal_core.console import EXIT_ERROR, EXIT_INTERRUPTED, OneLineParser, Printer, StopOnSignals
 from lal_core.errors import LalError
 from lal_core.flags import add_checkpoint_flags, number, positive_int
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line instead of usage + message
-        self.exit(EXIT_USAGE, f"lal: error: {message} (see: {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from lal_core.backends import BACKENDS
     from lal_core.flags import add_run_flags
 
-    parser = _Parser(prog="lal", description="Train, watch and talk to a small GPT.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = OneLineParser(prog="lal", description="Train, watch and talk to a small GPT.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     t = sub.add_parser("train", help="train a model, with early stopping and checkpoints")
     add_run_flags(t)
@@ -59,7 +54,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default=None)
     s.add_argument("--no-cache", action="store_true", help="recompute the context every token")
     cli_sft.add_int8_head_switch(s)
-    s.add_argument("--runs-dir", default=None)
 
     cli_runs.add_parsers(sub)
     cli_sft.add_parsers(sub, BACKENDS)

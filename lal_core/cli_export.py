@@ -16,7 +16,6 @@ def add_parsers(sub) -> None:
     e.add_argument("--format", default="hf", choices=["hf"], help="default: %(default)s")
     e.add_argument("-o", "--output", required=True, metavar="DIR", help="the folder to write")
     e.add_argument("--force", action="store_true", help="replace a folder that is not empty")
-    e.add_argument("--runs-dir", default=None)
 
     p = sub.add_parser("plot", help="draw runs' loss curves (PNG or SVG) and/or write them as CSV")
     p.add_argument("runs", nargs="*", metavar="RUN", help="run ids or folders (default: newest)")

@@ -25,7 +25,6 @@ def add_parsers(sub, backends) -> None:
         default=None,
         help="windows per forward pass (default: the run's batch size, 16 outside a run)",
     )
-    e.add_argument("--runs-dir", default=None)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -21,16 +21,12 @@ def add_parsers(sub) -> None:
     r.add_argument("--runs-dir", default=None)
 
     w = sub.add_parser("watch", help="print a run's log as it goes, until it ends")
-    w.add_argument(
-        "run", nargs="?", default=None, help="run id or folder (default: the newest live)"
-    )
+    w.add_argument("run", nargs="?", default=None, help=NEWEST_LIVE)
     w.add_argument("--sft", action="store_true", help="its fine-tuning, not its training")
     w.add_argument("--runs-dir", default=None)
 
     s = sub.add_parser("stop", help="ask a running run to stop after its step and save")
-    s.add_argument(
-        "run", nargs="?", default=None, help="run id or folder (default: the newest live)"
-    )
+    s.add_argument("run", nargs="?", default=None, help=NEWEST_LIVE)
     s.add_argument("--no-wait", action="store_true", help="return at once, not when it has stopped")
     s.add_argument("--runs-dir", default=None)
 

@@ -110,26 +110,12 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from lal_core.errors import CheckpointError
-    from lal_core.runs import find_run
+    from lal_core.runs import resolve_checkpoint
     from lal_core.sampling import check_sampling_args, load_for_sampling
     from lal_core.sft import stream_answer
 
     check_sampling_args(args.temperature, args.top_k, args.tokens)
-    if args.run and Path(args.run).is_file():
-        path = Path(args.run)
-    else:
-        run = find_run(args.run, args.runs_dir)
-        path = run.checkpoint("best" if args.base else "sft")
-        if not path.is_file() and args.base:
-            raise CheckpointError(f"run {run.run_id} has no best checkpoint ({path.name})")
-        if not path.is_file():
-            raise CheckpointError(
-                f"run {run.run_id} has no fine-tuned checkpoint yet; "
-                f"run first: lal sft {run.run_id}"
-            )
+    path = resolve_checkpoint(args.run, "best" if args.base else "sft", args.runs_dir)
     backend = load_for_sampling(path, args.backend, args.device, **sampling_options(args))
     out = sys.stdout
     pieces = stream_answer(

@@ -1,4 +1,5 @@
-"""What the command line prints while a run goes, and how it stops on a signal.
+"""What the command line prints while a run goes, how it stops on a signal, and how a bad
+flag is said (`OneLineParser`, for `lal` and `lal-tui`).
 
 `Printer` prints a run's events as `lal train`, `lal sft` and `lal watch` show them: the
 header, one line per eval (or SFT epoch), how it ended; on a terminal the latest step in place.
@@ -8,6 +9,7 @@ after its step with everything saved; a second signal exits at once.
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import sys
@@ -17,6 +19,15 @@ from lal_core import events as ev
 from lal_core.follow import describe
 
 EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one line (`lal: error: ... (see: lal train --help)`) and exit status 2,
+    instead of argparse's usage block."""
+
+    def error(self, message: str):
+        name = self.prog.split()[0]
+        self.exit(EXIT_USAGE, f"{name}: error: {message} (see: {self.prog} --help)\n")
 
 
 class Printer:

@@ -31,7 +31,11 @@ class Score:
     text: str  # what was scored, for people: "the val split of input.txt", "notes.txt"
     loss: float
     windows: int
-    tokens: int  # predictions counted: windows x block_size
+    block: int  # the model's context: tokens predicted per window
+
+    @property
+    def tokens(self) -> int:
+        return self.windows * self.block
 
     @property
     def perplexity(self) -> float:
@@ -41,7 +45,7 @@ class Score:
         return (
             f"{self.checkpoint.parent.name}/{self.checkpoint.name} on {self.text}: "
             f"loss {self.loss:.4f}, perplexity {self.perplexity:.2f} over {self.tokens:,} tokens "
-            f"({self.windows:,} windows of {self.tokens // self.windows})"
+            f"({self.windows:,} windows of {self.block})"
         )
 
 
@@ -73,7 +77,7 @@ def score(
     tokens, text = _text(data, block) if data is not None else _val_split(record)
     starts = data_mod.eval_windows(tokens, block)
     loss = window_loss(model, tokens, starts, batch_size)
-    return Score(checkpoint, text, loss, len(starts), len(starts) * block)
+    return Score(checkpoint, text, loss, len(starts), block)
 
 
 def _text(data: str, block: int) -> tuple[np.ndarray, str]:

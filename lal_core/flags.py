@@ -42,7 +42,8 @@ def number(text: str) -> float:
 
 
 def add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
-    """RUN and --checkpoint: which checkpoint a command reads (`lal sample`, `lal export`)."""
+    """RUN, --checkpoint and --runs-dir: which checkpoint a command reads (`lal sample`,
+    `lal export`, `lal eval`)."""
     parser.add_argument(
         "run",
         nargs="?",
@@ -50,6 +51,7 @@ def add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
         help="run id, run folder or .safetensors file (default: the newest run)",
     )
     parser.add_argument("--checkpoint", default="best", choices=["best", "final", "sft"])
+    parser.add_argument("--runs-dir", default=None)
 
 
 def recipe_fields() -> list:

@@ -134,6 +134,14 @@ class RunDir:
             )
         return self.path / f"{kind}.safetensors"
 
+    def existing_checkpoint(self, kind: str) -> Path:
+        """The checkpoint file of this kind, which must exist (else a one-line error)."""
+        path = self.checkpoint(kind)
+        if not path.is_file():
+            hint = f"; run first: lal sft {self.run_id}" if kind == "sft" else ""
+            raise CheckpointError(f"run {self.run_id} has no {kind} checkpoint ({path.name}){hint}")
+        return path
+
     def read(self) -> RunRecord:
         """run.json, checked; a missing, damaged or newer-format file is a one-line error."""
         if not self.run_json.is_file():
@@ -352,11 +360,7 @@ def resolve_checkpoint(ref: str | None, kind: str = "best", root: Path | None = 
         return Path(ref)
     if ref and ref.endswith(".safetensors"):
         raise CheckpointError(f"checkpoint not found: {ref}")
-    run = find_run(ref, root)
-    path = run.checkpoint(kind)
-    if not path.is_file():
-        raise CheckpointError(f"run {run.run_id} has no {kind} checkpoint ({path.name})")
-    return path
+    return find_run(ref, root).existing_checkpoint(kind)
 
 
 def delete_run(run: RunDir) -> None:

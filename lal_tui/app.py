@@ -142,8 +142,11 @@ class LalApp(Dashboard):
         self.query_one(TrainPane).record(event)
         if isinstance(event, RunStarted):
             self.runs_changed()
-        elif isinstance(event, EvalDone):
-            self.query_one(RunsPane).refresh_runs()  # the live run's best val and iteration
+        elif isinstance(event, EvalDone) and self.current_run_dir is not None:
+            # the live run's best val and its iteration
+            self.query_one(RunsPane).show_best(
+                self.current_run_dir, event.best_val, event.best_iter
+            )
         elif isinstance(event, RunFailed):
             self.notify(event.message, title="training failed", severity="error", timeout=10)
         elif isinstance(event, RunFinished):

@@ -6,21 +6,15 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from lal_core.console import EXIT_USAGE, OneLineParser
 from lal_core.errors import LalError
 from lal_core.flags import add_run_flags, run_request
 from lal_core.follow import live_run
 from lal_tui.settings import Settings
 
-EXIT_USAGE = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, as `lal` says it, instead of usage + message
-        self.exit(EXIT_USAGE, f"lal-tui: error: {message} (see: lal-tui --help)\n")
-
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="lal-tui",
         description="The lal dashboard: configure, train, watch, sample and fine-tune a small "
         "GPT from one terminal. Keys: 1-5 panes, t train, x stop, ? help, q quit.",

@@ -24,7 +24,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from lal_core.errors import LalError
-from lal_core.runs import RunDir, delete_run
+from lal_core.runs import RunDir, delete_run, list_runs
 from lal_tui import engine_jobs
 from lal_tui.jobs import JobRunner
 from lal_tui.messages import (
@@ -139,10 +139,16 @@ class Dashboard(App):
         return self.jobs.running(group)
 
     def runs_changed(self, select: str | None = None) -> None:
-        """A run started, ended, or was fine-tuned or deleted: every list of runs reads again."""
-        self.query_one(RunsPane).refresh_runs()
-        self.query_one(SamplePane).picker.reload(select)
-        self.query_one(SFTPane).picker.reload(select)
+        """A run started, ended, or was fine-tuned or deleted: every list of runs shows the
+        runs folder as it is now (read once for all of them)."""
+        try:
+            runs = list_runs(self.settings.runs_dir)
+        except (OSError, LalError) as exc:
+            self.notify(str(exc), severity="error", title="runs")
+            runs = []
+        self.query_one(RunsPane).refresh_runs(runs)
+        self.query_one(SamplePane).picker.reload(select, runs)
+        self.query_one(SFTPane).picker.reload(select, runs)
 
     # -- settings and the corpus --------------------------------------------------------------
     @on(SetupPane.SettingsChanged)

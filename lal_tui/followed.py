@@ -39,15 +39,10 @@ class FollowedRuns:
         self.paths: dict[str, Path] = {}  # per group: the run folder followed (or last followed)
         self.launches: dict[str, Launch | None] = {}  # ... and its launch, when started here
 
-    def live(self, group: str) -> bool:
-        """Whether the group follows a run that goes on (or has yet to begin)."""
-        return self.jobs.running(group)
-
-    def start(self, group: str, start: Callable[[Launcher], Launch]) -> Path:
+    def start(self, group: str, start: Callable[[Launcher], Launch]) -> None:
         """Start a run with the launcher (`start(launcher)`) and follow it; raises LalError."""
         launch = start(self.launcher)
         self.follow(group, launch.path, launch)
-        return launch.path
 
     def follow(self, group: str, path: Path, launch: Launch | None = None) -> None:
         """Follow the run in `path` (the one followed before goes on, unfollowed)."""
@@ -56,7 +51,7 @@ class FollowedRuns:
 
     def follows(self, group: str, path: Path) -> bool:
         """Whether the group follows the live run in `path` now."""
-        return self.live(group) and self.paths.get(group) == Path(path)
+        return self.jobs.running(group) and self.paths.get(group) == Path(path)
 
     def stop(self, group: str, reason: str) -> str | None:
         """Ask the followed run to stop after its step; why it cannot be, else None."""
@@ -67,5 +62,5 @@ class FollowedRuns:
         return [
             g
             for g in RUN_JOBS
-            if self.live(g) and cannot_stop(self.paths[g], self.launches.get(g)) is None
+            if self.jobs.running(g) and cannot_stop(self.paths[g], self.launches.get(g)) is None
         ]

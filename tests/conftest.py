@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lal_core import events as ev
-from lal_core.config import ModelConfig
+from lal_core.config import ModelConfig, TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -25,6 +26,19 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED_DATA / "tiktoken-cache").i
 
 # A model small enough that a training step takes milliseconds; the 50,257-wide head dominates.
 MICRO = ModelConfig("micro", n_layer=2, n_head=2, n_embd=32, block_size=32)
+# A short recipe for it: 12 steps, evals at 0, 4, 8 and 12; and one that runs until stopped.
+FAST = TrainConfig(max_iters=12, eval_interval=4, batch_size=2, lr=3e-3, warmup_iters=2)
+LONG = TrainConfig(max_iters=100_000, eval_interval=50_000, batch_size=2)
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "the condition"):
+    """Poll `condition()` until it gives something true, and return that; an AssertionError
+    after `timeout` seconds (or whatever `condition` itself asserts)."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    return value
 
 
 def shakespeare_path() -> Path | None:

@@ -9,13 +9,11 @@ from dataclasses import replace
 
 import pytest
 
-from conftest import MICRO, assert_one_line_error, call_main
-from lal_core.config import TrainConfig
+from conftest import FAST, MICRO, assert_one_line_error, call_main
 from lal_core.runs import RunDir
 from lal_core.tokenizer import encode
 from lal_core.trainer import train
 
-FAST = TrainConfig(max_iters=12, eval_interval=4, batch_size=2, lr=3e-3, warmup_iters=2)
 LINE = re.compile(
     r"on (?P<text>.+): loss (?P<loss>[\d.]+), perplexity (?P<ppl>[\d.]+) over "
     r"(?P<tokens>[\d,]+) tokens \((?P<windows>[\d,]+) windows of (?P<block>\d+)\)"
@@ -30,10 +28,20 @@ def scored(capsys, *args) -> dict:
     return match.groupdict()
 
 
+@pytest.fixture(scope="module")
+def trained(small_corpus, tmp_path_factory) -> RunDir:
+    """One training for the module (early stopping off: best and final are the evals at
+    their iterations); tests get a copy."""
+    root = tmp_path_factory.mktemp("eval-runs")
+    cfg = replace(FAST, patience=100)
+    return RunDir(train(MICRO, cfg, data=small_corpus, runs_root=root).run_dir)
+
+
 @pytest.fixture
-def run(small_corpus) -> RunDir:
-    # early stopping off: best and final are the evals at their iterations
-    return RunDir(train(MICRO, replace(FAST, patience=100), data=small_corpus).run_dir)
+def run(trained, isolated_home) -> RunDir:
+    copy = isolated_home / "checkpoints" / trained.run_id
+    shutil.copytree(trained.path, copy)
+    return RunDir(copy)
 
 
 def test_eval_gives_the_val_loss_the_run_recorded(run, capsys):

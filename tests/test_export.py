@@ -12,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import MICRO, assert_one_line_error, call_main
+from conftest import FAST, MICRO, assert_one_line_error, call_main
 from lal_core.backends import make_backend
 from lal_core.checkpoint import save_weights
-from lal_core.config import TrainConfig
 from lal_core.plot import Curves, figure
 from lal_core.records import EvalRecord, RunRecord, StepRecord
 from lal_core.runs import RunDir
@@ -23,8 +22,6 @@ from lal_core.sampling import generate_ids
 from lal_core.sft.chat_format import chat_prompt
 from lal_core.tokenizer import encode
 from lal_core.trainer import train
-
-FAST = TrainConfig(max_iters=12, eval_interval=4, batch_size=2, lr=3e-3, warmup_iters=2)
 
 
 def checkpoint(folder: Path, cfg=MICRO, sft: bool = False, seed: int = 0) -> tuple[Path, object]:

@@ -9,23 +9,18 @@ import json
 import os
 import socket
 import threading
-import time
 
 import pytest
 
-from conftest import MICRO
+from conftest import FAST, LONG, MICRO, wait_for
 from lal_core import events as ev
 from lal_core.cli import main
-from lal_core.config import TrainConfig
 from lal_core.event_log import event_from_json, event_to_json
 from lal_core.follow import RunFollower, live_run
 from lal_core.records import ProcessInfo
 from lal_core.run_lock import RunBusy
 from lal_core.runs import RunDir, list_runs
 from lal_core.trainer import Trainer, train
-
-FAST = TrainConfig(max_iters=12, eval_interval=4, batch_size=2, lr=3e-3, warmup_iters=2)
-LONG = TrainConfig(max_iters=100_000, eval_interval=50_000, batch_size=2)  # until stopped
 
 
 def test_the_follower_yields_what_the_trainer_emitted(short_corpus, isolated_home):
@@ -74,14 +69,6 @@ def first_run(home) -> RunDir | None:
     runs = home / "checkpoints"
     folder = next(runs.iterdir(), None) if runs.is_dir() else None
     return RunDir(folder) if folder is not None else None
-
-
-def wait_for(condition, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-    return value
 
 
 def test_a_live_run_is_followed_stopped_from_outside_and_resumed(run_in_thread, isolated_home):

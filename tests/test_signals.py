@@ -11,18 +11,17 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from conftest import call_main
+from conftest import call_main, wait_for
 from lal_core import cli
 from lal_core.checkpoint import STATE_FILE, load_state, load_weights
 from lal_core.config import ModelConfig
 from lal_core.follow import RunFollower
-from lal_core.runs import RunDir, list_runs
+from lal_core.runs import RunDir, read_entry
 
 # `lal ARGS` with a patch run first: the patch stands for a moment in the process's life that
 # timing alone would hit only by luck.
@@ -117,18 +116,21 @@ def start_training(home: Path, corpus: Path, *extra: str, patch: str | None = No
     return Child(proc, out, err)
 
 
-def wait_for(child: Child, found, what: str, timeout: float = 240):
-    """Poll until `found()` gives something true while the child runs; return that."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = found()
-        if result:
-            return result
+def wait_while_running(child: Child, found, what: str, timeout: float = 240):
+    """Poll until `found()` gives something true while the child runs; return that. On a
+    timeout the child is killed."""
+
+    def seen():
         assert child.proc.poll() is None, (child.proc.returncode, *child.output())
-        time.sleep(0.05)
-    child.proc.kill()
-    child.proc.wait()
-    raise AssertionError(f"timed out waiting for {what}")
+        return found()
+
+    try:
+        return wait_for(seen, timeout, what)
+    except AssertionError:
+        if child.proc.poll() is None:  # timed out: leave no process behind
+            child.proc.kill()
+            child.proc.wait()
+        raise
 
 
 def wait_for_steps(home: Path, n: int, child: Child) -> Path:
@@ -136,12 +138,11 @@ def wait_for_steps(home: Path, n: int, child: Child) -> Path:
 
     def run_with_steps():
         for metrics in (home / "checkpoints").glob("*/metrics.jsonl"):
-            steps = [x for x in metrics.read_text().splitlines() if '"step"' in x]
-            if len(steps) >= n:
+            if len(RunDir(metrics.parent).steps()) >= n:
                 return metrics.parent
         return None
 
-    return wait_for(child, run_with_steps, f"{n} steps")
+    return wait_while_running(child, run_with_steps, f"{n} steps")
 
 
 def run_config(run: Path) -> ModelConfig:
@@ -161,8 +162,7 @@ def assert_checkpoints_load(run: Path) -> list[str]:
 
 
 def status(run: Path) -> str:
-    (summary,) = [r for r in list_runs(run.parent) if r.run_id == run.name]
-    return summary.status
+    return read_entry(RunDir(run)).status
 
 
 def assert_shown_as(run: Path, expected: str, capsys) -> None:
@@ -212,12 +212,9 @@ def test_kill_and_a_closed_terminal_stop_the_run_as_ctrl_c_does(
     # (the handler runs on the main thread, between the training loop's bytecodes); the
     # Ctrl-C test above covers the whole way through a real process.
     def send_once_training():
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if any((isolated_home / "checkpoints").glob(f"*/{STATE_FILE}")):  # inside the run
-                os.kill(os.getpid(), sig)
-                return
-            time.sleep(0.01)
+        runs = isolated_home / "checkpoints"
+        wait_for(lambda: any(runs.glob(f"*/{STATE_FILE}")), 120, "the run's state file")
+        os.kill(os.getpid(), sig)  # inside the run
 
     before = signal.getsignal(sig)
     threading.Thread(target=send_once_training, daemon=True).start()
@@ -271,7 +268,11 @@ def test_second_ctrl_c_exits_at_once(isolated_home, short_corpus, capsys):
     child = start_training(isolated_home, short_corpus, patch=HOLD_THE_STOP)
     run = wait_for_steps(isolated_home, 2, child)  # the eval at 2 has begun
     child.proc.send_signal(signal.SIGINT)
-    wait_for(child, lambda: "stopping after this step" in child.err.read_text(), "the first stop")
+
+    def first_stop() -> bool:
+        return "stopping after this step" in child.err.read_text()
+
+    wait_while_running(child, first_stop, "the first stop")
     child.proc.send_signal(signal.SIGINT)
     # The graceful stop is held for a minute (HOLD_THE_STOP): only the second Ctrl-C ends it.
     out, err = child.finish(timeout=30)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from textual.worker import WorkerState
 
+from conftest import LONG
 from lal_core import cli
 from lal_core import events as ev
 from lal_core.config import MODEL_CONFIGS, TrainConfig
@@ -39,8 +40,8 @@ from lal_tui.screens.confirm import ConfirmScreen, QuitScreen
 from lal_tui.settings import Settings
 
 SIZE = (100, 30)
+# The dashboard's own short recipe (batch 4: a smoother curve to draw); LONG runs until stopped.
 FAST = TrainConfig(max_iters=8, eval_interval=4, batch_size=4, lr=3e-3, warmup_iters=2)
-LONG = TrainConfig(max_iters=100_000, eval_interval=50_000, batch_size=2)  # runs until stopped
 
 
 @pytest.fixture(autouse=True)

@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import pytest
 import test_tui
 from test_tui import FAST, SIZE, Notes, job, micro, trained_run, wait_until
 
+from conftest import wait_for
 from lal_core import events as ev
 from lal_core.config import MODEL_CONFIGS, TrainConfig
 from lal_core.flags import request_argv
@@ -88,10 +88,11 @@ async def test_two_dashboards_follow_a_cli_run_and_x_stops_it(settings, micro_cf
 
 
 async def _attach_two_and_stop(settings: Settings, trainer: Trainer, thread, gate) -> None:
-    deadline = time.monotonic() + 60
-    while trainer.run is None or RunDir(trainer.run.path).writer() is None:
-        assert thread.is_alive() and time.monotonic() < deadline
-        time.sleep(0.05)
+    def writing() -> bool:
+        assert thread.is_alive()
+        return trainer.run is not None and RunDir(trainer.run.path).writer() is not None
+
+    wait_for(writing, what="the run to take its folder")
     path = trainer.run.path
     # `lal-tui --attach`: no run named, the newest live one
     first = LalApp(parse_settings(["--attach", "--runs-dir", str(settings.runs_dir)]))
@@ -313,10 +314,8 @@ async def test_a_run_goes_on_after_the_dashboard_quits_and_x_from_another_stops_
         assert child.poll() is None, child.returncode
         return run.path.joinpath("metrics.jsonl").is_file() and len(run.evals()) >= 2
 
-    deadline = time.monotonic() + 300
-    while not steps_after_quit():  # it trains on with nobody watching
-        assert time.monotonic() < deadline, "the run made no progress after the dashboard quit"
-        time.sleep(0.1)
+    # it trains on with nobody watching
+    wait_for(steps_after_quit, 300, "progress after the dashboard quit")
 
     second = LalApp(replace(app.settings, attach=run.path), launcher=ProcessLauncher())
     async with second.run_test(size=SIZE) as pilot:

@@ -111,8 +111,8 @@ def snap_app(isolated_home, monkeypatch):
     monkeypatch.setattr(
         "lal_tui.panes.setup.probe_backends",
         lambda: [
-            BackendInfo("torch", True, ("cpu",), "torch 2.x: cpu; default cpu"),
-            BackendInfo("mlx", False, (), "mlx: not installed; get it with: uv sync --extra mlx"),
+            BackendInfo("torch", ("cpu",), "torch 2.x: cpu; default cpu"),
+            BackendInfo("mlx", (), "mlx: not installed; get it with: uv sync --extra mlx"),
         ],
     )
 

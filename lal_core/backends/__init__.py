@@ -18,20 +18,20 @@ def mlx_available() -> bool:
     return importlib.util.find_spec("mlx") is not None
 
 
+MLX_INSTALL = "uv sync --extra mlx"  # how to get MLX where it is missing
 # The command-line switch behind an option, for the error when a backend lacks it.
 OPTION_FLAGS = {"compile": "--no-compile", "int8_head": "--no-int8-head"}
 
 
-def _accepted(cls: type, name: str, options: dict[str, Any]) -> dict[str, Any]:
-    """The options, checked to be ones cls's constructor takes: an option the backend cannot
-    honour is an error, not silently dropped (`--backend mlx --dtype float16` would otherwise
-    train in float32 without a word)."""
+def _check_options(cls: type, name: str, options: dict[str, Any]) -> None:
+    """Every option must be one cls's constructor takes: an option the backend cannot honour
+    is an error, not silently dropped (`--backend mlx --dtype float16` would otherwise train in
+    float32 without a word)."""
     params = inspect.signature(cls).parameters
     for key in options:
         if key not in params:
             flag = OPTION_FLAGS.get(key, "--" + key.replace("_", "-"))
             raise ConfigError(f"{flag} does not apply to the {name} backend; drop it")
-    return options
 
 
 def make_backend(
@@ -46,13 +46,15 @@ def make_backend(
     if name == "torch":
         from lal_core.backends.torch_backend import TorchBackend
 
-        return TorchBackend(cfg, seed=seed, device=device, **_accepted(TorchBackend, name, options))
+        _check_options(TorchBackend, name, options)
+        return TorchBackend(cfg, seed=seed, device=device, **options)
     if name == "mlx":
         if not mlx_available():
-            raise DeviceError("the mlx backend is not installed; run: uv sync --extra mlx")
+            raise DeviceError(f"the mlx backend is not installed; run: {MLX_INSTALL}")
         from lal_core.backends.mlx_backend import MLXBackend
 
-        return MLXBackend(cfg, seed=seed, device=device, **_accepted(MLXBackend, name, options))
+        _check_options(MLXBackend, name, options)
+        return MLXBackend(cfg, seed=seed, device=device, **options)
     raise DeviceError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
 
 
@@ -61,8 +63,7 @@ class BackendInfo:
     """A backend as this machine has it, for the dashboard's Setup pane."""
 
     name: str  # "torch" or "mlx"
-    installed: bool
-    devices: tuple[str, ...]  # what --device takes here, the default first
+    devices: tuple[str, ...]  # what --device takes here, the default first (none: missing)
     line: str  # one line for people
 
 
@@ -78,16 +79,14 @@ def available_backends() -> list[BackendInfo]:
         line += f", cuda ({torch.cuda.get_device_name(0)})"
     if mps_available():
         line += ", mps (Apple GPU)"
-    torch_info = BackendInfo("torch", True, tuple(devices), f"{line}; default {devices[0]}")
+    torch_info = BackendInfo("torch", tuple(devices), f"{line}; default {devices[0]}")
     if mlx_available():
         import mlx.core as mx
 
         mlx_devices = ("gpu", "cpu") if mx.is_available(mx.Device(mx.gpu)) else ("cpu",)
-        mlx = BackendInfo(
-            "mlx", True, mlx_devices, f"mlx {mx.__version__}: {', '.join(mlx_devices)}"
-        )
+        mlx = BackendInfo("mlx", mlx_devices, f"mlx {mx.__version__}: {', '.join(mlx_devices)}")
     else:
-        mlx = BackendInfo("mlx", False, (), "mlx: not installed; get it with: uv sync --extra mlx")
+        mlx = BackendInfo("mlx", (), f"mlx: not installed; get it with: {MLX_INSTALL}")
     return [torch_info, mlx]
 
 

@@ -78,13 +78,18 @@ class TorchBackend(Backend):
             torch.backends.cudnn.allow_tf32 = True
         torch.manual_seed(seed)  # the same seed gives the same initial weights
         self.model = GPT(cfg).to(dev)  # float32 master weights
-        self.loss = TrainingLoss(self.chunked_loss, self.recompute)
-        self._train_loss = functools.partial(self.loss, self.model)  # or its compiled form
+        self._use_loss()
         self.optimizer: torch.optim.Optimizer | None = None
         self._scaler: torch.amp.GradScaler | None = None
         self._grad_clip = 1.0
         self._pinned: dict[tuple, torch.Tensor] = {}
         self.sampler = self._make_sampler(infer_dtype, int8_head, decode_threads)
+
+    def _use_loss(self) -> None:
+        """The training loss for the current switches (chunked, recompute); `_compile` may
+        replace `_train_loss` with its compiled form."""
+        self.loss = TrainingLoss(self.chunked_loss, self.recompute)
+        self._train_loss = functools.partial(self.loss, self.model)
 
     def _make_sampler(
         self, infer_dtype: str | None, int8_head: bool | None, threads: int | None
@@ -198,8 +203,7 @@ class TorchBackend(Backend):
         self._grad_clip = train_cfg.grad_clip
         if self._recompute_option is None:
             self.recompute = default_recompute(self.torch_device, self.cfg, train_cfg.batch_size)
-        self.loss = TrainingLoss(self.chunked_loss, self.recompute)
-        self._train_loss = functools.partial(self.loss, self.model)
+        self._use_loss()
         # float16 overflows where bfloat16 does not: scale the loss so small gradients survive.
         self._scaler = torch.amp.GradScaler(self.device) if self.dtype == "float16" else None
         self.model.train()

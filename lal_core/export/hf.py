@@ -17,15 +17,20 @@ transformers (a dev dependency, used to check exports): the files are written as
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import save_file
 
 from lal_core import sampling
-from lal_core.checkpoint import atomic_folder, load_weights, read_header
+from lal_core.checkpoint import (
+    atomic_folder,
+    expected_shapes,
+    load_weights,
+    read_header,
+    write_tensors,
+)
 from lal_core.config import ModelConfig, count_parameters
 from lal_core.errors import LalError
 from lal_core.export.tokenizer_files import EOT_TEXT, gpt2_tokenizer_files
@@ -62,23 +67,14 @@ class Export:
 # -- the pieces of the folder ---------------------------------------------------------------------
 def hf_weights(tensors: dict[str, np.ndarray], cfg: ModelConfig) -> dict[str, np.ndarray]:
     """lal's tensors under GPT2LMHeadModel's names, Conv1D weights transposed, zero biases."""
-
-    def bias(name: str, size: int) -> np.ndarray:
-        return tensors.get(f"{name}.bias", np.zeros(size, dtype=np.float32))
-
-    out = {"transformer.wte.weight": tensors["wte.weight"]}
-    out["transformer.wpe.weight"] = tensors["wpe.weight"]
-    norms = [f"blocks.{i}.{n}" for i in range(cfg.n_layer) for n in ("ln_1", "ln_2")] + ["ln_f"]
-    for name in norms:
-        hf = "transformer." + name.replace("blocks.", "h.")
-        out[f"{hf}.weight"] = tensors[f"{name}.weight"]
-        out[f"{hf}.bias"] = bias(name, cfg.n_embd)
-    for i in range(cfg.n_layer):
-        for name in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"):
-            weight = tensors[f"blocks.{i}.{name}.weight"]  # Linear: (out, in)
-            out[f"transformer.h.{i}.{name}.weight"] = weight.T  # Conv1D: (in, out)
-            out[f"transformer.h.{i}.{name}.bias"] = bias(f"blocks.{i}.{name}", weight.shape[0])
-    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+    out = {}
+    # lal's canonical layout with every bias GPT-2 has; lal has none: zeros compute the same
+    for name, shape in expected_shapes(replace(cfg, bias=True)).items():
+        value = tensors.get(name, np.zeros(shape, dtype=np.float32))
+        if name.startswith("blocks.") and len(shape) == 2:
+            value = value.T  # Linear (out, in) -> Conv1D (in, out)
+        out["transformer." + name.replace("blocks.", "h.")] = np.ascontiguousarray(value)
+    return out
 
 
 def hf_config(cfg: ModelConfig) -> dict[str, Any]:
@@ -185,7 +181,10 @@ def export_hf(checkpoint: Path, out: Path, force: bool = False) -> Export:
     vocab, merges = gpt2_tokenizer_files()
 
     def write(folder: Path) -> None:
-        save_file(hf_weights(tensors, cfg), str(folder / "model.safetensors"), {"format": "pt"})
+        weights = hf_weights(tensors, cfg)
+        write_tensors(
+            folder / "model.safetensors", weights, {"format": "pt"}, "the exported weights"
+        )
         _json(folder / "config.json", hf_config(cfg))
         _json(folder / "generation_config.json", generation_config())
         _json(folder / "tokenizer_config.json", tokenizer_config(cfg, chat))

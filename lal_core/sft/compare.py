@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lal_core.backends import Backend
-from lal_core.errors import CheckpointError, DataError
+from lal_core.errors import DataError
 from lal_core.runs import RunDir, find_run
 from lal_core.sampling import DEFAULT_TEMPERATURE, DEFAULT_TOP_K, load_for_sampling
 from lal_core.sft.chat import ChatAnswer, chat
@@ -64,15 +64,7 @@ def compare_run(
     rundir = find_run(run, runs_root)
     models = []
     for kind in ("best", "sft"):
-        path = rundir.checkpoint(kind)
-        if not path.is_file():
-            if kind == "sft":
-                raise CheckpointError(
-                    f"run {rundir.run_id} has no fine-tuned checkpoint; run first: "
-                    f"lal sft {rundir.run_id}"
-                )
-            raise CheckpointError(f"run {rundir.run_id} has no best checkpoint")
-        models.append(load_for_sampling(path, backend, device))
+        models.append(load_for_sampling(rundir.existing_checkpoint(kind), backend, device))
     trained = kwargs.pop("trained_questions", None)
     if trained is None:
         made = rundir.read().sft

@@ -50,6 +50,12 @@ def val_curve(run: Path, label: str, color: str) -> Series:
     return Series(label, [r.iteration for r in evals], [r.val_loss for r in evals], color)
 
 
+def best_cells(best_val: float | None, best_iter: int | None) -> tuple[str, str]:
+    """The "best val" and "@iter" cells of a run's row."""
+    val = f"{best_val:.4f}" if best_val is not None else "-"
+    return val, str(best_iter) if best_iter is not None else "-"
+
+
 def damage_line(run: RunEntry) -> str:
     """Why a run is damaged, without its folder's path (the row shows which run it is)."""
     run_json = run.path / "run.json"
@@ -98,7 +104,6 @@ class RunsPane(Vertical):
         self.runs: dict[str, RunEntry] = {}
         self.marked: list[str] = []
         self.shown: list[str] = []
-        self.showing_damage = False
 
     def compose(self) -> ComposeResult:
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
@@ -106,9 +111,10 @@ class RunsPane(Vertical):
         yield PlotextPlot(id="runs-plot")
 
     def on_mount(self) -> None:
-        self.table.add_columns(
+        columns = self.table.add_columns(
             "", "run", "config", "backend", "best val", "@iter", "status", "date"
         )
+        self.best_columns = columns[4:6]
         self.refresh_runs()
         self.set_interval(LIVE_SECONDS, self.refresh_live)
 
@@ -122,14 +128,17 @@ class RunsPane(Vertical):
         if self.is_on_screen and any(r.status == "running" for r in self.runs.values()):
             self.refresh_runs()
 
-    def refresh_runs(self) -> None:
+    def refresh_runs(self, runs: list[RunEntry] | None = None) -> None:
+        """List the runs again (or show `runs`, as the caller has just listed them)."""
         table = self.table
         row = table.cursor_row
-        try:
-            self.runs = {str(r.path): r for r in reversed(list_runs(self.runs_dir))}
-        except (OSError, LalError) as exc:
-            self.notify(str(exc), severity="error", title="runs")
-            self.runs = {}
+        if runs is None:
+            try:
+                runs = list_runs(self.runs_dir)
+            except (OSError, LalError) as exc:
+                self.notify(str(exc), severity="error", title="runs")
+                runs = []
+        self.runs = {str(r.path): r for r in reversed(runs)}
         self.marked = [m for m in self.marked if m in self.runs]
         table.clear()
         for key, r in self.runs.items():
@@ -138,8 +147,7 @@ class RunsPane(Vertical):
                 r.run_id,
                 r.config,
                 r.backend,
-                f"{r.best_val:.4f}" if r.best_val is not None else "-",
-                str(r.best_iter) if r.best_iter is not None else "-",
+                *best_cells(r.best_val, r.best_iter),
                 r.status,
                 r.date,
                 key=key,
@@ -149,6 +157,16 @@ class RunsPane(Vertical):
 
     def action_refresh_runs(self) -> None:
         self.refresh_runs()
+
+    def show_best(self, path: Path, best_val: float | None, best_iter: int | None) -> None:
+        """A live run's new best val and its iteration, as its eval says them (nothing read
+        from disk: a followed run's history replays every eval)."""
+        key = str(path)
+        if key not in self.runs:
+            self.refresh_runs()  # not listed yet
+            return
+        for column, value in zip(self.best_columns, best_cells(best_val, best_iter), strict=True):
+            self.table.update_cell(key, column, value)
 
     def current(self) -> str | None:
         table = self.table
@@ -174,10 +192,8 @@ class RunsPane(Vertical):
         run = self.runs.get(event.row_key.value or "")
         if run is not None and run.damaged:
             self.info(damage_line(run), damaged=True)
-            self.showing_damage = True
-        elif self.showing_damage:
+        elif self.query_one("#runs-info", Static).has_class("-damaged"):
             self.info(HINT)
-            self.showing_damage = False
 
     @on(DataTable.RowSelected, "#runs-table")
     def row_selected(self, event: DataTable.RowSelected) -> None:
@@ -195,7 +211,6 @@ class RunsPane(Vertical):
         self.shown = [key]
         draw(self.query_one("#runs-plot", PlotextPlot), summary.run_id, series, vlines, False)
         self.info(f"{summary.run_id}: {summary.status}, iter {summary.iteration}, {summary.device}")
-        self.showing_damage = False
 
     def action_mark(self) -> None:
         key = self.current()
@@ -222,7 +237,6 @@ class RunsPane(Vertical):
         draw(self.query_one("#runs-plot", PlotextPlot), "val loss", series, [], False)
         a, b = runs
         self.info(f"val: {a.run_id} ({a.backend}) vs {b.run_id} ({b.backend})")
-        self.showing_damage = False
 
     def action_save_picture(self) -> None:
         """The runs whose curves are on screen, else the highlighted run."""

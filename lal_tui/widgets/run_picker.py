@@ -35,13 +35,15 @@ class RunPicker(Select[str]):
     def on_mount(self) -> None:
         self.reload()
 
-    def reload(self, select: str | None = None) -> None:
-        """List the runs again, keeping the choice (or choosing the run folder `select`)."""
-        try:
-            runs = list_runs(self.runs_dir)
-        except (OSError, LalError) as exc:
-            self.notify(str(exc), severity="error", title="runs")
-            runs = []
+    def reload(self, select: str | None = None, runs: list[RunEntry] | None = None) -> None:
+        """List the runs again (or show `runs`, as the caller has just listed them), keeping the
+        choice (or choosing the run folder `select`)."""
+        if runs is None:
+            try:
+                runs = list_runs(self.runs_dir)
+            except (OSError, LalError) as exc:
+                self.notify(str(exc), severity="error", title="runs")
+                runs = []
         current = select or self.run_path
         options = [
             (run_label(r), str(r.path)) for r in reversed(runs) if not r.damaged and self.usable(r)
