@@ -24,7 +24,7 @@ from textual.timer import Timer
 from textual.widgets import Footer, TabbedContent, TabPane
 
 from lal_core.errors import LalError
-from lal_core.runs import RunDir, delete_run, list_runs
+from lal_core.runs import RunDir, delete_run
 from lal_tui import engine_jobs
 from lal_tui.jobs import JobRunner
 from lal_tui.messages import (
@@ -44,6 +44,7 @@ from lal_tui.panes.train import TrainPane
 from lal_tui.screens.confirm import ConfirmScreen
 from lal_tui.screens.help import HelpScreen
 from lal_tui.settings import Settings
+from lal_tui.widgets.run_picker import read_runs
 
 # the widget that takes focus when a pane is shown, so its keys work at once
 PANE_FOCUS = {
@@ -141,11 +142,7 @@ class Dashboard(App):
     def runs_changed(self, select: str | None = None) -> None:
         """A run started, ended, or was fine-tuned or deleted: every list of runs shows the
         runs folder as it is now (read once for all of them)."""
-        try:
-            runs = list_runs(self.settings.runs_dir)
-        except (OSError, LalError) as exc:
-            self.notify(str(exc), severity="error", title="runs")
-            runs = []
+        runs = read_runs(self, self.settings.runs_dir)
         self.query_one(RunsPane).refresh_runs(runs)
         self.query_one(SamplePane).picker.reload(select, runs)
         self.query_one(SFTPane).picker.reload(select, runs)

@@ -21,9 +21,9 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 from textual_plotext import PlotextPlot
 
-from lal_core.errors import LalError
-from lal_core.runs import RunDir, RunEntry, list_runs
+from lal_core.runs import RunDir, RunEntry
 from lal_tui.widgets.loss_plot import Series, VLine, draw
+from lal_tui.widgets.run_picker import read_runs
 
 OVERLAY_COLORS = ("orange", "cyan")
 HINT = "enter: open · space: mark two · c: overlay · s: picture · d: delete · u: resume"
@@ -133,11 +133,7 @@ class RunsPane(Vertical):
         table = self.table
         row = table.cursor_row
         if runs is None:
-            try:
-                runs = list_runs(self.runs_dir)
-            except (OSError, LalError) as exc:
-                self.notify(str(exc), severity="error", title="runs")
-                runs = []
+            runs = read_runs(self, self.runs_dir)
         self.runs = {str(r.path): r for r in reversed(runs)}
         self.marked = [m for m in self.marked if m in self.runs]
         table.clear()

@@ -5,10 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from textual.widget import Widget
 from textual.widgets import Select
 
 from lal_core.errors import LalError
 from lal_core.runs import RunEntry, list_runs
+
+
+def read_runs(widget: Widget, runs_dir: Path | None) -> list[RunEntry]:
+    """The runs in `runs_dir`, oldest first; an unreadable folder is a notification (from
+    `widget`) and no runs."""
+    try:
+        return list_runs(runs_dir)
+    except (OSError, LalError) as exc:
+        widget.notify(str(exc), severity="error", title="runs")
+        return []
 
 
 def run_label(run: RunEntry) -> str:
@@ -39,11 +50,7 @@ class RunPicker(Select[str]):
         """List the runs again (or show `runs`, as the caller has just listed them), keeping the
         choice (or choosing the run folder `select`)."""
         if runs is None:
-            try:
-                runs = list_runs(self.runs_dir)
-            except (OSError, LalError) as exc:
-                self.notify(str(exc), severity="error", title="runs")
-                runs = []
+            runs = read_runs(self, self.runs_dir)
         current = select or self.run_path
         options = [
             (run_label(r), str(r.path)) for r in reversed(runs) if not r.damaged and self.usable(r)
