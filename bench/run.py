@@ -22,6 +22,9 @@ Sections, each a table:
           new tokens.
           Past block_size the window slides and every token is a full recompute (as in the
           reference), so 1000-token rows mix both regimes.
+  batch   many samples: 25 samples of one prompt drawn as one batch (one sequence per row of
+          the KV cache) against the same 25 drawn one by one, per config and backend; the
+          same seeds, so the same tokens (a mismatch is reported).
   scale   long-prompt scaling: ms per token as the generated text grows; flat inside the
           window with the KV cache, then the full-recompute rate once the window slides.
   memory  peak resident memory (RSS) of training steps at batch 16, one fresh subprocess per
@@ -63,9 +66,10 @@ from reference import NaiveGPT  # noqa: E402
 from lal_core.backends import make_backend  # noqa: E402
 from lal_core.backends.torch_backend import TorchBackend  # noqa: E402
 from lal_core.config import ModelConfig, TrainConfig, get_model_config  # noqa: E402
+from lal_core.controls import Controls  # noqa: E402
 from lal_core.flops import flops_per_token, measure_matmul_flops  # noqa: E402
 from lal_core.precision import cpu_has_fast_bf16  # noqa: E402
-from lal_core.sampling import generate_ids  # noqa: E402
+from lal_core.sampling import Generation, generate_ids  # noqa: E402
 from lal_core.trainer import evaluate  # noqa: E402
 
 Step = Callable[[np.ndarray, np.ndarray], float]
@@ -267,6 +271,28 @@ def bench_backend_sampling(name: str, n_tokens: int, backends: list[str]) -> dic
     return out
 
 
+def bench_many_samples(name: str, backend: str, samples: int, n_tokens: int) -> tuple:
+    """(batched tokens/s, one-by-one tokens/s): `samples` samples of `n_tokens` from one prompt,
+    drawn as one batch and then one at a time with the same seeds (the same tokens: checked)."""
+    cfg = get_model_config(name)
+    state = make_backend("torch", cfg, seed=0, device="cpu").state_dict()
+    model = make_backend(backend, cfg, seed=0)
+    model.load_state_dict(state)
+    prompt = [198] * 8
+    Generation(model, prompt, 4, Controls(), 1, seed=0).run()  # warm-up, not timed
+    t0 = time.perf_counter()
+    together = Generation(model, prompt, n_tokens, Controls(), samples, seed=0).run()
+    batched = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    alone = [
+        Generation(model, prompt, n_tokens, Controls(), 1, seed=i).run()[0] for i in range(samples)
+    ]
+    one_by_one = time.perf_counter() - t0
+    same = sum(a.tokens == b.tokens for a, b in zip(together, alone, strict=True))
+    total = samples * n_tokens
+    return total / batched, total / one_by_one, same
+
+
 def bench_scaling(name: str, past: int) -> list[tuple[str, float]]:
     """(position range, mean ms per token) from a 1-token prompt to `past` tokens beyond the
     window, with the KV cache."""
@@ -365,8 +391,8 @@ def main() -> None:
     parser.add_argument(
         "--sections",
         nargs="+",
-        default=["train", "sample", "scale", "memory", "eval"],
-        choices=["train", "sample", "scale", "memory", "eval"],
+        default=["train", "sample", "batch", "scale", "memory", "eval"],
+        choices=["train", "sample", "batch", "scale", "memory", "eval"],
     )
     parser.add_argument("--quick", action="store_true", help="a short run (a few minutes)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per setting")
@@ -476,6 +502,19 @@ def main() -> None:
                     f"{b} {r[b][0] / base:.3f}x {args.backends[0]}" for b in args.backends[1:]
                 )
                 print(f"{name:<6} {cells}   {ratios}")
+
+    if "batch" in args.sections:
+        samples, n = (25, 100) if not args.quick else (25, 30)
+        print(
+            f"\n## Many samples: {samples} samples x {n} tokens of one prompt, top-k 50 (tokens/s)"
+        )
+        print(f"{'config':<6} {'backend':<7} {'one batch':>10} {'one by one':>11} {'ratio':>6}")
+        for name in args.configs:
+            for b in args.backends:
+                together, alone, same = bench_many_samples(name, b, samples, n)
+                check = "" if same == samples else f"   ({samples - same} samples differ)"
+                rates = f"{together:>10,.0f} {alone:>11,.0f} {together / alone:>5.1f}x"
+                print(f"{name:<6} {b:<7} {rates}{check}")
 
     if "scale" in args.sections:
         past = 8 if args.quick else 32

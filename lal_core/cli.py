@@ -1,6 +1,6 @@
 """The headless command line: `lal train`, `lal sample`, and (in `cli_runs`, `cli_sft`,
 `cli_export`, `cli_quality`) `lal runs`, `lal watch`, `lal stop`, `lal sft`, `lal chat`,
-`lal export`, `lal plot`, `lal eval`.
+`lal export`, `lal plot`, `lal eval`, `lal report`.
 
 Every user error ends as one line on stderr (`lal: error: ...`) and a non-zero exit status:
 2 for bad flags, 1 for anything else. Ctrl-C (or SIGTERM / SIGHUP, or `lal stop`) during
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from lal_core import cli_export, cli_quality, cli_runs, cli_sft, sampling
 from lal_core.console import EXIT_ERROR, EXIT_INTERRUPTED, OneLineParser, Printer, StopOnSignals
 from lal_core.errors import LalError
-from lal_core.flags import add_checkpoint_flags, number, positive_int
+from lal_core.flags import add_checkpoint_flags, add_sampling_flags, controls_from, positive_int
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,10 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="stream text from a checkpoint")
     add_checkpoint_flags(s)
     s.add_argument("--prompt", default=sampling.DEFAULT_PROMPT, help="default: %(default)s")
-    s.add_argument("--tokens", type=positive_int, default=sampling.DEFAULT_TOKENS)
-    s.add_argument("--temperature", type=number, default=sampling.DEFAULT_TEMPERATURE)
-    s.add_argument("--top-k", type=int, default=sampling.DEFAULT_TOP_K)
-    s.add_argument("--seed", type=int, default=None)
+    s.add_argument(
+        "--num-samples",
+        type=positive_int,
+        default=1,
+        help="samples of the prompt, drawn together (sample i uses seed + i); one streams as it "
+        "is drawn, more print as they end",
+    )
+    add_sampling_flags(s, sampling.DEFAULT_TOKENS)
     s.add_argument("--backend", default="torch", choices=list(BACKENDS))
     s.add_argument("--device", default=None)
     s.add_argument("--no-cache", action="store_true", help="recompute the context every token")
@@ -106,10 +110,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 # -- sample --------------------------------------------------------------------------------
 def cmd_sample(args: argparse.Namespace) -> int:
     from lal_core.runs import resolve_checkpoint
-    from lal_core.sampling import check_sampling_args, load_for_sampling, stream
+    from lal_core.sampling import Generation, load_for_sampling
     from lal_core.tokenizer import encode
 
-    check_sampling_args(args.temperature, args.top_k, args.tokens)
+    controls = controls_from(args)
     if args.prompt == "":
         raise LalError("the prompt is empty; give at least one character with --prompt")
     path = resolve_checkpoint(args.run, args.checkpoint, args.runs_dir)
@@ -120,21 +124,40 @@ def cmd_sample(args: argparse.Namespace) -> int:
             f"the prompt is {n_prompt} tokens, longer than this model's context of "
             f"{backend.cfg.block_size}; shorten it"
         )
-    out = sys.stdout
-    out.write(args.prompt)
-    for piece in stream(
+    generation = Generation(
         backend,
         args.prompt,
         args.tokens,
-        args.temperature,
-        args.top_k,
+        controls,
+        args.num_samples,
         args.seed,
         use_cache=not args.no_cache,
-    ):
-        out.write(piece.text)
-        out.flush()
-    out.write("\n")
+    )
+    out = sys.stdout
+    if args.num_samples == 1:
+        out.write(args.prompt)
+        for piece in generation:
+            out.write(piece.text)
+            out.flush()
+        out.write("\n")
+        return 0
+    # Interleaved rows would be unreadable: each sample prints whole, as soon as it ends.
+    printed: set[int] = set()
+    for piece in generation:
+        if piece.row not in printed and generation.samples[piece.row].ended:
+            printed.add(piece.row)
+            _print_sample(out, piece.row, generation.samples[piece.row], args.prompt)
     return 0
+
+
+def _print_sample(out, row: int, sample, prompt: str) -> None:
+    how = {"stop": f"stopped at {sample.stop_string!r}", "time": "out of time"}.get(
+        sample.ended, ""
+    )
+    facts = [f"seed {sample.seed}", f"{len(sample.tokens)} tokens", *filter(None, [how])]
+    head = f"--- sample {row + 1} ({', '.join(facts)}) ---"
+    out.write(f"{head}\n{prompt}{sample.text}\n\n")
+    out.flush()
 
 
 COMMANDS = {
@@ -146,6 +169,7 @@ COMMANDS = {
     "sft": cli_sft.cmd_sft,
     "chat": cli_sft.cmd_chat,
     "eval": cli_quality.cmd_eval,
+    "report": cli_quality.cmd_report,
     "export": cli_export.cmd_export,
     "plot": cli_export.cmd_plot,
 }

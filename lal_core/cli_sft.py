@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from dataclasses import replace
 
-from lal_core import sampling
 from lal_core.console import EXIT_ERROR, EXIT_INTERRUPTED, Printer, StopOnSignals
-from lal_core.flags import number, positive_int
+from lal_core.controls import Controls
+from lal_core.flags import add_sampling_flags, controls_from, number, positive_int
+
+BEFORE_AFTER = ("before (best)", "after (sft)")
 
 
 def add_int8_head_switch(parser: argparse.ArgumentParser) -> None:
@@ -49,10 +53,7 @@ def add_parsers(sub, backends) -> None:
     c.add_argument("run", nargs="?", default=None, help="run id, folder or .safetensors file")
     c.add_argument("question")
     c.add_argument("--base", action="store_true", help="answer with the base (best) checkpoint")
-    c.add_argument("--tokens", type=positive_int, default=100)
-    c.add_argument("--temperature", type=number, default=sampling.DEFAULT_TEMPERATURE)
-    c.add_argument("--top-k", type=int, default=sampling.DEFAULT_TOP_K)
-    c.add_argument("--seed", type=int, default=None)
+    add_sampling_flags(c, 100, "answer")
     c.add_argument("--backend", default="torch", choices=list(backends))
     c.add_argument("--device", default=None)
     c.add_argument("--runs-dir", default=None)
@@ -64,7 +65,6 @@ def cmd_sft(args: argparse.Namespace) -> int:
 
     from lal_core import sft
     from lal_core.events import StopRequest
-    from lal_core.sampling import load_for_sampling
 
     stop = StopRequest()
     seed = sft.DEFAULT_SEED if args.seed is None else args.seed
@@ -92,29 +92,46 @@ def cmd_sft(args: argparse.Namespace) -> int:
     if result.status == "stopped":
         print(f"stopped ({stop.reason}); the partly fine-tuned weights are in {result.checkpoint}")
         return EXIT_INTERRUPTED
-    assert result.checkpoint is not None and result.backend is not None
+    assert result.checkpoint is not None
     if args.no_compare:
         return 0
-    base = load_for_sampling(
-        result.checkpoint.with_name("best.safetensors"), args.backend, args.device
-    )
-    trained = [
-        p.question for p in (sft.load_pairs(args.pairs) if args.pairs else sft.builtin_pairs())
-    ]
-    rows = sft.compare(
-        base, result.backend, trained_questions=trained, max_new_tokens=args.tokens, seed=seed
-    )
     print()
-    print(sft.format_comparison(rows), end="", flush=True)
+    return compare_before_after(result.checkpoint, args, seed, stop)
+
+
+def compare_before_after(checkpoint, args: argparse.Namespace, seed: int, stop) -> int:
+    """The report's chat mode, best against sft: one answer per question, side by side, and
+    the figures; saved as the run's report."""
+    from lal_core.errors import LalError
+    from lal_core.quality import report as rp
+    from lal_core.runs import RunDir
+
+    run = RunDir(checkpoint.parent)
+    columns = rp.plan_columns([str(run.path)], ["best", "sft"], [args.backend], [""], Controls())
+    columns = [replace(c, label=label) for c, label in zip(columns, BEFORE_AFTER, strict=True)]
+    try:
+        corpus = rp.report_corpus(columns)
+    except LalError:  # a run folder without its corpus: answers and their own figures only
+        corpus = None
+    with StopOnSignals(stop):
+        report = rp.make_report(
+            columns, corpus, chat=True, samples=1, tokens=args.tokens, seed=seed, stop=stop
+        )
+    if report is None:
+        return EXIT_INTERRUPTED
+    print(rp.format_samples(report), end="\n\n")
+    print(rp.format_report(report), end="", flush=True)
+    with contextlib.suppress(LalError):
+        rp.save_report(report, run)
     return 0
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from lal_core.runs import resolve_checkpoint
-    from lal_core.sampling import check_sampling_args, load_for_sampling
+    from lal_core.sampling import load_for_sampling
     from lal_core.sft import stream_answer
 
-    check_sampling_args(args.temperature, args.top_k, args.tokens)
+    controls = controls_from(args)
     path = resolve_checkpoint(args.run, "best" if args.base else "sft", args.runs_dir)
     backend = load_for_sampling(path, args.backend, args.device, **sampling_options(args))
     out = sys.stdout
@@ -122,8 +139,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
         backend,
         args.question,
         max_new_tokens=args.tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
+        controls=controls,
         seed=args.seed,
     )
     started = False

@@ -145,6 +145,7 @@ class Corpus:
     path: Path
     sha256: str
     tokens: np.ndarray  # uint16 memmap, all tokens
+    cache: Path | None = None  # the token cache file; indexes of the corpus are cached beside it
 
     @property
     def split_index(self) -> int:
@@ -198,7 +199,7 @@ def load_corpus(
             ) from None
     del text
     tokens = np.memmap(cache, dtype=np.uint16, mode="r")
-    return Corpus(path=corpus_path.resolve(), sha256=sha, tokens=tokens)
+    return Corpus(path=corpus_path.resolve(), sha256=sha, tokens=tokens, cache=cache)
 
 
 def check_corpus_fits(corpus: Corpus, block_size: int) -> None:

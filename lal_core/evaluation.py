@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from lal_core import data as data_mod
+from lal_core.backends import Backend
 from lal_core.errors import DataError, LalError
 from lal_core.pretraining import window_loss
 from lal_core.records import RunRecord
@@ -60,16 +61,12 @@ def score(
     the corpus its run trained on (checked to be the same text). A run's checkpoint is loaded
     with the run's backend options (its dtype), so the figure matches the run's evals."""
     checkpoint = Path(checkpoint)
-    run = RunDir(checkpoint.parent)
-    record = run.read() if run.run_json.is_file() else None
-    if record is None and data is None:
+    if data is None and not RunDir(checkpoint.parent).run_json.is_file():
         raise LalError(
             f"{checkpoint} is not in a run folder, so it has no val split; "
             "give the text to score with --data PATH"
         )
-    name = backend or (record.backend if record is not None else "torch")
-    options = _eval_options(name, record.backend_options) if record is not None else {}
-    model = load_for_sampling(checkpoint, name, device, **options)
+    model, record = load_scored(checkpoint, backend, device)
     if batch_size is None:
         train_cfg = record.train_config if record is not None else None
         batch_size = train_cfg.batch_size if train_cfg is not None else DEFAULT_BATCH
@@ -78,6 +75,19 @@ def score(
     starts = data_mod.eval_windows(tokens, block)
     loss = window_loss(model, tokens, starts, batch_size)
     return Score(checkpoint, text, loss, len(starts), block)
+
+
+def load_scored(
+    checkpoint: Path, backend: str | None = None, device: str | None = None
+) -> tuple[Backend, RunRecord | None]:
+    """A checkpoint loaded to be scored, and its run's record (None outside a run folder): on
+    the run's backend unless `backend` is given, with the run's dtype, so a run's best
+    checkpoint scores its recorded best val."""
+    run = RunDir(Path(checkpoint).parent)
+    record = run.read() if run.run_json.is_file() else None
+    name = backend or (record.backend if record is not None else "torch")
+    options = _eval_options(name, record.backend_options) if record is not None else {}
+    return load_for_sampling(checkpoint, name, device, **options), record
 
 
 def _text(data: str, block: int) -> tuple[np.ndarray, str]:
@@ -92,16 +102,21 @@ def _text(data: str, block: int) -> tuple[np.ndarray, str]:
 
 
 def _val_split(record: RunRecord) -> tuple[np.ndarray, str]:
-    """The val split of the corpus the run trained on, checked to be the same text."""
+    corpus = run_corpus(record)
+    return corpus.val, f"the val split of {corpus.path.name}"
+
+
+def run_corpus(record: RunRecord) -> data_mod.Corpus:
+    """The corpus the run trained on, checked to be the same text."""
     if record.data is None:  # a hand-made run folder
         raise LalError(f"run {record.run_id} records no corpus; give the text with --data PATH")
     corpus = data_mod.load_corpus(record.data.path)
     if record.data.sha256 and corpus.sha256 != record.data.sha256:
         raise LalError(
             f"the corpus {corpus.path} changed since run {record.run_id} trained on it "
-            "(sha256 differs); give the text to score with --data PATH"
+            "(sha256 differs); give the text with --data PATH"
         )
-    return corpus.val, f"the val split of {corpus.path.name}"
+    return corpus
 
 
 def _eval_options(backend: str, options: dict) -> dict:

@@ -54,6 +54,65 @@ def add_checkpoint_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs-dir", default=None)
 
 
+def add_sampling_flags(
+    parser: argparse.ArgumentParser, tokens: int | str, what: str = "sample"
+) -> None:
+    """How samples are drawn (`lal sample`, `lal chat`, `lal report`): the `Controls`, the
+    tokens per sample and the seed. `controls_from` reads them back."""
+    from lal_core import controls as c
+
+    g = parser.add_argument_group("sampling")
+    g.add_argument(
+        "--tokens",
+        type=positive_int,
+        default=tokens if isinstance(tokens, int) else None,
+        help=f"per {what} (default: {tokens})",
+    )
+    g.add_argument(
+        "--temperature",
+        type=number,
+        default=c.DEFAULT_TEMPERATURE,
+        help="0: greedy (default: %(default)s)",
+    )
+    g.add_argument("--top-k", type=int, default=c.DEFAULT_TOP_K, help="default: %(default)s")
+    g.add_argument("--top-p", type=number, default=1.0, help="nucleus sampling; 1: off (default)")
+    g.add_argument(
+        "--repetition-penalty",
+        type=number,
+        default=1.0,
+        help="lower the odds of tokens already in the context (HF's rule); 1: off (default)",
+    )
+    g.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help=f"end the {what} where this text would begin, not shown (repeatable)",
+    )
+    g.add_argument(
+        "--max-time",
+        type=number,
+        default=None,
+        metavar="SECONDS",
+        help="a time limit for the whole generation",
+    )
+    g.add_argument("--seed", type=int, default=None, help="draws the same again (default: random)")
+
+
+def controls_from(args: argparse.Namespace):
+    """The checked `Controls` of `add_sampling_flags`' flags."""
+    from lal_core.controls import Controls
+
+    return Controls(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        repetition_penalty=args.repetition_penalty,
+        stop=tuple(args.stop),
+        max_time=args.max_time,
+    ).check()
+
+
 def recipe_fields() -> list:
     """TrainConfig's fields, each a flag: name, label and help (`field.metadata`)."""
     return list(fields(TrainConfig))

@@ -51,8 +51,11 @@ PROBE_PATTERNS = 7  # distinct rows in the probe's matrix (not a power of two: s
 
 
 @functools.cache
-def int8_head_works(device: torch.device, in_features: int, out_features: int) -> bool:
-    """Whether the int8 kernel computes a head of this shape correctly on `device`.
+def int8_head_works(
+    device: torch.device, in_features: int, out_features: int, rows: int = 1
+) -> bool:
+    """Whether the int8 kernel computes a head of this shape, for `rows` tokens at a time (the
+    samples drawn together), correctly on `device`.
 
     It is a private op, so it is checked by use, at the head's own shape and against a float
     product. At other shapes it has been seen to crash the process (a segmentation fault on
@@ -66,14 +69,14 @@ def int8_head_works(device: torch.device, in_features: int, out_features: int) -
     # Row i of the weights is pattern i % 7, so the exact product costs 7 dot products instead
     # of N; 7 rows repeating across the blocks a kernel works in still shows a misplaced row.
     patterns = torch.randint(-127, 128, (PROBE_PATTERNS, K), dtype=torch.int8, generator=gen)
-    rows = torch.arange(N) % PROBE_PATTERNS
+    pattern = torch.arange(N) % PROBE_PATTERNS
     scales = torch.rand(N, generator=gen).add_(0.5).to(torch.bfloat16)  # (N,)
-    x = torch.randn(1, K, generator=gen).to(torch.bfloat16)  # (1, K)
-    exact = (patterns.float() @ x.float().t())[rows, 0] * scales.float()  # (N,)
+    x = torch.randn(rows, K, generator=gen).to(torch.bfloat16)  # (rows, K)
+    exact = (x.float() @ patterns.float().t())[:, pattern] * scales.float()  # (rows, N)
     try:
-        got = _INT8_MM(x.to(device), patterns[rows].to(device), scales.to(device))  # (1, N)
+        got = _INT8_MM(x.to(device), patterns[pattern].to(device), scales.to(device))  # (rows, N)
     except (RuntimeError, NotImplementedError):
         return False
-    error = (got[0].float().cpu() - exact).abs().max()
+    error = (got.float().cpu() - exact).abs().max()
     # bfloat16 logits are rounded to 2**-8 of their size; a wrong kernel is off by far more.
     return bool(error <= 2e-2 * exact.abs().max())

@@ -40,7 +40,9 @@ class Owner:
 
     def describe(self) -> str:
         since = datetime.fromtimestamp(self.started).strftime("%Y-%m-%d %H:%M:%S")
-        what = "training" if self.job == "train" else "fine-tuning"
+        what = {"train": "training", "sft": "fine-tuning", "report": "a report"}.get(
+            self.job, self.job
+        )
         return f"{what} (pid {self.pid} on {self.host}, since {since})"
 
     @property

@@ -31,6 +31,10 @@ from lal_tui.messages import (
     CorpusInfo,
     EngineError,
     PictureSaved,
+    ReportDone,
+    ReportProgress,
+    SampleEnded,
+    SampleFigures,
     SampleFinished,
     SampleStarted,
     SampleToken,
@@ -203,6 +207,8 @@ class Dashboard(App):
             self.query_one(SamplePane).set_status(line)
         elif message.source in ("sft", "ask"):
             self.query_one(SFTPane).set_status(line)
+        elif message.source == "report":
+            self.query_one(RunsPane).info(line)
 
     # -- sampling -----------------------------------------------------------------------------
     @on(SamplePane.GenerateRequested)
@@ -218,8 +224,18 @@ class Dashboard(App):
     @on(SampleStarted)
     def sample_started(self, message: SampleStarted) -> None:
         self.query_one(SamplePane).begin(
-            message.prompt, message.checkpoint.parent.name + "/" + message.checkpoint.name
+            message.prompt,
+            message.checkpoint.parent.name + "/" + message.checkpoint.name,
+            message.samples,
         )
+
+    @on(SampleEnded)
+    def sample_ended(self, message: SampleEnded) -> None:
+        self.query_one(SamplePane).add_sample(message.row, message.seed, message.text)
+
+    @on(SampleFigures)
+    def sample_figures(self, message: SampleFigures) -> None:
+        self.query_one(SamplePane).show_figures(message.line)
 
     @on(SampleToken)
     def sample_token(self, message: SampleToken) -> None:
@@ -250,6 +266,24 @@ class Dashboard(App):
     @on(PictureSaved)
     def picture_saved(self, message: PictureSaved) -> None:
         self.notify(f"saved {message.path}{fetch_hint(message.path)}", title="picture", timeout=10)
+
+    @on(RunsPane.ReportRequested)
+    def report(self, message: RunsPane.ReportRequested) -> None:
+        if self.jobs.stop("report", "cancelled"):
+            self.query_one(RunsPane).info("report cancelled; nothing was saved")
+            return
+        self.query_one(RunsPane).info(f"report on {message.path.name}: starting…")
+        self.jobs.start("report", engine_jobs.reporting(message.path))
+
+    @on(ReportProgress)
+    def report_progress(self, message: ReportProgress) -> None:
+        m = message
+        self.query_one(RunsPane).report_progress(m.path, m.done, m.total, m.what)
+
+    @on(ReportDone)
+    def report_done(self, message: ReportDone) -> None:
+        self.query_one(RunsPane).report_done(message.path)
+        self.notify(f"report on {message.path.name} saved in its report.json", title="report")
 
     @on(RunsPane.DeleteRequested)
     def delete(self, message: RunsPane.DeleteRequested) -> None:

@@ -1,6 +1,6 @@
 """The engine jobs the dashboard runs with `lal_tui.jobs.JobRunner`: follow a run (training
 or fine-tuning, each a process of its own: `lal_tui.launcher`), sample, answer a chat question,
-count a corpus.
+count a corpus, report on a run (`lal report`, a process of its own too).
 
 Each factory returns a `job(post, stop)` that only calls the engine's API and posts messages.
 Engine modules that import torch are imported inside the job, on its thread, so the dashboard
@@ -9,6 +9,12 @@ shows at once instead of waiting for torch to import.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import queue
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -22,7 +28,7 @@ from lal_core.follow import POLL_SECONDS, RunFollower
 from lal_core.runs import RunDir
 from lal_tui import messages as msg
 from lal_tui.jobs import Job, Post
-from lal_tui.launcher import Launch
+from lal_tui.launcher import RUN_NICENESS, Launch
 
 ANSWER_TOKENS = 60
 
@@ -84,6 +90,7 @@ class SampleRequest:
     top_k: int | None
     tokens: int
     seed: int | None
+    samples: int = 1  # more than one: drawn as one batch, shown as each ends, with figures
 
 
 class ModelCache:
@@ -106,24 +113,127 @@ class ModelCache:
 
 
 def sampling(request: SampleRequest, where: RunRequest, models: ModelCache) -> Job:
-    """Stream tokens from a checkpoint: one SampleToken per token, then SampleFinished."""
+    """Stream tokens from a checkpoint: one SampleToken per token, then SampleFinished. With
+    several samples, one SampleEnded as each sample ends instead, then SampleFigures."""
 
     def job(post: Post, stop: StopRequest) -> int:
+        from lal_core.controls import Controls
         from lal_core.runs import resolve_checkpoint
-        from lal_core.sampling import check_sampling_args, stream
+        from lal_core.sampling import Generation, check_tokens
 
         r = request
-        check_sampling_args(r.temperature, r.top_k, r.tokens)
+        controls = Controls(r.temperature, r.top_k).check()
+        check_tokens(r.tokens)
         path = resolve_checkpoint(r.ref, r.kind, where.runs_dir)
         model = models.get(path, where.backend, where.device)
-        post(msg.SampleStarted(path, r.prompt))
-        count, started = 0, time.perf_counter()
-        tokens = stream(model, r.prompt, r.tokens, r.temperature, r.top_k, r.seed, stop=stop)
-        for token in tokens:
-            count += 1
-            post(msg.SampleToken(token.text, token.prob))
+        generation = Generation(model, r.prompt, r.tokens, controls, r.samples, r.seed, stop=stop)
+        post(msg.SampleStarted(path, r.prompt, r.samples))
+        count, started, shown = 0, time.perf_counter(), set()
+
+        def show_ended() -> None:
+            for row, sample in enumerate(generation.samples):
+                if sample.ended and row not in shown:
+                    shown.add(row)
+                    post(msg.SampleEnded(row, sample.seed, sample.text))
+
+        for token in generation:
+            count += token.token >= 0  # -1: only the text a cut-short sample held back
+            if r.samples == 1:
+                post(msg.SampleToken(token.text, token.prob))
+            else:
+                show_ended()
+        if r.samples > 1:
+            show_ended()
         post(msg.SampleFinished(count, time.perf_counter() - started, stop.is_set()))
+        if r.samples > 1 and not stop.is_set():
+            post(msg.SampleFigures(sample_figures(path, generation.samples)))
         return count
+
+    return job
+
+
+def sample_figures(checkpoint: Path, samples: list) -> str:
+    """The samples' quality figures in one line (memorisation where the run's corpus is at
+    hand)."""
+    from lal_core.evaluation import run_corpus
+    from lal_core.quality.report import figures_of
+    from lal_core.quality.verbatim import VerbatimIndex
+    from lal_core.tokenizer import encode
+
+    index = None
+    run = RunDir(checkpoint.parent)
+    if run.run_json.is_file():
+        try:
+            index = VerbatimIndex.for_corpus(run_corpus(run.read()))
+        except LalError:
+            index = None  # the corpus is gone: the figures without memorisation
+    f = figures_of([encode(s.text) for s in samples], index)
+    parts = [
+        f"distinct-2 {f.distinct_2:.2f}" if f.distinct_2 is not None else "",
+        f"repeated 4-grams {f.repeated_4:.2f}" if f.repeated_4 is not None else "",
+        f"in a loop {f.looping}/{f.samples}",
+        f"memorised 8-grams {f.memorised_8:.2f}" if f.memorised_8 is not None else "",
+    ]
+    return " · ".join(p for p in parts if p)
+
+
+PROGRESS = re.compile(r"^\[(\d+)/(\d+)\] (.*)$")  # `lal report`'s progress lines, on stderr
+
+
+def reporting(path: Path) -> Job:
+    """`lal report` on a run (best against final where it has both), in a process of its own,
+    niced, so the dashboard keeps its keys: its progress as ReportProgress, then ReportDone once
+    the run's report.json is written. Stopping the job stops the report; nothing is saved."""
+
+    def job(post: Post, stop: StopRequest) -> bool:
+        run = RunDir(path)
+        kinds = [k for k in ("best", "final") if run.checkpoint(k).is_file()]
+        if not kinds:
+            raise LalError(f"run {path.name} has no checkpoint to report on yet")
+        argv = [sys.executable, "-m", "lal_core.cli", "report", str(path), "--checkpoint", *kinds]
+        child = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, child.pid, RUN_NICENESS)
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def read() -> None:
+            assert child.stderr is not None
+            for line in child.stderr:
+                lines.put(line.rstrip("\n"))
+            lines.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        said: list[str] = []
+        while True:
+            if stop.is_set():
+                child.terminate()  # `lal report` stops at its next token: nothing written
+                child.wait()
+                return False
+            try:
+                line = lines.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            said.append(line)
+            if match := PROGRESS.match(line):
+                done, total, what = match.groups()
+                post(msg.ReportProgress(path, int(done), int(total), what))
+        if child.wait() != 0:
+            errors = [x for x in said if x.startswith("lal: error: ")]
+            raise LalError(errors[-1].removeprefix("lal: error: ") if errors else said[-1])
+        unsaved = [x for x in said if "report not saved" in x]
+        if unsaved:
+            raise LalError(unsaved[-1].split("report not saved: ", 1)[-1])
+        post(msg.ReportDone(path))
+        return True
 
     return job
 

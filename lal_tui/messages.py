@@ -79,6 +79,7 @@ class CorpusInfo(Message):
 class SampleStarted(Message):
     checkpoint: Path
     prompt: str
+    samples: int = 1
 
 
 @dataclass
@@ -90,10 +91,43 @@ class SampleToken(Message):
 
 
 @dataclass
+class SampleEnded(Message):
+    """One of several samples drawn together has ended: its whole text (without the prompt)."""
+
+    row: int
+    seed: int
+    text: str
+
+
+@dataclass
+class SampleFigures(Message):
+    """The quality figures of the samples just drawn, in one line."""
+
+    line: str
+
+
+@dataclass
 class SampleFinished(Message):
     tokens: int
     seconds: float
     stopped: bool
+
+
+@dataclass
+class ReportProgress(Message):
+    """A report on a run is drawing: `done` of `total` prompts, and what it is doing."""
+
+    path: Path
+    done: int
+    total: int
+    what: str
+
+
+@dataclass
+class ReportDone(Message):
+    """A report on a run is written (its report.json)."""
+
+    path: Path
 
 
 @dataclass

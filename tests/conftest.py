@@ -17,6 +17,7 @@ import pytest
 
 from lal_core import events as ev
 from lal_core.config import ModelConfig, TrainConfig
+from lal_core.controls import Controls
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -154,9 +155,51 @@ def next_token_kl(a, b, tokens: list[int]) -> float:
         return torch.sum(p.exp() * (p - q)).item()
 
     half = len(tokens) // 2
-    a.start_generation(0)
-    b.start_generation(0)
-    worst = kl(a.prefill(tokens[:half]), b.prefill(tokens[:half]))
+    a.start_generation(1)
+    b.start_generation(1)
+    prompt = np.array([tokens[:half]])
+    worst = kl(a.prefill(prompt)[0], b.prefill(prompt)[0])
     for token in tokens[half:]:
-        worst = max(worst, kl(a.extend(token), b.extend(token)))
+        step = np.array([token])
+        worst = max(worst, kl(a.extend(step)[0], b.extend(step)[0]))
     return worst
+
+
+# The sampling controls every backend's batches are checked under.
+EACH_CONTROL = pytest.mark.parametrize(
+    "controls",
+    [
+        Controls(temperature=0),
+        Controls(temperature=1.0, top_k=8),
+        Controls(temperature=1.2, top_k=None, top_p=0.9, repetition_penalty=1.3),
+    ],
+    ids=["greedy", "seeded top-k", "top-p and penalty"],
+)
+
+
+class ScriptedBackend:
+    """Wraps a backend but draws a fixed token sequence (the same in every row), to test what
+    is built on the draws; remembers the first context it ran and how many steps it drew."""
+
+    def __init__(self, inner, tokens):
+        self.inner, self.tokens, self.cfg = inner, list(tokens), inner.cfg
+        self.drawn = 0
+        self.prompt = None
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def prefill(self, contexts, use_cache=True):
+        if self.prompt is None:
+            self.prompt = [int(t) for t in contexts[0]]
+        return self.inner.prefill(contexts, use_cache)
+
+    def candidates(self, logits, top_k, repetition_penalty, with_lse):
+        from lal_core.backends.base import Candidates
+
+        rows = logits.shape[0]
+        self.drawn += 1
+        token = self.tokens.pop(0)
+        return Candidates(
+            np.zeros((rows, 1), np.float32), np.full((rows, 1), token), np.zeros(rows)
+        )

@@ -12,15 +12,16 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from conftest import random_tokens
+from conftest import EACH_CONTROL, random_tokens
 from lal_core import backends, paths
 from lal_core import events as ev
 from lal_core.backends import make_backend
 from lal_core.checkpoint import load_weights, save_weights
 from lal_core.cli import main
 from lal_core.config import MODEL_CONFIGS, ModelConfig, TrainConfig
+from lal_core.controls import Controls
 from lal_core.errors import ConfigError, DeviceError
-from lal_core.sampling import generate_ids, load_for_sampling, stream
+from lal_core.sampling import Generation, generate_ids, load_for_sampling, stream
 from lal_core.trainer import Trainer, train
 
 # Every config's layer shape (width, heads), one layer deep, eight positions: what parity needs.
@@ -285,6 +286,32 @@ def test_sampling_options(decisive_checkpoint):
         assert p == pytest.approx(probs[top.tolist().index(token)], abs=1e-5)
 
 
+@EACH_CONTROL
+def test_batches_and_controls_draw_as_alone_and_as_torch(decisive_checkpoint, controls):
+    t = torch_fp32(SHORT)
+    t.load_state_dict(load_weights(decisive_checkpoint)[0])
+    m = load_for_sampling(decisive_checkpoint, "mlx")
+    prompt = random_tokens((5,), seed=4).tolist()
+    together = Generation(m, prompt, 30, controls, 3, seed=21).run()
+    alone = [Generation(m, prompt, 30, controls, 1, 21 + i).run()[0].tokens for i in range(3)]
+    assert [s.tokens for s in together] == alone
+    # The draw is numpy's, seeded per row: the same seed draws the same on both backends.
+    assert [s.tokens for s in Generation(t, prompt, 30, controls, 3, seed=21).run()] == alone
+
+
+def test_the_repetition_penalty_on_mlx_lowers_seen_tokens_only(decisive_checkpoint):
+    m = load_for_sampling(decisive_checkpoint, "mlx")
+    context = random_tokens((8,), seed=5)
+    dist = []
+    for penalty in (1.0, 1.5):
+        m.start_generation(1)
+        m.see(context[None])
+        c = m.candidates(m.prefill(context[None]), None, penalty, False)
+        dist.append(np.exp(c.logits[0]) / np.exp(c.logits[0]).sum())
+    seen = np.isin(np.arange(SHORT.vocab_size), context)
+    assert (dist[1][seen] < dist[0][seen]).all() and (dist[1][~seen] >= dist[0][~seen]).all()
+
+
 # -- checkpoints across backends -----------------------------------------------------------
 def test_checkpoints_cross_between_backends(tmp_path, micro_cfg):
     x = random_tokens((1, 8), seed=7)
@@ -311,7 +338,7 @@ def test_cli_samples_a_torch_run_with_mlx(micro_cfg, shakespeare, tmp_path, caps
     # The same greedy text as PyTorch draws from the same checkpoint.
     t = torch_fp32(micro_cfg)
     t.load_state_dict(load_weights(result.run_dir / "best.safetensors")[0])
-    want = "".join(p.text for p in stream(t, "ROMEO:", 15, temperature=0))
+    want = "".join(p.text for p in stream(t, "ROMEO:", 15, Controls(temperature=0)))
     assert out == "ROMEO:" + want + "\n"
     # Sampling: seeded, so the same text twice, and more than the prompt.
     texts = []

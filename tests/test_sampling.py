@@ -1,11 +1,12 @@
 import numpy as np
 import pytest
 
-from conftest import random_tokens
+from conftest import EACH_CONTROL, ScriptedBackend, random_tokens
 from lal_core.backends import make_backend
 from lal_core.config import ModelConfig
+from lal_core.controls import Controls
 from lal_core.errors import ConfigError
-from lal_core.sampling import generate_ids, stream
+from lal_core.sampling import Generation, generate_ids, nucleus, stream
 from lal_core.tokenizer import encode
 
 SHORT = ModelConfig("short", n_layer=2, n_head=2, n_embd=32, block_size=16)
@@ -69,19 +70,6 @@ def test_seeded_sampling_is_reproducible_and_top_k_holds(decisive):
     assert top1 == greedy
 
 
-class ScriptedBackend:
-    """Wraps a backend but draws a fixed token sequence, to test the text stream."""
-
-    def __init__(self, inner, tokens):
-        self.inner, self.tokens, self.cfg = inner, list(tokens), inner.cfg
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def sample(self, logits, temperature, top_k):
-        return self.tokens.pop(0), 0.5
-
-
 def test_stream_never_yields_replacement_characters(decisive):
     text = "Ça va? 日本 🎉 naïve"
     tokens = encode(text)
@@ -100,11 +88,119 @@ def test_stream_never_yields_replacement_characters(decisive):
     ],
 )
 def test_bad_sampling_arguments(decisive, kwargs, words):
-    args = {"max_new_tokens": 5, "temperature": 1.0, "top_k": 5} | kwargs
+    args = {"temperature": 1.0, "top_k": 5} | kwargs
+    tokens = args.pop("max_new_tokens", 5)
     with pytest.raises(ConfigError, match=words):
-        list(stream(decisive, "hi", **args))
+        list(generate_ids(decisive, [1, 2], tokens, **args))
 
 
 def test_empty_prompt(decisive):
     with pytest.raises(ConfigError, match="empty"):
         list(stream(decisive, "", 5))
+
+
+# -- many samples at once -------------------------------------------------------------------
+def each_alone(backend, prompt, n, controls, seed, rows):
+    return [
+        Generation(backend, prompt, n, controls, 1, seed + i).run()[0].tokens for i in range(rows)
+    ]
+
+
+@EACH_CONTROL
+def test_a_batch_draws_what_each_row_draws_alone(decisive, controls):
+    prompt = random_tokens((5,), seed=3).tolist()
+    n = 30  # past block_size = 16: the batch's window slides too
+    together = Generation(decisive, prompt, n, controls, 4, seed=11).run()
+    assert [s.seed for s in together] == [11, 12, 13, 14]
+    assert [s.tokens for s in together] == each_alone(decisive, prompt, n, controls, 11, 4)
+    if controls.temperature > 0:
+        assert len({tuple(s.tokens) for s in together}) > 1  # the rows do differ
+
+
+def test_nucleus_of_one_changes_nothing_and_a_tiny_one_is_greedy(decisive):
+    probs = np.array([[0.5, 0.3, 0.15, 0.05], [0.97, 0.01, 0.01, 0.01]])
+    assert nucleus(probs, 1.0) is probs
+    assert np.allclose(nucleus(probs, 0.75), [[0.625, 0.375, 0, 0], [1, 0, 0, 0]])
+    prompt = encode("ROMEO:")
+    tiny_p = Controls(temperature=1.5, top_k=None, top_p=1e-6)
+    drawn = Generation(decisive, prompt, 20, tiny_p, 3, seed=0).run()
+    greedy = Generation(decisive, prompt, 20, Controls(temperature=0)).run()[0].tokens
+    assert all(s.tokens == greedy for s in drawn)
+
+
+def full_distribution(backend, context, penalty, seen):
+    backend.start_generation(1)
+    if penalty != 1:
+        backend.see(np.array([seen]))
+    logits = backend.prefill(np.array([context]))
+    c = backend.candidates(logits, None, penalty, False)
+    assert c.ids is None  # every token, in id order
+    return np.exp(c.logits[0] - c.logits[0].max()) / np.exp(c.logits[0] - c.logits[0].max()).sum()
+
+
+def test_the_repetition_penalty_lowers_seen_tokens_and_never_raises_them(decisive):
+    context = random_tokens((8,), seed=5).tolist()
+    plain = full_distribution(decisive, context, 1.0, context)
+    penalised = full_distribution(decisive, context, 1.5, context)
+    seen = np.zeros(plain.shape, bool)
+    seen[context] = True
+    assert (penalised[seen] < plain[seen]).all()  # lower, each of them
+    assert (penalised[~seen] >= plain[~seen]).all()  # the others gain what they lose
+    # In sampling: greedy without a penalty repeats itself here; with one it does much less.
+    loops = Generation(decisive, context, 40, Controls(temperature=0)).run()[0].tokens
+    varied = Generation(decisive, context, 40, Controls(0, repetition_penalty=3.0)).run()[0].tokens
+    assert len(set(varied)) > len(set(loops))
+
+
+def test_a_stop_string_ends_the_sample_before_it_and_is_not_shown(decisive):
+    text = "Good morrow, my lord. Exit GLOUCESTER and more after it"
+    script = encode(text)
+    stops = Controls(stop=("Exit", "lord,"))  # "lord," never comes; "Exit" spans its tokens
+    generation = Generation(ScriptedBackend(decisive, script), "x", len(script), stops)
+    shown = "".join(p.text for p in generation)
+    assert shown == generation.samples[0].text == "Good morrow, my lord. "
+    sample = generation.samples[0]
+    assert (sample.ended, sample.stop_string) == ("stop", "Exit")
+    assert len(sample.tokens) < len(script)
+
+
+def test_rows_end_apart_and_the_batch_stops_when_all_have(decisive):
+    # The scripted draws are the same in every row; the rows' own stop strings are not.
+    script = encode(" one two three four five six")
+    backend = ScriptedBackend(decisive, script)
+    samples = Generation(backend, "x", len(script), Controls(stop=(" three",)), 3).run()
+    assert [s.text for s in samples] == [" one two"] * 3
+    assert backend.drawn == len(encode(" one two three"))  # no step after the last row ended
+
+
+def test_max_time_cuts_every_sample_short(decisive):
+    samples = Generation(decisive, "ROMEO:", 500, Controls(max_time=1e-9), 2, seed=0).run()
+    assert all(s.ended == "time" and len(s.tokens) < 500 for s in samples)
+
+
+@pytest.mark.parametrize(
+    "settings, words",
+    [
+        ("top_p=0", "top-p"),
+        ("top_p=1.5", "top-p"),
+        ("repetition_penalty=0.5", "repetition penalty"),
+        ("max_time=0", "max-time"),
+        ("temperature=hot", "needs a number"),
+        ("top_q=0.9", "unknown sampling setting 'top_q=0.9'"),
+        ("top_p", "unknown sampling setting"),
+    ],
+)
+def test_bad_controls_are_one_line(settings, words):
+    with pytest.raises(ConfigError, match=words) as caught:
+        Controls().with_settings(settings)
+    assert "\n" not in str(caught.value)
+
+
+def test_settings_text_sets_the_controls():
+    c = Controls().with_settings("top_p=0.9, repetition-penalty=1.3,top_k=none")
+    assert (c.top_p, c.repetition_penalty, c.top_k) == (0.9, 1.3, None)
+    assert c.describe() == "temperature 0.8, all tokens, top-p 0.9, repetition penalty 1.3"
+    with pytest.raises(ConfigError, match="stop string is empty"):
+        Controls(stop=("",)).check()
+    with pytest.raises(ConfigError, match="number of samples"):
+        Generation(None, "x", 5, Controls(), 0)

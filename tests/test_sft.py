@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import ScriptedBackend
 from lal_core import sft
 from lal_core.backends import make_backend, mlx_available
 from lal_core.checkpoint import load_weights, save_weights
@@ -16,6 +17,7 @@ from lal_core.cli import main
 from lal_core.errors import DataError
 from lal_core.events import CheckpointSaved, RunFailed, SFTEpochDone, StepDone, StopRequest
 from lal_core.follow import RunFollower
+from lal_core.quality.report import read_report
 from lal_core.records import RunRecord
 from lal_core.runs import RunDir, process_info
 from lal_core.sampling import load_for_sampling
@@ -328,66 +330,44 @@ def test_pairs_file_is_read(tmp_path):
 
 
 # -- chat --------------------------------------------------------------------------------------
-class ScriptedBackend:
-    """Wraps a backend but draws a fixed token sequence, and remembers the prompt."""
-
-    def __init__(self, inner, tokens):
-        self.inner, self.tokens, self.cfg = inner, list(tokens), inner.cfg
-        self.drawn = 0
-        self.prompt = None
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-    def prefill(self, tokens, use_cache=True):
-        if self.prompt is None:
-            self.prompt = list(tokens)
-        return self.inner.prefill(tokens, use_cache)
-
-    def sample(self, logits, temperature, top_k):
-        self.drawn += 1
-        return self.tokens.pop(0), 0.5
-
-
 @pytest.fixture
 def micro_chat(chat_cfg):
     return make_backend("torch", chat_cfg, seed=0)
 
 
+def tokens_until(script: list[int], text: str) -> int:
+    """How many of script's tokens it takes for their text to contain `text`."""
+    return next(n for n in range(1, len(script) + 1) if text in decode(script[:n]))
+
+
 def test_chat_stops_at_the_end_marker_and_returns_only_the_answer(micro_chat):
     script = encode("Romeo is a Montague.<|end|>\n<|user|>And more text after the end")
-    assert len(script) > len(encode("Romeo is a Montague.<|end|>")) + 5
     scripted = ScriptedBackend(micro_chat, script)
     pieces = list(sft.stream_answer(scripted, "Who is Romeo?", max_new_tokens=50))
     assert "".join(pieces) == "Romeo is a Montague."
     assert not any("<" in p for p in pieces)  # the marker's first characters are held back
-    assert scripted.drawn == len(encode("Romeo is a Montague.<|end|>"))  # it stopped there
+    assert scripted.drawn == tokens_until(script, "<|") < len(script) - 5  # it stopped there
     assert decode(scripted.prompt) == sft.chat_prompt("Who is Romeo?")
 
     reply = sft.chat(ScriptedBackend(micro_chat, script), "Who is Romeo?", max_new_tokens=50)
     assert reply.text == "Romeo is a Montague." and reply.ended
-    assert reply.tokens == len(encode("Romeo is a Montague.<|end|>"))
+    assert reply.tokens == tokens_until(script, "<|")
+
+
+def test_chat_stops_at_a_marker_the_model_only_half_writes(micro_chat):
+    # Seen on a trained small base: `<|end|` without its `>`, then on and on. Only the whole
+    # `<|end|>` used to end an answer; `<|`, which no answer contains, ends it now.
+    script = encode("Good my lord.<|end|elia, and more of the same for the rest")
+    reply = sft.chat(ScriptedBackend(micro_chat, script), "Who?", max_new_tokens=len(script))
+    assert reply.text == "Good my lord." and reply.ended
+    assert reply.tokens == tokens_until(script, "<|")
 
 
 def test_chat_without_a_marker_stops_at_the_token_limit(micro_chat):
-    script = encode(" a <| b <|en c <|end")  # looks like the marker's start, never finishes it
+    script = encode(" a < b | c <")  # a marker's characters, never together
     reply = sft.chat(ScriptedBackend(micro_chat, script), "Who?", max_new_tokens=len(script))
-    assert reply.text == "a <| b <|en c <|end" and not reply.ended
+    assert reply.text == "a < b | c <" and not reply.ended  # the held-back `<` comes out too
     assert reply.tokens == len(script)
-
-
-def test_compare_puts_base_and_tuned_side_by_side(micro_chat):
-    base = ScriptedBackend(micro_chat, encode(" noise") * 16)
-    tuned = ScriptedBackend(micro_chat, encode("An answer.<|end|>") * 2)
-    questions = ["Who is Romeo?", "Who is Juliet?"]
-    rows = sft.compare(base, tuned, questions, ["Who is Romeo?"], max_new_tokens=8)
-    assert [r.trained for r in rows] == [True, False]
-    assert rows[0].base.text == " ".join(["noise"] * 8) and not rows[0].base.ended
-    assert rows[0].tuned.text == "An answer." and rows[0].tuned.ended
-    text = sft.format_comparison(rows)
-    assert "before (best.safetensors)" in text and "after (sft.safetensors)" in text
-    assert "NOT in training pairs" in text and "noise noise noise" in text
-    assert "[no <|end|>]" in text and "An answer.  [<|end|>]" in text
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -403,8 +383,16 @@ def test_cli_sft_then_chat(isolated_home, chat_cfg, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "sft epoch 1/2 | masked loss" in out and "sft epoch 2/2" in out
-    assert "before (best.safetensors)" in out and "after (sft.safetensors)" in out
-    assert out.count("Q: ") == 11 and "Who is Juliet?  (NOT in training pairs)" in out
+    # The before/after is the report's chat mode: every question, both answers side by side,
+    # the figures (the run records no corpus: no val loss or held-out baseline), saved.
+    assert "before (best)" in out and "after (sft)" in out and "answers closed" in out
+    assert out.count("Q: ") == 13 and "Q: Who is Juliet?  (NOT in training pairs)" in out
+    saved = read_report(run)
+    assert saved.mode == "chat" and [c.label for c in saved.columns] == [
+        "before (best)",
+        "after (sft)",
+    ]
+    assert saved.trained.count(True) == 10 and saved.baseline is None
     assert run.checkpoint("sft").is_file() and sha(run.checkpoint("best")) == best
     assert run.read().sft.epochs == 2
 

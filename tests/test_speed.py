@@ -247,9 +247,9 @@ def test_prefill_last_position_equals_the_full_logits():
     b = TorchBackend(SHORT, seed=3, device="cpu", compile=False, infer_dtype="float32")
     tokens = random_tokens((9,), seed=4).tolist()
     full = b.logits(np.array([tokens]))[0, -1]
-    b.start_generation(0)
+    b.start_generation(1)
     for use_cache in (True, False):
-        assert np.abs(b.prefill(tokens, use_cache).numpy() - full).max() < 1e-5
+        assert np.abs(b.prefill(np.array([tokens]), use_cache)[0].numpy() - full).max() < 1e-5
 
 
 def test_kv_cache_and_full_recompute_generation_agree():
@@ -317,6 +317,9 @@ def test_the_int8_probe_checks_the_kernels_numbers_at_the_heads_own_shape(monkey
         monkeypatch.setattr(int8_head, "_INT8_MM", kernel)
         assert int8_head_works.__wrapped__(torch.device("cpu"), 48, 50257) is works
     assert set(calls) == {((1, 48), (50257, 48))}  # only ever the head's own shape
+    calls.clear()
+    assert int8_head_works.__wrapped__(torch.device("cpu"), 48, 50257, 5) is False
+    assert set(calls) == {((5, 48), (50257, 48))}  # and for 5 samples drawn together, 5 rows
     monkeypatch.setattr(int8_head, "_INT8_MM", None)  # a torch without the op
     assert int8_head_works.__wrapped__(torch.device("cpu"), 48, 50257) is False
 
@@ -324,7 +327,7 @@ def test_the_int8_probe_checks_the_kernels_numbers_at_the_heads_own_shape(monkey
 def test_a_wrong_int8_kernel_keeps_the_bf16_head(monkeypatch):
     monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
     for module in (precision, torch_backend):
-        monkeypatch.setattr(module, "int8_head_works", lambda device, k, n: False)
+        monkeypatch.setattr(module, "int8_head_works", lambda device, k, n, rows=1: False)
     assert not TorchBackend(SHORT, device="cpu").int8_head  # the default falls back
     with pytest.raises(ConfigError, match="int8 head kernel is missing or wrong"):
         TorchBackend(SHORT, device="cpu", int8_head=True)
@@ -352,8 +355,8 @@ def test_int8_head_keeps_the_distribution():
     a = peaked(SHORT, infer_dtype="float32")
     b = peaked(SHORT, infer_dtype="bfloat16", int8_head=True)
     tokens = random_tokens((12,), seed=7).tolist()
-    a.start_generation(0)
-    assert torch.softmax(a.prefill(tokens), -1).max() > 0.5  # peaked indeed
+    a.start_generation(1)
+    assert torch.softmax(a.prefill(np.array([tokens])), -1).max() > 0.5  # peaked indeed
     assert next_token_kl(a, b, tokens) < 1e-3
     assert isinstance(b.sampler._weights["bfloat16"].head, Int8Head)  # the one-token steps used it
     assert not isinstance(a.sampler.weights("float32").head, Int8Head)

@@ -22,16 +22,18 @@ from conftest import LONG
 from lal_core import cli
 from lal_core import events as ev
 from lal_core.config import MODEL_CONFIGS, TrainConfig
+from lal_core.controls import Controls
 from lal_core.errors import LalError
 from lal_core.flags import RunRequest
 from lal_core.runs import RunDir
+from lal_core.sampling import Generation, load_for_sampling
 from lal_core.sft import builtin_pairs, chat_answer, chat_prompt
 from lal_core.trainer import train
 from lal_tui import signals
 from lal_tui.app import LalApp, main
 from lal_tui.args import parse_settings
 from lal_tui.launcher import ThreadLauncher
-from lal_tui.messages import SampleFinished, TrainEvent
+from lal_tui.messages import ReportProgress, SampleFinished, TrainEvent
 from lal_tui.panes.runs import RunsPane
 from lal_tui.panes.sample import SamplePane
 from lal_tui.panes.sft import COUNTED_STYLES, MASKED_STYLE, SFTPane
@@ -416,6 +418,30 @@ async def test_sample_streams_and_equals_the_cli(settings, micro_cfg, tiny_corpu
     assert capsys.readouterr().out == text + "\n"
 
 
+@pytest.mark.asyncio
+async def test_several_samples_show_as_they_end_with_their_figures(
+    settings, micro_cfg, tiny_corpus, threads
+):
+    run_dir = trained_run(micro_cfg, tiny_corpus, settings.runs_dir)
+    app = LalApp(settings, launcher=threads)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3")
+        pane = app.query_one(SamplePane)
+        for field, value in (("#prompt", "ROMEO:"), ("#seed", "5"), ("#tokens", "24")):
+            app.query_one(field).value = value
+        app.query_one("#samples").value = "3"
+        await pilot.press("g")
+        status = app.query_one("#sample-status")
+        await wait_until(pilot, lambda: "in a loop" in str(status.render()))
+        assert "3 samples:" in str(status.render()) and "memorised 8-grams" in str(status.render())
+        shown = pane.output_text
+    # Each is what `lal sample --seed 5 + i` draws alone.
+    model = load_for_sampling(run_dir / "best.safetensors")
+    for i in range(3):
+        alone = Generation(model, "ROMEO:", 24, Controls(), 1, 5 + i).run()[0]
+        assert f"── sample {i + 1} · seed {5 + i} ──\nROMEO:{alone.text}\n" in shown
+
+
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_sample_stops_mid_generation(settings, micro_cfg, tiny_corpus, threads):
@@ -711,6 +737,36 @@ async def test_runs_pane_lists_a_damaged_run_and_deletes_it(
         await pilot.pause()
         assert not bad.exists() and good.is_dir()
         assert table.row_count == 1 and "damaged" not in str(app.query_one("#runs-info").render())
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_e_reports_on_a_run_in_its_own_process_and_again_cancels(
+    settings, micro_cfg, tiny_corpus, threads
+):
+    from lal_core.quality.report import read_report
+
+    run = RunDir(trained_run(micro_cfg, tiny_corpus, settings.runs_dir))
+    progress: list[ReportProgress] = []
+    hook = lambda m: progress.append(m) if isinstance(m, ReportProgress) else None  # noqa: E731
+    app = LalApp(settings, launcher=threads)
+    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
+        info = app.query_one("#runs-info")
+        await pilot.press("5", "e")
+        await wait_until(pilot, lambda: progress, timeout=120)  # the child is drawing samples
+        await pilot.press("e")  # again: cancel
+        await job(app, "report").wait()
+        await pilot.pause()
+        assert "report cancelled" in str(info.render()) and read_report(run) is None
+        progress.clear()
+        await pilot.press("e")
+        await wait_until(pilot, lambda: "saved" in str(info.render()), timeout=180)
+        assert progress[-1].total == 10  # 5 prompts x (best, final)
+        report = read_report(run)
+        assert [c.label for c in report.columns] == ["best", "final"]
+        assert "report: best: loss" in str(info.render())
+        await pilot.press("enter")  # opening the run shows its last report too
+        assert "report: best: loss" in str(info.render())
 
 
 @pytest.mark.slow

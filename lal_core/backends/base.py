@@ -10,6 +10,7 @@ numpy: int64 token batches in, float32 weights out, in the canonical checkpoint 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -80,24 +81,40 @@ class Backend(ABC):
         raise NotImplementedError
 
     # -- sampling ----------------------------------------------------------------------------
+    # A generation draws `rows` samples of one prompt together, one sequence per row; the loop
+    # that drives these methods, and the draw itself, are `lal_core.sampling`'s.
     @abstractmethod
-    def start_generation(self, seed: int | None) -> None:
-        """Seed the sampler's random generator (None: a fresh random seed)."""
+    def start_generation(self, rows: int) -> None:
+        """Begin a generation of `rows` sequences (drops the last one's cache and seen tokens)."""
 
     @abstractmethod
-    def prefill(self, tokens: list[int], use_cache: bool = True) -> Any:
-        """Run a context of at most block_size tokens; the last position's logits (V,).
+    def prefill(self, contexts: np.ndarray, use_cache: bool = True) -> Any:
+        """Run int64 contexts (rows, T), T <= block_size, or (1, T): one context for every row;
+        the last position's logits (rows, V).
 
         With use_cache the keys and values are kept so `extend` can add one token at a time.
         """
 
     @abstractmethod
-    def extend(self, token: int) -> Any:
-        """Append one token to the cached context; its logits (V,)."""
+    def extend(self, tokens: np.ndarray) -> Any:
+        """Append one token (rows,) to each row's cached context; their logits (rows, V)."""
 
     @abstractmethod
-    def sample(self, logits: Any, temperature: float, top_k: int | None) -> tuple[int, float]:
-        """Draw a token from logits / temperature within the top k (temperature 0: argmax).
+    def see(self, tokens: np.ndarray) -> None:
+        """Mark tokens (rows, n) as seen in each row's context, for the repetition penalty."""
 
-        Returns the token and its probability under the distribution it was drawn from.
-        """
+    @abstractmethod
+    def candidates(
+        self, logits: Any, top_k: int | None, repetition_penalty: float, with_lse: bool
+    ) -> Candidates:
+        """Each row's tokens that may be drawn: the repetition penalty applied to the tokens
+        seen (1: off), then the top k (None: all V, in id order)."""
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The tokens each row may draw from, as numpy, for `lal_core.sampling.draw`."""
+
+    logits: np.ndarray  # (rows, k) float32: after the repetition penalty, before temperature
+    ids: np.ndarray | None  # (rows, k) int64 token ids; None: all V tokens, in id order
+    lse: np.ndarray | None  # (rows,) log-sum-exp of each row's full logits, when asked for

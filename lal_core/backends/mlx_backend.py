@@ -17,7 +17,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from lal_core.backends.base import Backend
+from lal_core.backends.base import Backend, Candidates
 from lal_core.backends.mlx_model import GPT, KVCache
 from lal_core.config import ModelConfig, TrainConfig
 from lal_core.errors import CheckpointError, DeviceError
@@ -83,8 +83,9 @@ class MLXBackend(Backend):
             compile = env == "1" if env in ("0", "1") else self.device == "gpu"
         self.compile = compile
         self._step = None  # the training step (compiled or not), built on first use
-        self._key: mx.array | None = None
+        self._rows = 1  # sequences in this generation
         self._cache: KVCache | None = None
+        self._seen: mx.array | None = None  # (rows, V) bool: tokens in each row's context
 
     # -- the model ---------------------------------------------------------------------------
     def num_parameters(self) -> int:
@@ -207,39 +208,46 @@ class MLXBackend(Backend):
         self._step = None  # the compiled step captured the old state: trace it again
 
     # -- sampling ----------------------------------------------------------------------------
-    def start_generation(self, seed: int | None) -> None:
-        if seed is None:
-            seed = int.from_bytes(os.urandom(4), "little")
-        self._key = mx.random.key(seed)
+    def start_generation(self, rows: int) -> None:
+        self._rows = rows
+        self._seen = None
         self.model.eval()
 
-    def _run(self, tokens: list[int]) -> mx.array:
-        idx = mx.array([tokens], dtype=mx.int32)  # (1, T)
-        x = self.model.hidden_states(idx, self._cache)  # (1, T, C)
-        last = self.model.head(x[0, -1])  # (V,): the head on the last position only
+    def _run(self, idx: mx.array) -> mx.array:
+        x = self.model.hidden_states(idx, self._cache)  # (B, T, C)
+        last = self.model.head(x[:, -1])  # (B, V): the head on the last position only
+        if self._cache is not None and x.shape[0] < self._rows:
+            # A context shared by every row ran once: each row starts from its keys and values.
+            self._cache.broadcast(self._rows)
         cached = [] if self._cache is None else self._cache.k + self._cache.v
         mx.eval(last, *cached)  # compute now: the graph does not grow token after token
-        return last
+        return mx.broadcast_to(last, (self._rows, last.shape[-1]))  # (rows, V)
 
-    def prefill(self, tokens: list[int], use_cache: bool = True) -> mx.array:
+    def prefill(self, contexts: np.ndarray, use_cache: bool = True) -> mx.array:
         self._cache = KVCache(self.cfg) if use_cache else None
-        return self._run(tokens)
+        return self._run(self._tokens(contexts))  # (1 or rows, T)
 
-    def extend(self, token: int) -> mx.array:
+    def extend(self, tokens: np.ndarray) -> mx.array:
         assert self._cache is not None, "prefill with use_cache first"
-        return self._run([token])
+        return self._run(self._tokens(tokens).reshape(-1, 1))  # (rows, 1)
 
-    def sample(self, logits: mx.array, temperature: float, top_k: int | None):
+    def see(self, tokens: np.ndarray) -> None:
+        if self._seen is None:
+            self._seen = mx.zeros((self._rows, self.cfg.vocab_size), dtype=mx.bool_)
+        ids = self._tokens(tokens)  # (rows, n)
+        self._seen = mx.put_along_axis(self._seen, ids, mx.array(True), axis=1)
+
+    def candidates(
+        self, logits: mx.array, top_k: int | None, repetition_penalty: float, with_lse: bool
+    ) -> Candidates:
         logits = logits.astype(mx.float32)
-        if temperature == 0:
-            token = int(mx.argmax(logits).item())
-            return token, float(mx.softmax(logits, axis=-1)[token].item())
-        logits = logits / temperature
-        if top_k is not None and top_k < logits.size:
-            kth = mx.min(mx.topk(logits, top_k))
-            logits = mx.where(logits < kth, -mx.inf, logits)
-        probs = mx.softmax(logits, axis=-1)
-        assert self._key is not None, "call start_generation first"
-        self._key, key = mx.random.split(self._key)
-        token = int(mx.random.categorical(logits, key=key).item())
-        return token, float(probs[token].item())
+        if repetition_penalty != 1:
+            assert self._seen is not None, "see the context's tokens first"
+            lowered = mx.where(logits > 0, logits / repetition_penalty, logits * repetition_penalty)
+            logits = mx.where(self._seen, lowered, logits)
+        lse = np.array(mx.logsumexp(logits, axis=-1)) if with_lse else None
+        if top_k is None or top_k >= logits.shape[-1]:
+            return Candidates(np.array(logits), None, lse)
+        ids = mx.argpartition(-logits, kth=top_k - 1, axis=-1)[:, :top_k]  # (rows, k), unordered
+        values = mx.take_along_axis(logits, ids, axis=-1)
+        return Candidates(np.array(values), np.array(ids).astype(np.int64), lse)

@@ -38,6 +38,11 @@ class KVCache:
         self.v: list[mx.array | None] = [None] * cfg.n_layer
         self.length = 0
 
+    def broadcast(self, rows: int) -> None:
+        """One row's keys and values (a prompt shared by every sample) for each of `rows`."""
+        self.k = [mx.broadcast_to(k, (rows, *k.shape[1:])) for k in self.k]
+        self.v = [mx.broadcast_to(v, (rows, *v.shape[1:])) for v in self.v]
+
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:

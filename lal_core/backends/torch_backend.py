@@ -331,14 +331,17 @@ class TorchBackend(Backend):
             }
 
     # -- sampling: see torch_sampling ------------------------------------------------------
-    def start_generation(self, seed: int | None) -> None:
-        self.sampler.start(seed)
+    def start_generation(self, rows: int) -> None:
+        self.sampler.start(rows)
 
-    def prefill(self, tokens: list[int], use_cache: bool = True) -> torch.Tensor:
-        return self.sampler.prefill(tokens, use_cache)
+    def prefill(self, contexts: np.ndarray, use_cache: bool = True) -> torch.Tensor:
+        return self.sampler.prefill(contexts, use_cache)
 
-    def extend(self, token: int) -> torch.Tensor:
-        return self.sampler.extend(token)
+    def extend(self, tokens: np.ndarray) -> torch.Tensor:
+        return self.sampler.extend(tokens)
 
-    def sample(self, logits: torch.Tensor, temperature: float, top_k: int | None):
-        return self.sampler.sample(logits, temperature, top_k)
+    def see(self, tokens: np.ndarray) -> None:
+        self.sampler.see(tokens)
+
+    def candidates(self, logits, top_k, repetition_penalty, with_lse):
+        return self.sampler.candidates(logits, top_k, repetition_penalty, with_lse)

@@ -1,4 +1,5 @@
-"""Sampling on the PyTorch backend: weights for decoding, the KV cache, drawing a token.
+"""Sampling on the PyTorch backend: weights for decoding, the KV cache, the candidates a token
+is drawn from (the draw itself is `lal_core.sampling`'s, the same for every backend).
 
 A one-token step reads every weight once and does little arithmetic on it, so it runs on a
 16-bit copy of the weights (`infer_dtype`), and where that copy's output head would be the
@@ -15,12 +16,14 @@ import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from lal_core.backends.base import Candidates
 from lal_core.backends.cpu_threads import TRAINING, intra_op_threads, sampling_threads
 from lal_core.config import ModelConfig
-from lal_core.int8_head import Int8Head
+from lal_core.int8_head import Int8Head, int8_head_works
 from lal_core.model import GPT, KVCache
 from lal_core.precision import DTYPES
 
@@ -37,9 +40,9 @@ class DecodeWeights:
     head: Callable[[torch.Tensor], torch.Tensor]
 
     def last_logits(self, idx: torch.Tensor, cache: KVCache | None) -> torch.Tensor:
-        """The logits (V,) after the last of idx's positions: the head runs on that one only."""
-        x = self.model.hidden_states(idx, cache)  # (1, T, C)
-        return self.head(x[0, -1])  # (V,)
+        """The logits (B, V) after the last of idx's positions: the head runs on that one only."""
+        x = self.model.hidden_states(idx, cache)  # (B, T, C)
+        return self.head(x[:, -1])  # (B, V)
 
 
 def sixteen_bit_copy(model: GPT, dtype: torch.dtype) -> GPT:
@@ -71,9 +74,10 @@ class TorchSampler:
         self.threads = threads  # CPU intra-op threads (None: the free cores, one while training)
         self._threads = 0  # for this generation, set when it starts (0: torch's setting)
         self._weights: dict[str, DecodeWeights] = {}  # by dtype, dropped when the weights change
-        self._generator: torch.Generator | None = None
+        self.rows = 1  # sequences in this generation
         self._cache: KVCache | None = None
-        self._next: torch.Tensor | None = None  # the token fed to `extend`, reused
+        self._seen: torch.Tensor | None = None  # (rows, V) bool: tokens in each row's context
+        self._next: torch.Tensor | None = None  # the tokens fed to `extend`, reused
 
     def weights_changed(self) -> None:
         self._weights.clear()
@@ -100,50 +104,68 @@ class TorchSampler:
             return intra_op_threads(self.threads)
         return intra_op_threads(1 if TRAINING.busy() else self._threads)
 
-    def start(self, seed: int | None) -> None:
-        self._generator = torch.Generator(device=self.device)
-        if seed is None:
-            self._generator.seed()
-        else:
-            self._generator.manual_seed(seed)
+    def start(self, rows: int) -> None:
+        self.rows = rows
+        self._seen = None
+        self._next = None
         self.model.eval()
         if self.device.type == "cpu" and self.threads is None:
             self._threads = sampling_threads()
 
     @torch.inference_mode()
-    def prefill(self, tokens: list[int], use_cache: bool = True) -> torch.Tensor:
-        idx = torch.tensor([tokens], dtype=torch.long, device=self.device)  # (1, T)
+    def prefill(self, contexts: np.ndarray, use_cache: bool = True) -> torch.Tensor:
+        idx = torch.as_tensor(contexts, dtype=torch.long, device=self.device)  # (1 or rows, T)
         dtype = DTYPES[self.infer_dtype]  # the cache's, whichever weights run the prompt
-        self._cache = KVCache(self.cfg, 1, self.device, dtype) if use_cache else None
+        # A context shared by every row (1, T) runs once: writing its keys and values into the
+        # cache broadcasts them to every row, and its logits are every row's.
+        self._cache = KVCache(self.cfg, self.rows, self.device, dtype) if use_cache else None
         with self._context():
-            return self.weights(self.prompt_dtype).last_logits(idx, self._cache)
+            logits = self.weights(self.prompt_dtype).last_logits(idx, self._cache)  # (.., V)
+        return logits.expand(self.rows, -1)  # (rows, V)
 
     @torch.inference_mode()
-    def extend(self, token: int) -> torch.Tensor:
+    def extend(self, tokens: np.ndarray) -> torch.Tensor:
         assert self._cache is not None, "prefill with use_cache first"
         if self._next is None:
-            self._next = torch.zeros((1, 1), dtype=torch.long, device=self.device)
-        self._next.fill_(token)  # (1, 1), reused: no new tensor or host copy per token
+            self._next = torch.zeros((self.rows, 1), dtype=torch.long, device=self.device)
+        self._next.copy_(torch.from_numpy(tokens).view(-1, 1))  # (rows, 1), reused
         with self._context():
-            return self.weights(self.infer_dtype).last_logits(self._next, self._cache)
+            return self._decode_weights().last_logits(self._next, self._cache)
+
+    def _decode_weights(self) -> DecodeWeights:
+        """The weights for one-token steps; the int8 head only where its kernel has been
+        checked at this many rows (it is a private op: see `int8_head_works`)."""
+        weights = self.weights(self.infer_dtype)
+        C, V = self.cfg.n_embd, self.cfg.vocab_size
+        if isinstance(weights.head, Int8Head) and not int8_head_works(self.device, C, V, self.rows):
+            return DecodeWeights(weights.model, weights.model.head)
+        return weights
 
     @torch.inference_mode()
-    def sample(self, logits: torch.Tensor, temperature: float, top_k: int | None):
-        with self._context():
-            return self._draw(logits, temperature, top_k)
+    def see(self, tokens: np.ndarray) -> None:
+        if self._seen is None:
+            self._seen = torch.zeros(
+                (self.rows, self.cfg.vocab_size), dtype=torch.bool, device=self.device
+            )
+        ids = torch.as_tensor(tokens, dtype=torch.long, device=self.device)  # (rows, n)
+        self._seen.scatter_(1, ids, True)
 
-    def _draw(self, logits: torch.Tensor, temperature: float, top_k: int | None):
-        if temperature == 0:
-            token = int(torch.argmax(logits))
-            return token, float(torch.softmax(logits.float(), dim=-1)[token])
-        if top_k is not None and top_k < logits.numel():
-            # Softmax over the k largest only: the others would get probability 0 anyway, and
-            # k values are cheaper to scale, normalise and draw from than 50,257. The k are
-            # picked in the logits' own dtype (converting all of them first doubled the time).
-            values, ids = torch.topk(logits, top_k)
-            probs = torch.softmax(values.float() / temperature, dim=-1)
-            j = int(torch.multinomial(probs, 1, generator=self._generator))
-            return int(ids[j]), float(probs[j])
-        probs = torch.softmax(logits.float() / temperature, dim=-1)
-        token = int(torch.multinomial(probs, 1, generator=self._generator))
-        return token, float(probs[token])
+    @torch.inference_mode()
+    def candidates(
+        self, logits: torch.Tensor, top_k: int | None, repetition_penalty: float, with_lse: bool
+    ) -> Candidates:
+        with self._context():
+            if repetition_penalty != 1:
+                assert self._seen is not None, "see the context's tokens first"
+                logits = logits.float()
+                lowered = torch.where(
+                    logits > 0, logits / repetition_penalty, logits * repetition_penalty
+                )
+                logits = torch.where(self._seen, lowered, logits)
+            lse = torch.logsumexp(logits.float(), dim=-1).cpu().numpy() if with_lse else None
+            if top_k is None or top_k >= logits.shape[-1]:
+                return Candidates(logits.float().cpu().numpy(), None, lse)
+            # The k are picked in the logits' own dtype (converting all of them first doubled
+            # the time): only k values per row cross to the host.
+            values, ids = torch.topk(logits, top_k)  # (rows, k)
+            return Candidates(values.float().cpu().numpy(), ids.cpu().numpy(), lse)

@@ -3,7 +3,7 @@
 chat_format  the chat format, the question-answer pairs, masked batches
 tune         the fine-tune itself (`run_sft`, `fine_tune`), through the one step loop
 chat         answering a question, stopping at the end marker
-compare      the same questions before and after, side by side
+(the same questions before and after a fine-tune: the chat mode of `lal_core.quality.report`)
 """
 
 from lal_core.sft.chat import ChatAnswer, answer, chat, stream_answer
@@ -14,6 +14,7 @@ from lal_core.sft.chat_format import (
     DEFAULT_SEED,
     END_MARK,
     HELD_OUT_QUESTION,
+    HELD_OUT_QUESTIONS,
     PAD_TOKEN,
     SYSTEM_LINE,
     SYSTEM_MARK,
@@ -30,7 +31,6 @@ from lal_core.sft.chat_format import (
     make_examples,
     token_mask,
 )
-from lal_core.sft.compare import Comparison, compare, compare_run, format_comparison
 from lal_core.sft.tune import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_EPOCHS,
@@ -52,12 +52,12 @@ __all__ = [
     "DEFAULT_SEED",
     "END_MARK",
     "HELD_OUT_QUESTION",
+    "HELD_OUT_QUESTIONS",
     "PAD_TOKEN",
     "SYSTEM_LINE",
     "SYSTEM_MARK",
     "USER_MARK",
     "ChatAnswer",
-    "Comparison",
     "Example",
     "FineTuning",
     "QAPair",
@@ -69,10 +69,7 @@ __all__ = [
     "chat",
     "chat_answer",
     "chat_prompt",
-    "compare",
-    "compare_run",
     "fine_tune",
-    "format_comparison",
     "load_pairs",
     "make_batch",
     "make_example",

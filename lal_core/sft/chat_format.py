@@ -43,6 +43,8 @@ BUILTIN_PAIRS_PATH = Path(__file__).with_name("sft_pairs.jsonl")
 BUILTIN_REPEAT = 5  # ten pairs, five times each: 50 examples
 DEFAULT_SEED = 1337  # of a fine-tune, and of the answers before and after it
 HELD_OUT_QUESTION = "Who is Juliet?"  # not in the training pairs: the before/after shows it
+# Questions like the built-in pairs' but not among them: what a report asks besides those.
+HELD_OUT_QUESTIONS = (HELD_OUT_QUESTION, "Where is Othello set?", "Who is Falstaff?")
 PAD_TOKEN = EOT_TOKEN  # what padded inputs hold; their targets are -1, so it never counts
 
 

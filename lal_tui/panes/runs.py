@@ -1,5 +1,8 @@
 """Runs pane: past runs, one run's curves, two runs' val curves overlaid; delete and resume;
-`s` saves the curves on screen (or the highlighted run's) as a picture in the run's folder.
+`s` saves the curves on screen (or the highlighted run's) as a picture in the run's folder;
+`e` starts a quality report on the highlighted run (`lal report`, best against final, in a
+process of its own), shows its progress, and cancels it when pressed again. An opened run shows
+its last report's figures.
 
 `enter` on a live run (training here, in another terminal or on another host) asks the app to
 follow it in the Train pane; on any other run it draws its curves here. A live run's row is
@@ -26,7 +29,7 @@ from lal_tui.widgets.loss_plot import Series, VLine, draw
 from lal_tui.widgets.run_picker import read_runs
 
 OVERLAY_COLORS = ("orange", "cyan")
-HINT = "enter: open · space: mark two · c: overlay · s: picture · d: delete · u: resume"
+HINT = "enter: open · space: mark two · c: overlay · s: picture · e: report · d: delete · u: resume"
 LIVE_SECONDS = 2.0  # how often a live run's row is read again while this pane is on screen
 
 
@@ -63,6 +66,18 @@ def damage_line(run: RunEntry) -> str:
     return f"⚠ {run.run_id} is damaged: {reason} (d deletes it)"
 
 
+def report_line(path: Path) -> str:
+    """The run's last report in a few words (' · report: best: loss 4.74, ...'), or ''."""
+    from lal_core.errors import LalError
+    from lal_core.quality.report import read_report, summary
+
+    try:
+        report = read_report(RunDir(path))
+    except LalError as exc:
+        return f" · report: {exc}"
+    return f" · report: {summary(report)}" if report is not None else ""
+
+
 class RunsPane(Vertical):
     @dataclass
     class ResumeRequested(Message):
@@ -83,6 +98,12 @@ class RunsPane(Vertical):
         paths: tuple[Path, ...]
 
     @dataclass
+    class ReportRequested(Message):
+        """e: report on this run (or, while a report runs, cancel it)."""
+
+        path: Path
+
+    @dataclass
     class DeleteRequested(Message):
         """d: delete this run folder (the app asks first)."""
 
@@ -93,6 +114,7 @@ class RunsPane(Vertical):
         Binding("space", "mark", "Mark"),
         Binding("c", "compare", "Compare"),
         Binding("s", "save_picture", "Picture"),
+        Binding("e", "report", "Report"),
         Binding("d", "delete", "Delete"),
         Binding("u", "resume", "Resume"),
         Binding("r", "refresh_runs", "Refresh", show=False),  # it refreshes itself
@@ -206,7 +228,20 @@ class RunsPane(Vertical):
         series, vlines = run_curves(Path(key))
         self.shown = [key]
         draw(self.query_one("#runs-plot", PlotextPlot), summary.run_id, series, vlines, False)
-        self.info(f"{summary.run_id}: {summary.status}, iter {summary.iteration}, {summary.device}")
+        line = f"{summary.run_id}: {summary.status}, iter {summary.iteration}, {summary.device}"
+        self.info(line + report_line(summary.path))
+
+    def action_report(self) -> None:
+        key = self.current()
+        run = self.readable(key) if key is not None else None
+        if run is not None:
+            self.post_message(self.ReportRequested(run.path))
+
+    def report_progress(self, path: Path, done: int, total: int, what: str) -> None:
+        self.info(f"report on {path.name}: {done}/{total} · {what} (e cancels)")
+
+    def report_done(self, path: Path) -> None:
+        self.info(f"report on {path.name} saved" + report_line(path))
 
     def action_mark(self) -> None:
         key = self.current()

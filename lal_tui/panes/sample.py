@@ -1,8 +1,11 @@
-"""Sample pane: stream text from a checkpoint, one token at a time, and stop it mid-way.
+"""Sample pane: stream text from a checkpoint, one token at a time, and stop it mid-way; or
+draw several samples at once and see their quality figures.
 
 The sampling worker posts one `SampleToken` per drawn token; this pane appends it and redraws
 the text. `v` cycles the view: plain text, token boundaries, or each token coloured by the
-probability it was drawn with.
+probability it was drawn with. With more than one sample (the `samples` field) they are drawn as
+one batch: each shows whole as it ends (`SampleEnded`), and the figures of `lal report` follow
+(`SampleFigures`).
 """
 
 from __future__ import annotations
@@ -55,6 +58,17 @@ def render_sample(prompt: str, pieces: list[tuple[str, float]], view: str) -> Te
     return text
 
 
+def render_samples(prompt: str, ended: dict[int, tuple[int, str]]) -> Text:
+    """Several samples, each under a line naming it and its seed (which draws it again)."""
+    text = Text()
+    for row in sorted(ended):
+        seed, body = ended[row]
+        text.append(f"── sample {row + 1} · seed {seed} ──\n", style="dim")
+        text.append(prompt, style="bold")
+        text.append(body + "\n\n")
+    return text
+
+
 class SamplePane(Vertical):
     @dataclass
     class GenerateRequested(Message):
@@ -88,6 +102,7 @@ class SamplePane(Vertical):
                 ("temperature", "temp", DEFAULT_TEMPERATURE),
                 ("top-k", "top-k", DEFAULT_TOP_K),
                 ("tokens", "tokens", DEFAULT_TOKENS),
+                ("samples", "samples", 1),
             ):
                 yield Label(label, classes="field-label")
                 yield Input(str(default), id=field_id, compact=True, classes="num")
@@ -101,6 +116,9 @@ class SamplePane(Vertical):
         self.view = "plain"
         self.prompt = ""
         self.pieces: list[tuple[str, float]] = []
+        self.samples = 1
+        self.ended: dict[int, tuple[int, str]] = {}  # row: (seed, text), of several samples
+        self.figures = ""
 
     @property
     def picker(self) -> RunPicker:
@@ -132,6 +150,7 @@ class SamplePane(Vertical):
             top_k=number("top-k", int, optional=True),
             tokens=number("tokens", int),
             seed=number("seed", int, optional=True),
+            samples=number("samples", int),
         )
 
     @on(Input.Submitted, "#sample-params Input")
@@ -144,10 +163,22 @@ class SamplePane(Vertical):
         self.post_message(self.GenerateRequested(request))
 
     # -- streaming ----------------------------------------------------------------------------
-    def begin(self, prompt: str, checkpoint: str) -> None:
-        self.prompt, self.pieces = prompt, []
+    def begin(self, prompt: str, checkpoint: str, samples: int = 1) -> None:
+        self.prompt, self.pieces, self.ended = prompt, [], {}
+        self.samples = samples
         self.render_output()
-        self.set_status(f"generating from {checkpoint} … (x to stop)")
+        what = f"{samples} samples" if samples > 1 else "generating"
+        self.set_status(f"{what} from {checkpoint} … (x to stop)")
+
+    def add_sample(self, row: int, seed: int, text: str) -> None:
+        """One of several samples has ended: it shows whole, in its place."""
+        self.ended[row] = (seed, text)
+        self.render_output()
+        self.set_status(f"{len(self.ended)}/{self.samples} samples done … (x to stop)")
+
+    def show_figures(self, line: str) -> None:
+        self.figures = line
+        self.set_status(f"{len(self.ended)} samples: {line}")
 
     def add_token(self, text: str, prob: float) -> None:
         self.pieces.append((text, prob))
@@ -156,14 +187,20 @@ class SamplePane(Vertical):
     def finish(self, tokens: int, seconds: float, stopped: bool) -> None:
         rate = tokens / seconds if seconds > 0 else 0.0
         word = "stopped after" if stopped else "done:"
-        self.set_status(f"{word} {tokens} tokens, {rate:,.1f} tok/s · view {self.view} (v)")
+        view = f" · view {self.view} (v)" if self.samples == 1 else " · figures next…"
+        self.set_status(f"{word} {tokens} tokens, {rate:,.1f} tok/s{view}")
 
     @property
     def output_text(self) -> str:
+        if self.samples > 1:
+            return str(self.rendered)
         return self.prompt + "".join(t for t, _ in self.pieces)
 
     def render_output(self) -> None:
-        self.rendered = render_sample(self.prompt, self.pieces, self.view)
+        if self.samples > 1:
+            self.rendered = render_samples(self.prompt, self.ended)
+        else:
+            self.rendered = render_sample(self.prompt, self.pieces, self.view)
         self.query_one("#sample-output", Static).update(self.rendered)
         self.query_one("#sample-scroll", VerticalScroll).scroll_end(animate=False)
 

@@ -25,10 +25,11 @@ HELP = """\
 | --- | --- |
 | Setup | `↑`/`↓` choose a config; fields are checked as you type |
 | Train | `m` smoothing of the step loss, `l` log scale |
-| Sample | `g` or `enter` generate, `x` stop, `v` view: plain / token boundaries / probability |
+| Sample | `g` or `enter` generate (samples > 1: drawn together, with figures), `x` stop, |
+| | `v` view: plain / token boundaries / probability |
 | SFT | `f` fine-tune the chosen base run, `a` or `enter` ask your question, `e` next example |
 | Runs | `enter` open (a live run: follow), `space` mark, `c` overlay, `s` save a picture, |
-| | `d` delete, `u` resume, `r` refresh |
+| | `e` report on the run (again: cancel), `d` delete, `u` resume, `r` refresh |
 
 A run started here is a process of its own writing an ordinary run folder (its console output
 in the folder's train.log): quitting, closing the terminal or losing the SSH link leaves it

@@ -1,0 +1,566 @@
+"""`lal report`: samples of checkpoints side by side, with figures, next to real held-out text.
+
+A column is what is compared: a checkpoint, the backend it samples on and the sampling controls.
+Every column draws the same samples (the same prompts, samples per prompt, tokens and seeds), so
+their figures differ by the model, the backend or the settings alone:
+
+    text mode  the prompts are the first PROMPT_TOKENS tokens of paragraphs spread evenly over
+               the val split (or the user's own); the baseline is held-out text from the val
+               split, as many stretches of the same length as there are samples.
+    chat mode  (an sft checkpoint among the columns, or `chat=True`) the prompts are questions in
+               the chat format, the training pairs' and held-out ones; an answer ends at `<|`,
+               and `closed` is the share of answers the model closed.
+
+Per column: the val loss, distinct-1 and -2, repeated 4-grams, samples in a loop
+(`quality.metrics`), memorised 8-grams and the longest verbatim stretch (`quality.verbatim`),
+each over the BPE tokens of the samples' text. A report is saved as its run's `report.json`,
+under the run's one-writer lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import textwrap
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import zip_longest
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lal_core import data as data_mod
+from lal_core.backends import Backend
+from lal_core.checkpoint import atomic_write, read_json, write_json
+from lal_core.controls import Controls
+from lal_core.errors import CheckpointError, ConfigError, LalError
+from lal_core.evaluation import load_scored, run_corpus
+from lal_core.events import StopRequest
+from lal_core.pretraining import window_loss
+from lal_core.quality.metrics import distinct, find_loop, repeated_share
+from lal_core.quality.verbatim import VerbatimIndex
+from lal_core.records import read_fields, write_fields
+from lal_core.runs import RunDir
+from lal_core.sampling import Generation
+from lal_core.tokenizer import decode, encode
+
+PROMPTS = 5  # text mode: prompts, each the start of a val paragraph
+PROMPT_TOKENS = 8
+SAMPLES = 8  # samples per prompt
+TOKENS = 128  # per sample
+CHAT_SAMPLES = 4  # answers per question
+CHAT_TOKENS = 60
+SEED = 1337
+NEWLINE, BLANK_LINE = encode("\n")[0], encode("\n\n")[0]  # BPE writes a blank line either way
+REPORT_FILE = "report.json"
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a report: a checkpoint sampled on a backend with these controls."""
+
+    checkpoint: Path
+    backend: str
+    controls: Controls
+    label: str
+
+
+@dataclass(frozen=True)
+class Figures:
+    """A column's figures (or the held-out text's), each a mean over its samples."""
+
+    samples: int
+    distinct_1: float | None
+    distinct_2: float | None
+    repeated_4: float | None  # share of 4-grams repeating an earlier one of the same sample
+    looping: int  # samples caught in a loop
+    memorised_8: float | None  # share of 8-grams found verbatim in the training split
+    longest: int  # tokens in the longest verbatim stretch of any sample
+    longest_text: str
+    closed: float | None = None  # chat mode: share of answers the model closed
+    val_loss: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return write_fields(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Figures:
+        return read_fields(cls, data)
+
+
+@dataclass(frozen=True)
+class ColumnResult:
+    label: str
+    checkpoint: str
+    backend: str
+    settings: str  # the controls, for people (`Controls.describe`)
+    figures: Figures
+    texts: tuple[tuple[str, ...], ...]  # per prompt, its samples' text (without the prompt)
+
+    def to_json(self) -> dict[str, Any]:
+        return {**write_fields(self), "figures": self.figures.to_json()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ColumnResult:
+        texts = tuple(tuple(str(t) for t in row) for row in data.get("texts") or ())
+        figures = Figures.from_json(_object(data, "figures"))
+        return read_fields(cls, data, figures=figures, texts=texts)
+
+
+@dataclass(frozen=True)
+class QualityReport:
+    mode: str  # "text" or "chat"
+    corpus: str  # the text the baseline, the val loss and the verbatim search come from
+    prompts: tuple[str, ...]
+    trained: tuple[bool, ...]  # chat mode: whether each question is one of the training pairs
+    samples: int  # per prompt
+    tokens: int  # per sample, at most
+    seed: int
+    columns: tuple[ColumnResult, ...]
+    baseline: Figures | None  # None: no corpus to take held-out text from
+    baseline_texts: tuple[str, ...]
+    created: float = field(default_factory=time.time)
+    format: int = FORMAT
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **write_fields(self),
+            "columns": [c.to_json() for c in self.columns],
+            "baseline": self.baseline.to_json() if self.baseline else None,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> QualityReport:
+        if not isinstance(data.get("format"), int) or data["format"] > FORMAT:
+            raise CheckpointError("the report was written by a newer lal; update lal to read it")
+        columns = data.get("columns")
+        if not isinstance(columns, list):
+            raise CheckpointError("columns is missing")
+        return read_fields(
+            cls,
+            data,
+            columns=tuple(ColumnResult.from_json(c) for c in columns),
+            baseline=Figures.from_json(data["baseline"]) if data.get("baseline") else None,
+            prompts=tuple(str(p) for p in data.get("prompts") or ()),
+            trained=tuple(bool(t) for t in data.get("trained") or ()),
+            baseline_texts=tuple(str(t) for t in data.get("baseline_texts") or ()),
+        )
+
+
+def _object(data: dict[str, Any], key: str) -> dict[str, Any]:
+    value = data.get(key)
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{key} is missing")
+    return value
+
+
+# -- figures ---------------------------------------------------------------------------------
+def _mean(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return float(np.mean(known)) if known else None
+
+
+def figures_of(
+    samples: Sequence[Sequence[int]],
+    index: VerbatimIndex | None,
+    closed: float | None = None,
+    val_loss: float | None = None,
+) -> Figures:
+    """The figures of samples given as BPE tokens (without an index, no memorisation)."""
+    found = [index.verbatim(s) for s in samples] if index is not None else []
+    longest = max(found, key=lambda v: v.longest, default=None)
+    return Figures(
+        samples=len(samples),
+        distinct_1=_mean([distinct(s, 1) for s in samples]),
+        distinct_2=_mean([distinct(s, 2) for s in samples]),
+        repeated_4=_mean([repeated_share(s, 4) for s in samples]),
+        looping=sum(find_loop(s) is not None for s in samples),
+        memorised_8=_mean([v.memorised for v in found]),
+        longest=longest.longest if longest else 0,
+        longest_text=longest.longest_text if longest else "",
+        closed=closed,
+        val_loss=val_loss,
+    )
+
+
+# -- prompts and the held-out baseline ---------------------------------------------------------
+def paragraph_starts(val: np.ndarray, count: int, room: int) -> list[int]:
+    """`count` positions spread evenly over val, each moved to the start of the next paragraph
+    (after a blank line) when one comes soon, with `room` tokens after each."""
+    last = len(val) - room
+    if last < 0 or count < 1:
+        raise ConfigError(
+            f"the val split has {len(val):,} tokens, fewer than a prompt and a sample need "
+            f"({room:,}); ask for fewer --tokens"
+        )
+    v = np.asarray(val, dtype=np.int64)
+    blank = np.zeros(len(v), dtype=bool)  # blank[i]: a blank line ends just before token i
+    blank[1:] = v[:-1] == BLANK_LINE
+    blank[2:] |= (v[:-2] == NEWLINE) & (v[1:-1] == NEWLINE)
+    blank &= (v != NEWLINE) & (v != BLANK_LINE)
+    starts = []
+    for p in np.linspace(0, last, count, endpoint=False).astype(int):
+        ahead = np.flatnonzero(blank[p : min(p + 2_000, last)])
+        starts.append(int(p + ahead[0]) if len(ahead) else int(p))
+    return starts
+
+
+def text_prompts(
+    val: np.ndarray, count: int, samples: int, tokens: int
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Prompts from the val split, and held-out text to set beside their samples: `samples`
+    stretches of `tokens` tokens per prompt, those that follow it where the split is long enough
+    (else spread over it, overlapping)."""
+    if len(val) < count * (PROMPT_TOKENS + samples * tokens):
+        starts = paragraph_starts(val, count, PROMPT_TOKENS + tokens)
+        prompts = [val[s : s + PROMPT_TOKENS].tolist() for s in starts]
+        return prompts, held_out_text(val, count * samples, tokens)
+    starts = paragraph_starts(val, count, PROMPT_TOKENS + samples * tokens)
+    prompts, baseline = [], []
+    for s in starts:
+        prompts.append(val[s : s + PROMPT_TOKENS].tolist())
+        after = s + PROMPT_TOKENS
+        baseline += [
+            val[after + j * tokens : after + (j + 1) * tokens].tolist() for j in range(samples)
+        ]
+    return prompts, baseline
+
+
+def held_out_text(val: np.ndarray, count: int, tokens: int) -> list[list[int]]:
+    """`count` stretches of `tokens` tokens of the val split, spread evenly: the baseline for
+    prompts that do not come from it."""
+    starts = paragraph_starts(val, count, tokens)
+    return [val[s : s + tokens].tolist() for s in starts]
+
+
+def chat_questions(record: Any) -> tuple[list[str], list[bool]]:
+    """The training pairs' questions (the run's own pairs where it used a file) and held-out
+    ones; whether each is a training question."""
+    from lal_core.sft.chat_format import HELD_OUT_QUESTIONS, builtin_pairs, load_pairs
+
+    pairs = builtin_pairs()
+    made = record.sft if record is not None else None
+    if made is not None and made.pairs not in ("built-in", "given"):
+        # If the file moved, the built-in questions still ask what the format teaches.
+        with contextlib.suppress(LalError):
+            pairs = load_pairs(made.pairs)
+    trained = [p.question for p in pairs]
+    held_out = [q for q in HELD_OUT_QUESTIONS if q not in trained]
+    return trained + held_out, [True] * len(trained) + [False] * len(held_out)
+
+
+# -- the report --------------------------------------------------------------------------------
+Progress = Callable[[int, int, str], None]  # (done, total, what is running)
+
+
+def make_report(
+    columns: Sequence[Column],
+    corpus: data_mod.Corpus | None,
+    chat: bool = False,
+    prompts: Sequence[str] | None = None,
+    prompt_count: int = PROMPTS,
+    samples: int | None = None,
+    tokens: int | None = None,
+    seed: int = SEED,
+    device: str | None = None,
+    stop: StopRequest | None = None,
+    progress: Progress | None = None,
+) -> QualityReport | None:
+    """Draw every column's samples and compute the figures; None if `stop` was set midway.
+
+    Without a corpus (a hand-made run folder) the report has samples and the figures of the
+    samples alone: no val loss, no memorisation, no held-out baseline.
+    """
+    if not columns:
+        raise ConfigError("a report needs at least one checkpoint")
+    samples = samples if samples is not None else CHAT_SAMPLES if chat else SAMPLES
+    tokens = tokens if tokens is not None else CHAT_TOKENS if chat else TOKENS
+    if samples < 1 or tokens < 1 or prompt_count < 1:
+        raise ConfigError("a report needs at least one prompt, one sample and one token")
+    if prompts is not None and not prompts:
+        raise ConfigError("a report needs at least one prompt")
+    if prompts is not None and any(not p for p in prompts):
+        raise ConfigError("a prompt is empty; give at least one character")
+    val = np.asarray(corpus.val) if corpus is not None else None
+    trained: list[bool] = []
+    if chat:
+        from lal_core.sft.chat_format import chat_prompt
+
+        questions, trained = chat_questions(_record_of(columns[0].checkpoint))
+        if prompts is not None:
+            known = {q for q, t in zip(questions, trained, strict=True) if t}
+            questions = list(prompts)
+            trained = [q.strip() in known for q in questions]
+        shown = questions
+        prompt_ids = [encode(chat_prompt(q)) for q in questions]
+    elif prompts is not None:
+        shown, prompt_ids = list(prompts), [encode(p) for p in prompts]
+    elif val is None:
+        raise ConfigError("without a corpus, give the prompts to sample")
+    else:
+        prompt_ids, baseline = text_prompts(val, prompt_count, samples, tokens)
+        shown = [decode(p) for p in prompt_ids]
+
+    if val is not None and (chat or prompts is not None):
+        baseline = held_out_text(val, len(prompt_ids) * samples, tokens)
+    index = VerbatimIndex.for_corpus(corpus) if corpus is not None else None
+    total = len(columns) * len(prompt_ids)
+    results, models = [], {}
+    val_losses: dict[tuple[str, str], float] = {}
+    for c in columns:
+        key = (str(c.checkpoint), c.backend)
+        if key not in models:
+            models.clear()  # one model in memory at a time
+            models[key] = load_scored(c.checkpoint, c.backend, device)
+        model, record = models[key]
+        if key not in val_losses and val is not None:
+            if progress:
+                progress(len(results) * len(prompt_ids), total, f"{c.label}: val loss")
+            batch = record.train_config.batch_size if record and record.train_config else 16
+            starts = data_mod.eval_windows(val, model.cfg.block_size)
+            val_losses[key] = window_loss(model, val, starts, batch)
+        texts: list[tuple[str, ...]] = []
+        drawn, closed = [], []
+        controls = _answer_controls(c.controls) if chat else c.controls
+        for i, prompt in enumerate(prompt_ids):
+            if progress:
+                progress(len(results) * len(prompt_ids) + i, total, f"{c.label}: prompt {i + 1}")
+            _check_fits(prompt, model)
+            generation = Generation(
+                model, prompt, tokens, controls, samples, seed + i * samples, stop=stop
+            )
+            batch_samples = generation.run()
+            if stop is not None and stop.is_set():
+                return None
+            texts.append(tuple(s.text for s in batch_samples))
+            drawn += [encode(s.text) for s in batch_samples]
+            closed += [s.ended == "stop" and s.stop_string == "<|" for s in batch_samples]
+        closed_share = float(np.mean(closed)) if chat else None
+        figures = figures_of(drawn, index, closed_share, val_losses.get(key))
+        results.append(
+            ColumnResult(
+                c.label, str(c.checkpoint), c.backend, c.controls.describe(), figures, tuple(texts)
+            )
+        )
+    if progress:
+        progress(total, total, "done")
+    return QualityReport(
+        mode="chat" if chat else "text",
+        corpus=str(corpus.path) if corpus is not None else "",
+        prompts=tuple(shown),
+        trained=tuple(trained),
+        samples=samples,
+        tokens=tokens,
+        seed=seed,
+        columns=tuple(results),
+        baseline=figures_of(baseline, index) if val is not None else None,
+        baseline_texts=tuple(decode(b) for b in baseline) if val is not None else (),
+    )
+
+
+def _answer_controls(controls: Controls) -> Controls:
+    from lal_core.sft.chat import answer_controls
+
+    return answer_controls(controls)
+
+
+def _check_fits(prompt: list[int], model: Backend) -> None:
+    if len(prompt) > model.cfg.block_size:
+        raise ConfigError(
+            f"a prompt is {len(prompt)} tokens, longer than this model's context of "
+            f"{model.cfg.block_size}; shorten it"
+        )
+
+
+def _record_of(checkpoint: Path):
+    run = RunDir(Path(checkpoint).parent)
+    return run.read() if run.run_json.is_file() else None
+
+
+# -- columns from a command line ---------------------------------------------------------------
+def plan_columns(
+    refs: Sequence[str | None],
+    kinds: Sequence[str],
+    backends: Sequence[str] | None,
+    settings: Sequence[str],
+    controls: Controls,
+    runs_root: Path | None = None,
+) -> list[Column]:
+    """Every combination of checkpoint, backend and settings, labelled by what varies.
+
+    refs: run ids, run folders or checkpoint files (None: the newest run); kinds: which of a
+    run's checkpoints (best, final, sft); backends: None for each run's own; settings: changes
+    to `controls` (`Controls.with_settings`), '' for none.
+    """
+    from lal_core.runs import find_run
+
+    checkpoints: list[tuple[Path, str, str]] = []  # (file, its label, its run's backend)
+    for ref in refs or [None]:
+        if ref is not None and str(ref).endswith(".safetensors"):
+            path = Path(ref)
+            if not path.is_file():
+                raise LalError(f"checkpoint {path} not found")
+            checkpoints.append((path, path.name, _record_backend(path)))
+            continue
+        run = find_run(ref, runs_root)
+        for kind in kinds:
+            path = run.existing_checkpoint(kind)
+            checkpoints.append((path, f"{run.run_id}/{kind}", _record_backend(path)))
+    variants = [(s, controls.with_settings(s) if s else controls) for s in settings or [""]]
+    columns = []
+    for path, name, own_backend in checkpoints:
+        for backend in backends or [own_backend]:
+            for text, chosen in variants:
+                parts = []
+                if len({p for p, _, _ in checkpoints}) > 1:
+                    parts.append(name if len(refs or [None]) > 1 else name.rsplit("/", 1)[-1])
+                if backends and len(backends) > 1:
+                    parts.append(backend)
+                if len(variants) > 1:
+                    parts.append(text or "as given")
+                columns.append(Column(path, backend, chosen, " ".join(parts) or name))
+    return columns
+
+
+def _record_backend(checkpoint: Path) -> str:
+    record = _record_of(checkpoint)
+    return record.backend if record is not None else "torch"
+
+
+def report_corpus(columns: Sequence[Column], data: str | None = None) -> data_mod.Corpus:
+    """The corpus a report reads: `data`, else the one the columns' runs trained on (one for
+    all: the baseline and the verbatim search need a single training split)."""
+    if data is not None:
+        return data_mod.load_corpus(data)
+    corpora = {}
+    for c in columns:
+        record = _record_of(c.checkpoint)
+        if record is None:
+            raise LalError(
+                f"{c.checkpoint} is not in a run folder, so it has no corpus; "
+                "give the text to compare with: --data PATH"
+            )
+        corpus = run_corpus(record)
+        corpora[corpus.sha256] = corpus
+    if len(corpora) > 1:
+        raise LalError("these runs trained on different texts; give one with --data PATH")
+    return next(iter(corpora.values()))
+
+
+# -- saving and reading ------------------------------------------------------------------------
+def save_report(report: QualityReport, run: RunDir) -> Path:
+    """Write the run's report.json, whole or not at all, holding the run's writer lock (a
+    RunBusy error names a live writer: a run in training keeps its folder to itself)."""
+    path = run.path / REPORT_FILE
+    with run.lock("report"):
+        atomic_write(path, lambda tmp: write_json(tmp, report.to_json()))
+    return path
+
+
+def read_report(run: RunDir) -> QualityReport | None:
+    """The run's last report, or None if it has none."""
+    path = run.path / REPORT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return QualityReport.from_json(read_json(path))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path} is damaged ({exc}); run lal report again") from None
+
+
+# -- for people --------------------------------------------------------------------------------
+ROWS = (
+    ("val loss", "val_loss", "{:.4f}"),
+    ("distinct-1", "distinct_1", "{:.3f}"),
+    ("distinct-2", "distinct_2", "{:.3f}"),
+    ("repeated 4-grams", "repeated_4", "{:.3f}"),
+    ("samples in a loop", "looping", None),
+    ("memorised 8-grams", "memorised_8", "{:.3f}"),
+    ("longest verbatim (tokens)", "longest", "{}"),
+    ("answers closed", "closed", "{:.0%}"),
+)
+
+
+def format_report(report: QualityReport, show_samples: bool = False, width: int = 100) -> str:
+    """The figures as a table, a column per checkpoint and one for held-out text; then each
+    column's longest verbatim stretch, and the samples themselves on request."""
+    what = "questions" if report.mode == "chat" else "prompts"
+    head = (
+        f"{len(report.prompts)} {what} x {report.samples} samples x up to {report.tokens} "
+        f"tokens, seed {report.seed}; text: {Path(report.corpus).name or 'none recorded'}"
+    )
+    names = [c.label for c in report.columns]
+    figures = [c.figures for c in report.columns]
+    if report.baseline is not None:
+        names, figures = [*names, "held-out text"], [*figures, report.baseline]
+    cell = max(12, *(len(x) + 2 for x in names))
+    lines = [head, ""]
+    lines.append(f"{'':<26}" + "".join(f"{x:>{cell}}" for x in names))
+    for label, key, fmt in ROWS:
+        if key == "closed" and report.mode != "chat":
+            continue
+        cells = []
+        for f in figures:
+            value = getattr(f, key)
+            if key == "looping":
+                cells.append(f"{value}/{f.samples}")
+            else:
+                cells.append("-" if value is None else fmt.format(value))
+        lines.append(f"{label:<26}" + "".join(f"{c:>{cell}}" for c in cells))
+    settings = {c.settings for c in report.columns}
+    if len(settings) == 1:
+        lines.append(f"\nsampling: {settings.pop()}")
+    else:
+        lines += ["\nsampling:"] + [f"  {c.label}: {c.settings}" for c in report.columns]
+    if report.baseline is not None:
+        lines.append("\nlongest verbatim stretch from the training split:")
+    for name, f in zip(names, figures, strict=True) if report.baseline is not None else ():
+        text = f.longest_text.replace("\n", " / ")
+        lines.append(f"  {name}: {f.longest} tokens: {text!r}")
+    if show_samples:
+        lines += ["", format_samples(report, width)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def format_samples(report: QualityReport, width: int = 100) -> str:
+    """Each prompt's samples, column by column: side by side for two columns."""
+    lines = []
+    pair = len(report.columns) == 2
+    col = max((width - 3) // 2, 20)
+    for i, prompt in enumerate(report.prompts):
+        tag = ""
+        if report.mode == "chat":
+            tag = "  (in training pairs)" if report.trained[i] else "  (NOT in training pairs)"
+        shown = f"Q: {prompt}" if report.mode == "chat" else f"prompt: {prompt!r}"
+        lines.append(f"{shown}{tag}")
+        for j in range(report.samples):
+            texts = [
+                c.texts[i][j].strip().replace("\n", " / ") or "(nothing)" for c in report.columns
+            ]
+            if pair:
+                left, right = (textwrap.wrap(t, col) or [""] for t in texts)
+                if j == 0:
+                    names = [c.label for c in report.columns]
+                    lines.append(f"  {names[0]:<{col}} | {names[1]}")
+                for a, b in zip_longest(left, right, fillvalue=""):
+                    lines.append(f"  {a:<{col}} | {b}".rstrip())
+                lines.append("")
+            else:
+                for c, t in zip(report.columns, texts, strict=True):
+                    lines.append(f"  [{c.label}] {t}")
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+def summary(report: QualityReport) -> str:
+    """One line per column, for a list: `best: loss 4.74, loops 0/40, memorised 0.05`."""
+    parts = []
+    for c in report.columns:
+        f = c.figures
+        loss = "-" if f.val_loss is None or not math.isfinite(f.val_loss) else f"{f.val_loss:.2f}"
+        mem = "-" if f.memorised_8 is None else f"{f.memorised_8:.2f}"
+        parts.append(f"{c.label}: loss {loss}, loops {f.looping}/{f.samples}, memorised {mem}")
+    return "; ".join(parts)

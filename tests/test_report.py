@@ -1,0 +1,144 @@
+"""`lal report`: the figures on constructed texts, the verbatim index, and the command."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from conftest import FAST, MICRO, assert_one_line_error, call_main
+from lal_core.data import load_corpus
+from lal_core.quality.metrics import distinct, find_loop, repeated_share
+from lal_core.quality.report import read_report
+from lal_core.quality.verbatim import VerbatimIndex, suffix_array
+from lal_core.runs import RunDir
+from lal_core.tokenizer import encode
+from lal_core.trainer import train
+
+
+# -- figures on constructed texts --------------------------------------------------------------
+def test_a_phrase_repeated_is_a_loop_and_plain_text_is_not():
+    spec = encode("Then a man of a man of a man of a man, said he.")  # the SPEC's loop
+    assert find_loop(spec) is not None and find_loop(spec).period == 3
+    once = encode("Then a man of a man, said he, and went his way to the town.")
+    assert find_loop(once) is None
+    refrain = encode("With hey, ho, the wind and the rain.\n" * 3)  # a refrain, not a loop
+    loop = find_loop(refrain)
+    assert loop is not None and loop.repeats >= 3  # ... unless it comes back to back
+    speech = encode("But soft, what light through yonder window breaks? It is the east.")
+    assert find_loop(speech) is None
+    phrase = encode(" the king is dead") * 6
+    assert repeated_share(phrase) > 0.7 and distinct(phrase, 2) < 0.3
+    assert repeated_share(speech) == 0 and distinct(speech, 1) > 0.9
+
+
+def test_suffix_array_sorts_every_suffix():
+    rng = np.random.default_rng(0)
+    for n, vocab in ((1, 3), (7, 2), (60, 3), (300, 50)):
+        tokens = rng.integers(0, vocab, n).astype(np.uint16)
+        want = sorted(range(n), key=lambda i: tokens[i:].tolist())
+        assert suffix_array(tokens).tolist() == want
+
+
+@pytest.fixture(scope="module")
+def index(shakespeare) -> tuple[VerbatimIndex, np.ndarray, np.ndarray]:
+    corpus = load_corpus(shakespeare)
+    return VerbatimIndex.for_corpus(corpus), np.asarray(corpus.train), np.asarray(corpus.val)
+
+
+def test_a_slice_of_the_training_text_is_memorised_whole(index):
+    idx, train_tokens, _ = index
+    piece = train_tokens[5_000:5_100].tolist()
+    found = idx.verbatim(piece)
+    assert found.memorised == 1.0 and found.longest == 100
+    assert encode(found.longest_text) == piece
+    # Two training slices glued: the longest run is the longer slice, found where it is.
+    glued = train_tokens[9_000:9_030].tolist() + train_tokens[20_000:20_050].tolist()
+    found = idx.verbatim(glued)
+    assert found.longest >= 50 and 0.8 < found.memorised < 1.0
+
+
+def test_shuffled_and_held_out_text_are_neither_memorised_nor_loops(index):
+    idx, train_tokens, val_tokens = index
+    shuffled = np.random.default_rng(1).permutation(train_tokens[5_000:5_100]).tolist()
+    found = idx.verbatim(shuffled)
+    assert found.memorised < 0.05 and found.longest < 8
+    assert find_loop(shuffled) is None
+    held_out = idx.verbatim(val_tokens[1_000:1_200].tolist())
+    assert held_out.memorised < 0.3  # the corpus's own phrases, not the text
+
+
+# -- the command -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(small_corpus, tmp_path_factory) -> RunDir:
+    root = tmp_path_factory.mktemp("report-runs")
+    return RunDir(
+        train(MICRO, replace(FAST, patience=100), data=small_corpus, runs_root=root).run_dir
+    )
+
+
+@pytest.fixture
+def run(trained, isolated_home) -> RunDir:
+    copy = isolated_home / "checkpoints" / trained.run_id
+    shutil.copytree(trained.path, copy)
+    return RunDir(copy)
+
+
+SMALL = ["--prompts", "2", "--samples", "3", "--tokens", "20"]
+
+
+def test_report_compares_best_and_final_with_held_out_text(run, capsys):
+    result = call_main(capsys, "report", run.run_id, "--checkpoint", "best", "final", *SMALL)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "best" in out and "final" in out and "held-out text" in out
+    assert "samples in a loop" in out and "memorised 8-grams" in out
+    saved = read_report(run)
+    assert [c.label for c in saved.columns] == ["best", "final"]
+    assert saved.samples == 3 and len(saved.prompts) == 2
+    assert all(len(c.texts) == 2 and all(len(t) == 3 for t in c.texts) for c in saved.columns)
+    assert saved.baseline.samples == 6 and saved.baseline.val_loss is None
+    # The val loss is the one the run recorded for its best checkpoint (same backend, dtype).
+    assert saved.columns[0].figures.val_loss == pytest.approx(run.read().best_val, abs=1e-3)
+    # Held-out text is real text: more varied than a micro model's samples, and not a loop.
+    assert saved.baseline.looping == 0
+    assert saved.baseline.distinct_2 > 0.8
+
+
+def test_report_settings_columns_share_the_seeds_and_json_is_the_saved_report(run, capsys):
+    args = ["report", run.run_id, *SMALL, "--settings", "", "top_k=1", "temperature=0", "--json"]
+    result = call_main(capsys, *args)
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert [c["label"] for c in data["columns"]] == ["as given", "top_k=1", "temperature=0"]
+    # top-k 1 is greedy whatever the temperature: the same samples as temperature 0.
+    assert data["columns"][1]["texts"] == data["columns"][2]["texts"]
+    assert data["columns"][0]["texts"] != data["columns"][1]["texts"]
+    assert json.loads(json.dumps(read_report(run).to_json())) == data
+
+
+def test_report_on_a_run_being_written_prints_but_does_not_save(run, capsys):
+    with run.lock("train"):
+        result = call_main(capsys, "report", run.run_id, *SMALL)
+    assert result.returncode == 0 and "distinct-1" in result.stdout
+    assert "report not saved" in result.stderr and "is being written by training" in result.stderr
+    assert read_report(run) is None
+
+
+@pytest.mark.parametrize(
+    "args, words, code",
+    [
+        (["--samples", "0"], "at least 1", 2),
+        (["--settings", "top_q=0.9"], "unknown sampling setting 'top_q=0.9'", 1),
+        (["--settings", "top_p=2"], "top-p must be", 1),
+        (["--prompt", ""], "prompt is empty", 1),
+        (["--checkpoint", "sft"], "no sft checkpoint", 1),
+        (["--tokens", "100000"], "fewer than a prompt and a sample need", 1),
+    ],
+)
+def test_report_bad_input_is_one_line(run, capsys, args, words, code):
+    assert_one_line_error(call_main(capsys, "report", run.run_id, *args), code, words)
+    assert read_report(run) is None
