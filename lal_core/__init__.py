@@ -9,7 +9,9 @@ Where things are (the command line, `lal_core.cli`, and the dashboard, `lal_tui`
     events       the typed progress events and StopRequest
     records      run.json and metrics.jsonl, typed; runs: run folders, list_runs, find_run
     checkpoint   safetensors weights and resumable state, written atomically
-    sampling     load_for_sampling, stream, generate_ids; sft: fine-tuning and chat
+    sampling     load_for_sampling, Generation (many samples at once), stream, generate_ids;
+                 controls: the sampling controls; sft: fine-tuning and chat
+    evaluation   `lal eval`; quality: `lal report` (sample figures, memorisation, the report)
     model        the GPT, as a lesson; backends: what differs per framework
 """
 

@@ -34,6 +34,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_number(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"the seed must be 0 or more, got {value}")
+    return value
+
+
 def number(text: str) -> float:
     try:
         return float(text)
@@ -96,7 +106,9 @@ def add_sampling_flags(
         metavar="SECONDS",
         help="a time limit for the whole generation",
     )
-    g.add_argument("--seed", type=int, default=None, help="draws the same again (default: random)")
+    g.add_argument(
+        "--seed", type=seed_number, default=None, help="draws the same again (default: random)"
+    )
 
 
 def controls_from(args: argparse.Namespace):

@@ -76,9 +76,14 @@ def check_sampling_args(temperature: float, top_k: int | None, max_new_tokens: i
     check_tokens(max_new_tokens)
 
 
-def fresh_seed() -> int:
-    """A random seed, for a generation the user gave none: reported so it can be drawn again."""
-    return int.from_bytes(os.urandom(4), "little") >> 1
+def resolve_seed(seed: int | None) -> int:
+    """The seed of a generation: the one given, checked, or a random one (reported, so that it
+    can be drawn again)."""
+    if seed is None:
+        return int.from_bytes(os.urandom(4), "little") >> 1
+    if seed < 0:
+        raise ConfigError(f"the seed must be 0 or more, got {seed}")
+    return seed
 
 
 def nucleus(probs: np.ndarray, top_p: float) -> np.ndarray:
@@ -142,7 +147,7 @@ def generate_rows(
         raise ConfigError("the prompt is empty; give at least one character")
     if rows < 1:
         raise ConfigError(f"the number of samples must be at least 1, got {rows}")
-    seed = fresh_seed() if seed is None else seed
+    seed = resolve_seed(seed)
     generators = [np.random.default_rng(seed + i) for i in range(rows)]
     deadline = None if controls.max_time is None else time.monotonic() + controls.max_time
     greedy = controls.temperature == 0
@@ -263,7 +268,7 @@ class Generation:
         check_tokens(max_new_tokens)
         if num_samples < 1:
             raise ConfigError(f"the number of samples must be at least 1, got {num_samples}")
-        self.seed = fresh_seed() if seed is None else seed
+        self.seed = resolve_seed(seed)
         self.prompt = encode(prompt) if isinstance(prompt, str) else list(prompt)
         self.max_new_tokens, self.num_samples = max_new_tokens, num_samples
         self._steps = generate_rows(

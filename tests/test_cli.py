@@ -75,6 +75,17 @@ def test_sample_streams_from_the_newest_run(trained_run, capsys):
     assert capsys.readouterr().out == first  # same seed, same text; run id works too
 
 
+def test_num_samples_prints_each_with_the_seed_that_draws_it_alone(trained_run, capsys):
+    args = ["sample", "--prompt", "ROMEO:", "--tokens", "12", "--top-p", "0.95"]
+    assert main([*args, "--num-samples", "3", "--seed", "4"]) == 0
+    batch = capsys.readouterr().out
+    heads = [line for line in batch.splitlines() if line.startswith("--- sample")]
+    assert heads == [f"--- sample {i + 1} (seed {4 + i}, 12 tokens) ---" for i in range(3)]
+    second = batch.split(heads[1] + "\n", 1)[1].split("\n\n--- sample 3")[0]
+    assert main([*args, "--seed", "5"]) == 0
+    assert capsys.readouterr().out == second + "\n"  # the second sample, drawn alone
+
+
 def test_sample_no_int8_head_reaches_the_backend(trained_run, capsys, monkeypatch):
     import lal_core.backends as backends
 
@@ -106,6 +117,13 @@ def test_runs_lists_the_run(trained_run, capsys):
         (["sample", "no-such-run"], "no run", 1),
         (["sample", "/no/such/model.safetensors"], "not found", 1),
         (["sample", "--tokens", "0"], "at least 1", 2),
+        (["sample", "--num-samples", "0"], "at least 1", 2),
+        (["sample", "--top-p", "1.5"], "top-p must be more than 0 and at most 1", 1),
+        (["sample", "--repetition-penalty", "0.5"], "repetition penalty must be 1", 1),
+        (["sample", "--stop", ""], "stop string is empty", 1),
+        (["sample", "--max-time", "0"], "max-time must be more than 0", 1),
+        (["sample", "--seed", "-1"], "seed must be 0 or more", 2),
+        (["chat", "Who?", "--top-p", "0"], "top-p must be", 1),
         (["bogus"], "invalid choice", 2),
         ([], "required: command", 2),
     ],

@@ -27,12 +27,13 @@ from lal_core.config import (
     get_model_config,
     saved_activation_bytes,
 )
+from lal_core.controls import Controls
 from lal_core.errors import ConfigError
 from lal_core.flops import flops_per_token, measure_matmul_flops, mfu
 from lal_core.int8_head import Int8Head, int8_head_works
 from lal_core.model import GPT
 from lal_core.precision import compile_available
-from lal_core.sampling import generate_ids
+from lal_core.sampling import Generation, generate_ids
 
 SHORT = ModelConfig("short", n_layer=2, n_head=2, n_embd=32, block_size=16)
 
@@ -362,6 +363,16 @@ def test_int8_head_keeps_the_distribution():
     assert not isinstance(a.sampler.weights("float32").head, Int8Head)
     greedy = [[t for t, _ in generate_ids(m, tokens, 8, temperature=0)] for m in (a, b)]
     assert greedy[0] == greedy[1]
+
+
+@int8_kernel_here
+def test_int8_head_serves_a_batch_of_samples_as_each_alone():
+    b = peaked(SHORT, infer_dtype="bfloat16", int8_head=True)
+    prompt = random_tokens((6,), seed=8).tolist()
+    together = Generation(b, prompt, 12, Controls(temperature=0), 4, seed=3).run()
+    assert isinstance(b.sampler._decode_weights().head, Int8Head)  # at 4 rows too
+    alone = Generation(b, prompt, 12, Controls(temperature=0), 1, seed=3).run()[0]
+    assert all(s.tokens == alone.tokens for s in together)
 
 
 @int8_kernel_here

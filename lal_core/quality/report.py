@@ -515,11 +515,11 @@ def format_report(report: QualityReport, show_samples: bool = False, width: int 
         lines.append(f"\nsampling: {settings.pop()}")
     else:
         lines += ["\nsampling:"] + [f"  {c.label}: {c.settings}" for c in report.columns]
-    if report.baseline is not None:
+    if report.baseline is not None:  # a corpus, so a training split to search
         lines.append("\nlongest verbatim stretch from the training split:")
-    for name, f in zip(names, figures, strict=True) if report.baseline is not None else ():
-        text = f.longest_text.replace("\n", " / ")
-        lines.append(f"  {name}: {f.longest} tokens: {text!r}")
+        for name, f in zip(names, figures, strict=True):
+            text = f.longest_text.replace("\n", " / ")
+            lines.append(f"  {name}: {f.longest} tokens: {text!r}")
     if show_samples:
         lines += ["", format_samples(report, width)]
     return "\n".join(lines).rstrip() + "\n"
