@@ -2,6 +2,7 @@
 
     uv run python bench/tui_latency.py [--config tiny] [--iters 200] [--eval-interval 100]
                                        [--batch-size 16] [--data PATH] [--device D] [--presses 30]
+    uv run python bench/tui_latency.py --during-report   # keys while the Runs pane's report runs
 
 1. Trains with the command line (`lal train`, a subprocess) and reads its training tokens/s
    from the run's metrics.jsonl (tokens trained over the training time, the `elapsed` of its
@@ -94,12 +95,13 @@ class TimedFollower(RunFollower):
             yield event
 
 
-async def switch_panes(app, frames: list[float], presses: int, while_training: bool):
-    """Alternate panes 2 <-> 3; (key handled, new pane on screen) seconds per press."""
+async def switch_panes(app, frames: list[float], presses: int, while_running: str | None):
+    """Alternate panes 2 <-> 3 (while the job group `while_running` runs, if one is named);
+    (key handled, new pane on screen) seconds per press."""
     handled, shown = [], []
     rng = random.Random(0)
     target = "sample"
-    while len(shown) < presses and (app.running("train") or not while_training):
+    while len(shown) < presses and (while_running is None or app.running(while_running)):
         key = "3" if target == "sample" else "2"
         # the way a terminal's key arrives: from the driver into the app's queue (the pilot's
         # press() also waits for the process to go idle, which it never is while following)
@@ -123,28 +125,51 @@ async def dashboard_run(args, runs_dir: Path, launcher: ProcessLauncher):
     request = bench_request(args, runs_dir)
     app = LalApp(Settings(request=request), launcher=launcher)
     async with app.run_test(size=(100, 30)) as pilot:
-        # Frames: the app hands each screen update to _display (headless: then drops it).
-        frames: list[float] = []
-        real_display = app._display
-
-        def display(screen, renderable):
-            frames.append(time.perf_counter())
-            return real_display(screen, renderable)
-
-        app._display = display
+        frames = watch_display(app)
         await app.workers.wait_for_complete()  # the startup probes (torch import, corpus)
         await pilot.pause(0.5)
-        idle = await switch_panes(app, frames, 10, while_training=False)
+        idle = await switch_panes(app, frames, 10, None)
         await pilot.press("t")  # a `lal train` child; the Train pane follows its folder
         pane = app.query_one("#train-pane")
         while not pane.plot.step_iters and app.running("train"):
             await asyncio.sleep(0.05)
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        busy = await switch_panes(app, frames, args.presses, while_training=True)
+        busy = await switch_panes(app, frames, args.presses, "train")
         await app.jobs.worker("train").wait()  # until the child has saved and exited
         share = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
         await pilot.pause(0.2)
     return training_rate(runs_dir), idle, busy, share
+
+
+def watch_display(app) -> list[float]:
+    """When each frame is handed to the terminal (headless: then dropped)."""
+    frames: list[float] = []
+    real_display = app._display
+
+    def display(screen, renderable):
+        frames.append(time.perf_counter())
+        return real_display(screen, renderable)
+
+    app._display = display
+    return frames
+
+
+async def report_latency(args, runs_dir: Path) -> tuple[list[float], list[float], float]:
+    """Keys while the Runs pane's `e` report (a `lal report` child) draws its samples."""
+    request = bench_request(args, runs_dir)
+    app = LalApp(Settings(request=request), launcher=ProcessLauncher())
+    async with app.run_test(size=(100, 30)) as pilot:
+        frames = watch_display(app)
+        await app.workers.wait_for_complete()
+        await pilot.press("5", "e")
+        while not app.running("report"):
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(8)  # the child imports torch and loads the model first
+        started = time.perf_counter()
+        handled, shown = await switch_panes(app, frames, args.presses, "report")
+        await app.jobs.worker("report").wait()
+        seconds = time.perf_counter() - started
+    return handled, shown, seconds
 
 
 def ms(values: list[float], what: str = "presses") -> str:
@@ -185,7 +210,20 @@ def main() -> None:
     parser.add_argument("--data", default=os.environ.get("LAL_DATA"))
     parser.add_argument("--device", default=None)
     parser.add_argument("--presses", type=int, default=30)
+    parser.add_argument(
+        "--during-report",
+        action="store_true",
+        help="instead: train with lal train, then time keys while the Runs pane's report runs",
+    )
     args = parser.parse_args()
+    if args.during_report:
+        with tempfile.TemporaryDirectory() as tmp:
+            cli_run(args, Path(tmp))
+            handled, shown, seconds = asyncio.run(report_latency(args, Path(tmp)))
+        print(f"config {args.config}: keys while `lal report` ran ({seconds:.0f} s of it timed)")
+        print(f"report running, key to pane switch handled: {ms(handled)}")
+        print(f"report running, key to new pane on screen:  {ms(shown)}")
+        return
 
     cli, tui, idle, busy, share = run_both(args)
     print(f"config {args.config}, {args.iters} iterations, batch {args.batch_size}, "
