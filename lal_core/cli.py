@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="RUN",
         help="continue a stopped or interrupted run from its last saved state "
-        "(with its own settings; only --max-iters and --device may change)",
+        "(with its own settings; only --max-iters, --micro-batch and --device may change)",
     )
     t.add_argument(
         "--run-id",
@@ -80,7 +80,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                 f"--resume continues a run with its own settings; drop {', '.join(given)}"
             )
         trainer = Trainer.resume(
-            args.resume, args.runs_dir, args.max_iters, args.device, on_event=Printer(), stop=stop
+            args.resume,
+            args.runs_dir,
+            args.max_iters,
+            args.device,
+            on_event=Printer(),
+            stop=stop,
+            micro_batch=args.micro_batch,
         )
     else:
         request = run_request(args)

@@ -40,6 +40,12 @@ def add_parsers(sub, backends) -> None:
     )
     f.add_argument("--lr", type=number, default=None, help="constant learning rate (default: 3e-4)")
     f.add_argument("--batch-size", type=positive_int, default=None, help="default: 4")
+    f.add_argument(
+        "--micro-batch",
+        type=positive_int,
+        default=None,
+        help="examples per forward pass, gradients accumulated (default: the whole batch)",
+    )
     f.add_argument("--seed", type=int, default=None, help="shuffling and the comparison's sampling")
     f.add_argument("--backend", default="torch", choices=list(backends))
     f.add_argument("--device", default=None)
@@ -76,6 +82,7 @@ def cmd_sft(args: argparse.Namespace) -> int:
             repeat=args.repeat,
             epochs=args.epochs,
             batch_size=args.batch_size or sft.DEFAULT_BATCH_SIZE,
+            micro_batch=args.micro_batch or 0,
             lr=sft.DEFAULT_LR if args.lr is None else args.lr,
             seed=seed,
             backend=args.backend,

@@ -105,7 +105,8 @@ def activations_need_recompute(cfg: ModelConfig, batch_size: int) -> bool:
 
 
 def estimate_training_memory(cfg: ModelConfig, batch_size: int) -> int:
-    """Rough peak bytes for training with the engine's CPU defaults, in float32:
+    """Rough peak bytes for training with the engine's CPU defaults, in float32, for
+    `batch_size` sequences per forward pass (the micro batch, where gradients accumulate):
     - 20 bytes a parameter: weights, gradients, AdamW's two moments, the update's temporaries;
     - the activations the blocks keep for backward, or, past RECOMPUTE_ABOVE_BYTES, each
       block's input and one block's worth; and two blocks' worth while backward runs;
@@ -135,6 +136,12 @@ class TrainConfig:
     Each field is also a flag of `lal train` and `lal-tui` (`lal_core.flags`)."""
 
     batch_size: int = _flag(16, "batch size", "sequences per optimizer step")
+    micro_batch: int = _flag(
+        0,
+        "micro batch",
+        "sequences per forward pass, gradients accumulated over batch / micro passes; "
+        "0: the whole batch",
+    )
     max_iters: int = _flag(5000, "max iterations", "optimizer steps at most")
     lr: float = _flag(3e-4, "learning rate", "peak learning rate")
     min_lr: float = _flag(0.0, "min lr", "learning rate the cosine decays to")
@@ -155,6 +162,16 @@ class TrainConfig:
                 raise ConfigError(
                     f"{key.replace('_', '-')} must be a positive integer, got {value}"
                 )
+        if not isinstance(self.micro_batch, int) or self.micro_batch < 0:
+            raise ConfigError(
+                f"micro-batch must be 0 (the whole batch) or more, got {self.micro_batch}"
+            )
+        if self.batch_size % self.micro:
+            divisors = [d for d in range(1, self.batch_size + 1) if self.batch_size % d == 0]
+            raise ConfigError(
+                f"micro-batch {self.micro_batch} does not divide batch-size {self.batch_size}; "
+                f"use one of {', '.join(map(str, divisors))}"
+            )
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a positive number, got {self.lr}")
         if not (math.isfinite(self.min_lr) and 0 <= self.min_lr <= self.lr):
@@ -168,6 +185,11 @@ class TrainConfig:
         if not self.grad_clip > 0:
             raise ConfigError(f"grad-clip must be positive, got {self.grad_clip}")
         return self
+
+    @property
+    def micro(self) -> int:
+        """Sequences per forward pass: the micro batch, or the whole batch."""
+        return self.micro_batch or self.batch_size
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

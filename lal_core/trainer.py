@@ -105,8 +105,11 @@ class Trainer:
         device: str | None = None,
         on_event: EventCallback | None = None,
         stop: ev.StopRequest | None = None,
+        micro_batch: int | None = None,
     ) -> Trainer:
-        """A trainer that continues the run `run_ref` from its last saved state."""
+        """A trainer that continues the run `run_ref` from its last saved state (`max_iters`,
+        `device` and `micro_batch`, where given, replace the run's: they change how it runs,
+        not what it learns)."""
         run = find_run(str(run_ref), runs_root)
         record = run.read()
         writer = run.writer()
@@ -116,8 +119,10 @@ class Trainer:
             missing = "train_config" if record.train_config is None else "data"
             raise LalError(f"{run.run_json} is missing {missing!r}; this run cannot be resumed")
         train_cfg = record.train_config
-        if max_iters is not None:
-            train_cfg = replace(train_cfg, max_iters=max_iters).validate()
+        changes = {"max_iters": max_iters, "micro_batch": micro_batch}
+        if any(v is not None for v in changes.values()):
+            given = {k: v for k, v in changes.items() if v is not None}
+            train_cfg = replace(train_cfg, **given).validate()
         if not (run.path / STATE_FILE).is_file():
             raise LalError(f"run {run.run_id} has no saved training state ({STATE_FILE}) to resume")
         state = LoopState.from_dict(read_state_header(run.path / STATE_FILE))

@@ -376,6 +376,13 @@ async def test_setup_validates_as_you_type(settings, monkeypatch, threads):
         assert recipe.max_iters == FAST.max_iters  # the fields not shown keep their values
         memory = app.query_one("#configs").get_row("tiny")[-1]
         assert "@ batch 6" in str(memory)
+        app.query_one("#field-micro_batch").value = "4"  # does not divide 6: one line
+        await pilot.pause()
+        assert "use one of 1, 2, 3, 6" in str(app.query_one("#setup-error").render())
+        app.query_one("#field-micro_batch").value = "2"
+        await pilot.pause()
+        assert app.settings.request.train_config.micro_batch == 2
+        assert "@ micro 2 of 6" in str(app.query_one("#configs").get_row("tiny")[-1])
 
 
 # -- sampling -------------------------------------------------------------------------------------
@@ -682,7 +689,8 @@ async def test_setup_fields_come_from_train_config(settings, threads):
             for label, field in zip(children[::2], children[1::2], strict=True)
         }
         assert list(shown) == [
-            "batch_size", "lr", "max_iters", "eval_interval", "patience", "dropout", "seed"
+            "batch_size", "micro_batch", "lr", "max_iters", "eval_interval", "patience",
+            "dropout", "seed",
         ]  # fmt: skip
         for name, (label, help_text) in shown.items():
             if name != "dropout":  # the model's, not the recipe's

@@ -90,7 +90,9 @@ async def test_two_dashboards_follow_a_cli_run_and_x_stops_it(settings, micro_cf
 async def _attach_two_and_stop(settings: Settings, trainer: Trainer, thread, gate) -> None:
     def writing() -> bool:
         assert thread.is_alive()
-        return trainer.run is not None and RunDir(trainer.run.path).writer() is not None
+        if trainer.run is None or not trainer.run.run_json.is_file():
+            return False  # the lock comes first, run.json a moment later: listed from then on
+        return RunDir(trainer.run.path).writer() is not None
 
     wait_for(writing, what="the run to take its folder")
     path = trainer.run.path

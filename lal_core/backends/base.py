@@ -61,11 +61,18 @@ class Backend(ABC):
 
     @abstractmethod
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
-        """One optimisation step at learning rate `lr`, clipped; returns the batch loss.
+        """One optimisation step at learning rate `lr`, clipped; returns the batch loss. The
+        batch runs as `passes(x, y, micro)` with the micro batch of setup_training's config,
+        its gradients accumulated: the step is the whole batch's.
 
         A non-finite gradient skips the update (the weights stay as they were) and returns nan;
         under float16 a GradScaler skips such a step itself and the loss comes back as it is.
         """
+
+    def gradients(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        """The gradient of the batch's loss as `train_step` accumulates it, before clipping, by
+        parameter name (float32); the weights do not change. For checks and tests."""
+        raise NotImplementedError
 
     @abstractmethod
     def eval_loss(self, x: np.ndarray, y: np.ndarray) -> float:
@@ -109,6 +116,23 @@ class Backend(ABC):
     ) -> Candidates:
         """Each row's tokens that may be drawn: the repetition penalty applied to the tokens
         seen (1: off), then the top k (None: all V, in id order)."""
+
+
+def passes(x: np.ndarray, y: np.ndarray, micro: int) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """A batch as forward passes of `micro` rows, each with the weight of its mean loss in the
+    batch's: its share of the batch's counted targets (not -1). Pre-training counts every
+    target, so its passes weigh the same; SFT's weigh by the answer tokens they hold. A pass
+    with no counted target is left out (its mean would be 0/0); a batch with none is one pass.
+    """
+    counted = int((y != -1).sum())
+    if len(x) <= micro or counted == 0:
+        return [(x, y, 1.0)]
+    out = []
+    for i in range(0, len(x), micro):
+        share = int((y[i : i + micro] != -1).sum()) / counted
+        if share:
+            out.append((x[i : i + micro], y[i : i + micro], share))
+    return out
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
-from lal_core.backends.base import Backend, Candidates
+from lal_core.backends.base import Backend, Candidates, passes
 from lal_core.backends.mlx_model import GPT, KVCache
 from lal_core.config import ModelConfig, TrainConfig
 from lal_core.errors import CheckpointError, DeviceError
@@ -55,6 +55,19 @@ def _loss(model: GPT, x: mx.array, y: mx.array) -> mx.array:
     return model(x, y)[1]
 
 
+def _accumulated(loss_and_grad, model: GPT, xs: list, ys: list, shares: mx.array):
+    """(loss, gradients) of a batch run as passes, each weighted by its share of the batch's
+    counted targets: the whole batch's."""
+    loss, grads = loss_and_grad(model, xs[0], ys[0])
+    if len(xs) > 1:
+        loss, grads = loss * shares[0], tree_map(lambda g: g * shares[0], grads)
+        for i in range(1, len(xs)):
+            part, more = loss_and_grad(model, xs[i], ys[i])
+            loss = loss + part * shares[i]
+            grads = tree_map(lambda g, m, w=shares[i]: g + m * w, grads, more)
+    return loss, grads
+
+
 class MLXBackend(Backend):
     name = "mlx"
 
@@ -75,6 +88,7 @@ class MLXBackend(Backend):
         mx.eval(self.model.parameters())
         self.optimizer: _AdamW | None = None
         self._grad_clip = 1.0
+        self._micro = 0  # sequences per forward pass, set by setup_training
         # mx.compile fuses the step's elementwise work into generated kernels: quick on the
         # GPU; on the CPU each kernel is C++-compiled on first use for a modest gain, so there
         # it is opt-in (bench/README.md): LAL_MLX_COMPILE=1 (or compile=True; 0: off anywhere).
@@ -123,20 +137,24 @@ class MLXBackend(Backend):
         )
         self.optimizer.init(self.model.trainable_parameters())
         self._grad_clip = train_cfg.grad_clip
+        self._micro = train_cfg.micro
         self._step = None
         self.model.train()
 
     def _make_step(self):
-        """loss, grads -> clip -> AdamW update: one lazy graph; compiled, it is traced once.
+        """loss, grads -> clip -> AdamW update: one lazy graph; compiled, it is traced once
+        (again for another number of passes).
 
+        Its inputs are the batch's passes (lists of micro-batches) and each pass's share of
+        the batch's counted targets (n,): the weighted gradients add up to the whole batch's.
         Compiled, the model's weights, the optimizer's moments (and learning rate) and the
         random state (for dropout) are the compiled function's implicit inputs and outputs.
         """
         model, optimizer, clip = self.model, self.optimizer, self._grad_clip
         loss_and_grad = nn.value_and_grad(model, _loss)
 
-        def step(x: mx.array, y: mx.array) -> tuple[mx.array, mx.array]:
-            loss, grads = loss_and_grad(model, x, y)
+        def step(xs: list, ys: list, shares: mx.array) -> tuple[mx.array, mx.array]:
+            loss, grads = _accumulated(loss_and_grad, model, xs, ys, shares)
             grads, norm = optim.clip_grad_norm(grads, clip)  # norm: before clipping
             optimizer.update(model, grads)
             return loss, norm
@@ -158,7 +176,7 @@ class MLXBackend(Backend):
         # MLX arrays are values: holding the old weights and moments costs no copy, and lets a
         # step with a non-finite gradient be undone after the fact.
         before = (self.model.parameters(), tree_map(lambda a: a, self.optimizer.state))
-        loss, norm = self._step(self._tokens(x), self._tokens(y))
+        loss, norm = self._step(*self._passes(x, y))
         mx.eval(loss, norm, self.model.parameters(), self.optimizer.state)
         if not math.isfinite(norm.item()):
             self.model.update(before[0])
@@ -166,6 +184,19 @@ class MLXBackend(Backend):
             self._step = None  # the compiled step captured the replaced state: trace it again
             return float("nan")
         return loss.item()
+
+    def _passes(self, x: np.ndarray, y: np.ndarray) -> tuple[list, list, mx.array]:
+        split = passes(x, y, self._micro)
+        xs = [self._tokens(p[0]) for p in split]
+        ys = [self._tokens(p[1]) for p in split]
+        return xs, ys, mx.array([p[2] for p in split], dtype=mx.float32)
+
+    def gradients(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        assert self.optimizer is not None, "call setup_training first"
+        self.model.train()
+        loss_and_grad = nn.value_and_grad(self.model, _loss)
+        _, grads = _accumulated(loss_and_grad, self.model, *self._passes(x, y))
+        return {k: np.array(g.astype(mx.float32)) for k, g in tree_flatten(grads)}
 
     def eval_loss(self, x: np.ndarray, y: np.ndarray) -> float:
         self.model.eval()

@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 import torch
 
-from lal_core.backends.base import Backend
+from lal_core.backends.base import Backend, passes
 from lal_core.backends.cpu_threads import TRAINING
 from lal_core.backends.torch_sampling import TorchSampler
 from lal_core.backends.torch_training import TrainingLoss
@@ -73,6 +73,7 @@ class TorchBackend(Backend):
         self._recompute_option = recompute  # None: decided in setup_training, by batch size
         self.recompute = bool(recompute)
         self.compile_seconds: float | None = None  # set by setup_training when compiled
+        self._micro = 0  # sequences per forward pass, set by setup_training
         if self.device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls on tensor cores
             torch.backends.cudnn.allow_tf32 = True
@@ -201,14 +202,15 @@ class TorchBackend(Backend):
             self.optimizer = torch.optim.AdamW(groups, lr=train_cfg.lr, betas=betas, foreach=True)
         self._params = params
         self._grad_clip = train_cfg.grad_clip
-        if self._recompute_option is None:
-            self.recompute = default_recompute(self.torch_device, self.cfg, train_cfg.batch_size)
+        self._micro = train_cfg.micro
+        if self._recompute_option is None:  # one pass's activations are what memory holds
+            self.recompute = default_recompute(self.torch_device, self.cfg, train_cfg.micro)
         self._use_loss()
         # float16 overflows where bfloat16 does not: scale the loss so small gradients survive.
         self._scaler = torch.amp.GradScaler(self.device) if self.dtype == "float16" else None
         self.model.train()
         if self.compile and self.compile_seconds is None:
-            self._compile(train_cfg.batch_size)
+            self._compile(train_cfg.micro)
 
     def _compile(self, batch_size: int) -> None:
         """Compile the training loss (and its backward) now, on a dummy batch, so the time it
@@ -254,11 +256,9 @@ class TorchBackend(Backend):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.sampler.weights_changed()  # a sampling copy would be stale
-        with autocast(self.torch_device, self.dtype):
-            loss = self._train_loss(self._tensor(x, "x"), self._tensor(y, "y"))
         self.optimizer.zero_grad(set_to_none=True)
+        loss = self._accumulate(x, y)
         if self._scaler is not None:
-            self._scaler.scale(loss).backward()
             self._scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self._params, self._grad_clip)
             # float16: an overflowed gradient is expected now and then; the scaler skips that
@@ -266,7 +266,6 @@ class TorchBackend(Backend):
             self._scaler.step(self.optimizer)
             self._scaler.update()
             return loss.item()
-        loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(self._params, self._grad_clip)
         if not torch.isfinite(norm):
             # A non-finite gradient would poison the weights: skip the update and report it.
@@ -274,6 +273,35 @@ class TorchBackend(Backend):
             return float("nan")
         self.optimizer.step()
         return loss.item()
+
+    def _accumulate(self, x: np.ndarray, y: np.ndarray) -> torch.Tensor:
+        """Forward and backward over the batch's passes (`passes`): the parameters' .grad hold
+        the whole batch's gradient (scaled, under float16); the batch's loss."""
+        loss = torch.zeros((), device=self.torch_device)
+        for i, (xs, ys, share) in enumerate(passes(x, y, self._micro)):
+            # Each pass's mean loss, weighted by its share of the batch's counted targets: the
+            # gradients add up to the whole batch's. (A staging buffer per pass: on CUDA the
+            # step synchronises only at its end.)
+            with autocast(self.torch_device, self.dtype):
+                part = self._train_loss(self._tensor(xs, f"x{i}"), self._tensor(ys, f"y{i}"))
+                part = part if share == 1.0 else part * share
+            (self._scaler.scale(part) if self._scaler is not None else part).backward()
+            loss += part.detach().float()
+        return loss
+
+    def gradients(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+        assert self.optimizer is not None, "call setup_training first"
+        self.model.zero_grad(set_to_none=True)
+        with TRAINING.working():
+            self._accumulate(x, y)
+        scale = self._scaler.get_scale() if self._scaler is not None else 1.0
+        grads = {
+            name: (p.grad.float() / scale).cpu().numpy()
+            for name, p in self.model.named_parameters()
+            if p.grad is not None
+        }
+        self.model.zero_grad(set_to_none=True)
+        return grads
 
     @torch.no_grad()
     def eval_loss(self, x: np.ndarray, y: np.ndarray) -> float:

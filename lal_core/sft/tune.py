@@ -84,6 +84,7 @@ class SFTSettings:
     batch_size: int = DEFAULT_BATCH_SIZE
     lr: float = DEFAULT_LR
     seed: int = DEFAULT_SEED
+    micro_batch: int = 0  # examples per forward pass (0: the whole batch); see TrainConfig
 
     def validate(self) -> SFTSettings:
         if self.epochs < 1:
@@ -92,7 +93,18 @@ class SFTSettings:
             raise ConfigError(f"batch-size must be at least 1, got {self.batch_size}")
         if not (math.isfinite(self.lr) and self.lr > 0):
             raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        self.train_config()  # a micro batch that does not divide the batch: one line
         return self
+
+    def train_config(self) -> TrainConfig:
+        """The recipe the step loop runs: a constant lr, no warmup."""
+        return TrainConfig(
+            batch_size=self.batch_size,
+            micro_batch=self.micro_batch,
+            lr=self.lr,
+            warmup_iters=0,
+            seed=self.seed,
+        ).validate()
 
 
 class FineTuning(Job):
@@ -257,11 +269,7 @@ def _tune(
     stop: ev.StopRequest | None,
 ) -> SFTResult:
     s = job.settings
-    setup_training(
-        backend,
-        TrainConfig(batch_size=s.batch_size, lr=s.lr, warmup_iters=0, seed=s.seed),
-        job.emit,
-    )
+    setup_training(backend, s.train_config(), job.emit)
     end = run_steps(backend, job, stop or ev.StopRequest())
     return SFTResult(
         end.status,
@@ -285,11 +293,12 @@ def fine_tune(
     seed: int = DEFAULT_SEED,
     on_event: EventCallback | None = None,
     stop: ev.StopRequest | None = None,
+    micro_batch: int = 0,
 ) -> SFTResult:
     """Train `backend` in place on the examples, the loss on answer tokens only; writes no
     file (see `run_sft`). Emits StepDone per batch and SFTEpochDone per epoch; a stop request
     ends the run between batches."""
-    settings = SFTSettings(epochs, batch_size, lr, seed).validate()
+    settings = SFTSettings(epochs, batch_size, lr, seed, micro_batch).validate()
     _check_examples(examples, backend.cfg.block_size)
     job = FineTuning(examples, settings, on_event or (lambda event: None))
     return _tune(backend, job, stop)
@@ -317,6 +326,7 @@ def run_sft(
     runs_root: Path | None = None,
     on_event: EventCallback | None = None,
     stop: ev.StopRequest | None = None,
+    micro_batch: int = 0,
 ) -> SFTResult:
     """Fine-tune a run's best checkpoint and save `sft.safetensors` into the run folder.
 
@@ -324,7 +334,7 @@ def run_sft(
     list of pairs (None: the built-in ten). `repeat`: copies of each pair (default 5 for the
     built-in pairs, 1 for a user's). best/final are only read; run.json gets an `sft` entry.
     """
-    settings = SFTSettings(epochs, batch_size, lr, seed).validate()
+    settings = SFTSettings(epochs, batch_size, lr, seed, micro_batch).validate()
     rundir = find_run(run, runs_root)
     stop = stop or ev.StopRequest()
     # refused in one line while the run trains (or fine-tunes)

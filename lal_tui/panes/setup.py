@@ -26,7 +26,16 @@ from lal_tui.settings import Settings
 from lal_tui.widgets.format import human_bytes, params
 
 # The recipe fields shown (the rest keep their flag or default values): what fits 80x24.
-SHOWN = ("batch_size", "lr", "max_iters", "eval_interval", "patience", "dropout", "seed")
+SHOWN = (
+    "batch_size",
+    "micro_batch",
+    "lr",
+    "max_iters",
+    "eval_interval",
+    "patience",
+    "dropout",
+    "seed",
+)
 AUTO = "auto"  # the device Select's "let the engine choose"
 
 
@@ -154,7 +163,8 @@ class SetupPane(VerticalScroll):
 
     def fill_configs(self) -> None:
         table = self.query_one("#configs", DataTable)
-        batch = self.train_config.batch_size
+        batch, micro = self.train_config.batch_size, self.train_config.micro
+        at = f"@ batch {batch}" if micro == batch else f"@ micro {micro} of {batch}"
         row = table.cursor_row
         table.clear()
         for name, cfg in self.settings.model_configs.items():
@@ -165,7 +175,7 @@ class SetupPane(VerticalScroll):
                 str(cfg.n_embd),
                 str(cfg.block_size),
                 params(count_parameters(cfg)),
-                f"~{human_bytes(estimate_training_memory(cfg, batch))} @ batch {batch}",
+                f"~{human_bytes(estimate_training_memory(cfg, micro))} {at}",
                 key=name,
             )
         if row is not None and row < table.row_count:
@@ -240,7 +250,8 @@ class SetupPane(VerticalScroll):
             except LalError as exc:
                 first_error = str(exc)
             else:
-                batch_changed = train.batch_size != self.train_config.batch_size
+                old = self.train_config
+                batch_changed = (train.batch_size, train.micro) != (old.batch_size, old.micro)
                 self.train_config, self.dropout = train, dropout
                 if batch_changed:
                     self.fill_configs()
