@@ -8,8 +8,9 @@ their figures differ by the model, the backend or the settings alone:
                the val split (or the user's own); the baseline is held-out text from the val
                split, as many stretches of the same length as there are samples.
     chat mode  (an sft checkpoint among the columns, or `chat=True`) the prompts are questions in
-               the chat format, the training pairs' and held-out ones; an answer ends at `<|`,
-               and `closed` is the share of answers the model closed.
+               the chat format, the training pairs' and held-out ones; an answer ends at a
+               marker (`sft.chat.ANSWER_STOPS`), and `closed` is the share of answers the model
+               closed.
 
 Per column: the val loss, distinct-1 and -2, repeated 4-grams, samples in a loop
 (`quality.metrics`), memorised 8-grams and the longest verbatim stretch (`quality.verbatim`),
@@ -44,6 +45,9 @@ from lal_core.quality.verbatim import VerbatimIndex
 from lal_core.records import read_fields, write_fields
 from lal_core.runs import RunDir
 from lal_core.sampling import Generation
+from lal_core.sft.chat import answer_controls
+from lal_core.sft.chat import closed as answer_closed
+from lal_core.sft.chat_format import HELD_OUT_QUESTIONS, builtin_pairs, chat_prompt, load_pairs
 from lal_core.tokenizer import decode, encode
 
 PROMPTS = 5  # text mode: prompts, each the start of a val paragraph
@@ -53,7 +57,6 @@ TOKENS = 128  # per sample
 CHAT_SAMPLES = 4  # answers per question
 CHAT_TOKENS = 60
 SEED = 1337
-NEWLINE, BLANK_LINE = encode("\n")[0], encode("\n\n")[0]  # BPE writes a blank line either way
 REPORT_FILE = "report.json"
 FORMAT = 1
 
@@ -196,11 +199,12 @@ def paragraph_starts(val: np.ndarray, count: int, room: int) -> list[int]:
             f"the val split has {len(val):,} tokens, fewer than a prompt and a sample need "
             f"({room:,}); ask for fewer --tokens"
         )
+    newline, blank_line = encode("\n")[0], encode("\n\n")[0]  # BPE writes a blank line both ways
     v = np.asarray(val, dtype=np.int64)
     blank = np.zeros(len(v), dtype=bool)  # blank[i]: a blank line ends just before token i
-    blank[1:] = v[:-1] == BLANK_LINE
-    blank[2:] |= (v[:-2] == NEWLINE) & (v[1:-1] == NEWLINE)
-    blank &= (v != NEWLINE) & (v != BLANK_LINE)
+    blank[1:] = v[:-1] == blank_line
+    blank[2:] |= (v[:-2] == newline) & (v[1:-1] == newline)
+    blank &= (v != newline) & (v != blank_line)
     starts = []
     for p in np.linspace(0, last, count, endpoint=False).astype(int):
         ahead = np.flatnonzero(blank[p : min(p + 2_000, last)])
@@ -239,8 +243,6 @@ def held_out_text(val: np.ndarray, count: int, tokens: int) -> list[list[int]]:
 def chat_questions(record: Any) -> tuple[list[str], list[bool]]:
     """The training pairs' questions (the run's own pairs where it used a file) and held-out
     ones; whether each is a training question."""
-    from lal_core.sft.chat_format import HELD_OUT_QUESTIONS, builtin_pairs, load_pairs
-
     pairs = builtin_pairs()
     made = record.sft if record is not None else None
     if made is not None and made.pairs not in ("built-in", "given"):
@@ -287,8 +289,6 @@ def make_report(
     val = np.asarray(corpus.val) if corpus is not None else None
     trained: list[bool] = []
     if chat:
-        from lal_core.sft.chat_format import chat_prompt
-
         questions, trained = chat_questions(_record_of(columns[0].checkpoint))
         if prompts is not None:
             known = {q for q, t in zip(questions, trained, strict=True) if t}
@@ -324,7 +324,7 @@ def make_report(
             val_losses[key] = window_loss(model, val, starts, batch)
         texts: list[tuple[str, ...]] = []
         drawn, closed = [], []
-        controls = _answer_controls(c.controls) if chat else c.controls
+        controls = answer_controls(c.controls) if chat else c.controls
         for i, prompt in enumerate(prompt_ids):
             if progress:
                 progress(len(results) * len(prompt_ids) + i, total, f"{c.label}: prompt {i + 1}")
@@ -337,7 +337,7 @@ def make_report(
                 return None
             texts.append(tuple(s.text for s in batch_samples))
             drawn += [encode(s.text) for s in batch_samples]
-            closed += [s.ended == "stop" and s.stop_string == "<|" for s in batch_samples]
+            closed += [answer_closed(s) for s in batch_samples]
         closed_share = float(np.mean(closed)) if chat else None
         figures = figures_of(drawn, index, closed_share, val_losses.get(key))
         results.append(
@@ -359,12 +359,6 @@ def make_report(
         baseline=figures_of(baseline, index) if val is not None else None,
         baseline_texts=tuple(decode(b) for b in baseline) if val is not None else (),
     )
-
-
-def _answer_controls(controls: Controls) -> Controls:
-    from lal_core.sft.chat import answer_controls
-
-    return answer_controls(controls)
 
 
 def _check_fits(prompt: list[int], model: Backend) -> None:

@@ -11,25 +11,31 @@ from lal_core.backends import Backend
 from lal_core.controls import Controls
 from lal_core.errors import ConfigError
 from lal_core.events import StopRequest
-from lal_core.sampling import DEFAULT_CONTROLS, Generation
+from lal_core.sampling import DEFAULT_CONTROLS, Generation, Sample
 from lal_core.sft.chat_format import chat_prompt
 
-# Where an answer ends: at `<|`, the start of any marker. `<|end|>` is several BPE tokens, and a
-# small model may write only part of it (`<|end|` then `elia`, on and on); no answer contains
-# `<|`, so stopping there ends it whichever marker the model was writing.
-ANSWER_STOP = "<|"
+# Where an answer ends: at `<|`, the start of any marker, or at `|end|`, the end marker's body.
+# `<|end|>` is several BPE tokens, and a small model may write only part of it: `<|end|` then
+# `elia`, on and on (a small base's answer), or `|end|end|end` without the `<` (a tiny one's).
+# No answer contains either, so stopping there ends it however the marker was spelled.
+ANSWER_STOPS = ("<|", "|end|")
+
+
+def closed(sample: Sample) -> bool:
+    """Whether the model ended this answer itself (at a marker), not the token limit."""
+    return sample.ended == "stop" and sample.stop_string in ANSWER_STOPS
 
 
 @dataclass
 class ChatAnswer:
     text: str  # the answer, without the prompt or the closing marker, stripped
-    ended: bool  # the model closed it (wrote `<|`, the start of `<|end|>`); else the limit hit
+    ended: bool  # the model closed it (wrote a marker: `<|` or `|end|`); else the limit hit
     tokens: int  # tokens generated, up to the end
 
 
 def answer_controls(controls: Controls = DEFAULT_CONTROLS) -> Controls:
     """`controls` that also stop where an answer ends."""
-    return dataclasses.replace(controls, stop=(*controls.stop, ANSWER_STOP))
+    return dataclasses.replace(controls, stop=(*controls.stop, *ANSWER_STOPS))
 
 
 def answer_generation(
@@ -66,7 +72,7 @@ class AnswerStream:
 
     @property
     def ended(self) -> bool:
-        return self.sample.stop_string == ANSWER_STOP
+        return closed(self.sample)
 
     @property
     def tokens(self) -> int:
