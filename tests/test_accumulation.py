@@ -37,7 +37,8 @@ def trainer(backend_name: str, micro: int, rows: int):
 
 
 @pytest.mark.parametrize(
-    "backend_name, micro", [("torch", 1), ("torch", 2), pytest.param("mlx", 2, marks=NEEDS_MLX)]
+    "backend_name, micro",
+    [("torch", 1), ("torch", 2), pytest.param("mlx", 2, marks=[NEEDS_MLX, pytest.mark.slow])],
 )
 def test_accumulated_passes_give_the_whole_batchs_gradient_and_loss(backend_name, micro):
     batch = masked_batch()

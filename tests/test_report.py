@@ -108,6 +108,7 @@ def test_report_compares_best_and_final_with_held_out_text(run, capsys):
     assert saved.baseline.distinct_2 > 0.8
 
 
+@pytest.mark.slow
 def test_report_settings_columns_share_the_seeds_and_json_is_the_saved_report(run, capsys):
     args = ["report", run.run_id, *SMALL, "--settings", "", "top_k=1", "temperature=0", "--json"]
     result = call_main(capsys, *args)
@@ -120,6 +121,7 @@ def test_report_settings_columns_share_the_seeds_and_json_is_the_saved_report(ru
     assert json.loads(json.dumps(read_report(run).to_json())) == data
 
 
+@pytest.mark.slow
 def test_report_on_a_run_being_written_prints_but_does_not_save(run, capsys):
     with run.lock("train"):
         result = call_main(capsys, "report", run.run_id, *SMALL)

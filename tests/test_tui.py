@@ -425,6 +425,7 @@ async def test_sample_streams_and_equals_the_cli(settings, micro_cfg, tiny_corpu
     assert capsys.readouterr().out == text + "\n"
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_several_samples_show_as_they_end_with_their_figures(
     settings, micro_cfg, tiny_corpus, threads
