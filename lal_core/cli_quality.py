@@ -94,6 +94,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from lal_core.console import EXIT_INTERRUPTED, StopOnSignals
     from lal_core.events import StopRequest
     from lal_core.quality import report as rp
+    from lal_core.quality.report_file import save_report
     from lal_core.run_lock import RunBusy
     from lal_core.runs import RunDir
 
@@ -139,7 +140,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         )
         return 0
     try:
-        path = rp.save_report(report, run)
+        path = save_report(report, run)
     except RunBusy as exc:
         print(f"lal: warning: report not saved: {exc}", file=sys.stderr)
         return 0

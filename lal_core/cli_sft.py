@@ -111,6 +111,7 @@ def compare_before_after(checkpoint, args: argparse.Namespace, seed: int, stop) 
     the figures; saved as the run's report."""
     from lal_core.errors import LalError
     from lal_core.quality import report as rp
+    from lal_core.quality.report_file import save_report
     from lal_core.runs import RunDir
 
     run = RunDir(checkpoint.parent)
@@ -129,7 +130,7 @@ def compare_before_after(checkpoint, args: argparse.Namespace, seed: int, stop) 
     print(rp.format_samples(report), end="\n\n")
     print(rp.format_report(report), end="", flush=True)
     with contextlib.suppress(LalError):
-        rp.save_report(report, run)
+        save_report(report, run)
     return 0
 
 

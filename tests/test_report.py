@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -12,7 +14,7 @@ import pytest
 from conftest import FAST, MICRO, assert_one_line_error, call_main
 from lal_core.data import load_corpus
 from lal_core.quality.metrics import distinct, find_loop, repeated_share
-from lal_core.quality.report import read_report
+from lal_core.quality.report_file import read_report
 from lal_core.quality.verbatim import VerbatimIndex, suffix_array
 from lal_core.runs import RunDir
 from lal_core.tokenizer import encode
@@ -144,3 +146,13 @@ def test_report_on_a_run_being_written_prints_but_does_not_save(run, capsys):
 def test_report_bad_input_is_one_line(run, capsys, args, words, code):
     assert_one_line_error(call_main(capsys, "report", run.run_id, *args), code, words)
     assert read_report(run) is None
+
+
+def test_reading_a_report_imports_no_framework():
+    # The dashboard reads a run's report on its UI thread when the run is opened.
+    code = (
+        "import sys, lal_core.quality.report_file; "
+        "print('torch' in sys.modules, 'mlx' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

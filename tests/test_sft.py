@@ -17,7 +17,7 @@ from lal_core.cli import main
 from lal_core.errors import DataError
 from lal_core.events import CheckpointSaved, RunFailed, SFTEpochDone, StepDone, StopRequest
 from lal_core.follow import RunFollower
-from lal_core.quality.report import read_report
+from lal_core.quality.report_file import read_report
 from lal_core.records import RunRecord
 from lal_core.runs import RunDir, process_info
 from lal_core.sampling import load_for_sampling

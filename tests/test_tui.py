@@ -753,7 +753,7 @@ async def test_runs_pane_lists_a_damaged_run_and_deletes_it(
 async def test_e_reports_on_a_run_in_its_own_process_and_again_cancels(
     settings, micro_cfg, tiny_corpus, threads
 ):
-    from lal_core.quality.report import read_report
+    from lal_core.quality.report_file import read_report
 
     run = RunDir(trained_run(micro_cfg, tiny_corpus, settings.runs_dir))
     progress: list[ReportProgress] = []

@@ -15,17 +15,15 @@ their figures differ by the model, the backend or the settings alone:
 Per column: the val loss, distinct-1 and -2, repeated 4-grams, samples in a loop
 (`quality.metrics`), memorised 8-grams and the longest verbatim stretch (`quality.verbatim`),
 each over the BPE tokens of the samples' text. A report is saved as its run's `report.json`,
-under the run's one-writer lock.
+under the run's one-writer lock (`quality.report_file`, which reads it without a framework).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import textwrap
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import zip_longest
 from pathlib import Path
 from typing import Any
@@ -34,15 +32,14 @@ import numpy as np
 
 from lal_core import data as data_mod
 from lal_core.backends import Backend
-from lal_core.checkpoint import atomic_write, read_json, write_json
 from lal_core.controls import Controls
-from lal_core.errors import CheckpointError, ConfigError, LalError
+from lal_core.errors import ConfigError, LalError
 from lal_core.evaluation import load_scored, run_corpus
 from lal_core.events import StopRequest
 from lal_core.pretraining import window_loss
 from lal_core.quality.metrics import distinct, find_loop, repeated_share
+from lal_core.quality.report_file import ColumnResult, Figures, QualityReport
 from lal_core.quality.verbatim import VerbatimIndex
-from lal_core.records import read_fields, write_fields
 from lal_core.runs import RunDir
 from lal_core.sampling import Generation
 from lal_core.sft.chat import answer_controls
@@ -57,8 +54,6 @@ TOKENS = 128  # per sample
 CHAT_SAMPLES = 4  # answers per question
 CHAT_TOKENS = 60
 SEED = 1337
-REPORT_FILE = "report.json"
-FORMAT = 1
 
 
 @dataclass(frozen=True)
@@ -69,95 +64,6 @@ class Column:
     backend: str
     controls: Controls
     label: str
-
-
-@dataclass(frozen=True)
-class Figures:
-    """A column's figures (or the held-out text's), each a mean over its samples."""
-
-    samples: int
-    distinct_1: float | None
-    distinct_2: float | None
-    repeated_4: float | None  # share of 4-grams repeating an earlier one of the same sample
-    looping: int  # samples caught in a loop
-    memorised_8: float | None  # share of 8-grams found verbatim in the training split
-    longest: int  # tokens in the longest verbatim stretch of any sample
-    longest_text: str
-    closed: float | None = None  # chat mode: share of answers the model closed
-    val_loss: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return write_fields(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Figures:
-        return read_fields(cls, data)
-
-
-@dataclass(frozen=True)
-class ColumnResult:
-    label: str
-    checkpoint: str
-    backend: str
-    settings: str  # the controls, for people (`Controls.describe`)
-    figures: Figures
-    texts: tuple[tuple[str, ...], ...]  # per prompt, its samples' text (without the prompt)
-
-    def to_json(self) -> dict[str, Any]:
-        return {**write_fields(self), "figures": self.figures.to_json()}
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> ColumnResult:
-        texts = tuple(tuple(str(t) for t in row) for row in data.get("texts") or ())
-        figures = Figures.from_json(_object(data, "figures"))
-        return read_fields(cls, data, figures=figures, texts=texts)
-
-
-@dataclass(frozen=True)
-class QualityReport:
-    mode: str  # "text" or "chat"
-    corpus: str  # the text the baseline, the val loss and the verbatim search come from
-    prompts: tuple[str, ...]
-    trained: tuple[bool, ...]  # chat mode: whether each question is one of the training pairs
-    samples: int  # per prompt
-    tokens: int  # per sample, at most
-    seed: int
-    columns: tuple[ColumnResult, ...]
-    baseline: Figures | None  # None: no corpus to take held-out text from
-    baseline_texts: tuple[str, ...]
-    created: float = field(default_factory=time.time)
-    format: int = FORMAT
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            **write_fields(self),
-            "columns": [c.to_json() for c in self.columns],
-            "baseline": self.baseline.to_json() if self.baseline else None,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> QualityReport:
-        if not isinstance(data.get("format"), int) or data["format"] > FORMAT:
-            raise CheckpointError("the report was written by a newer lal; update lal to read it")
-        columns = data.get("columns")
-        if not isinstance(columns, list):
-            raise CheckpointError("columns is missing")
-        return read_fields(
-            cls,
-            data,
-            columns=tuple(ColumnResult.from_json(c) for c in columns),
-            baseline=Figures.from_json(data["baseline"]) if data.get("baseline") else None,
-            prompts=tuple(str(p) for p in data.get("prompts") or ()),
-            trained=tuple(bool(t) for t in data.get("trained") or ()),
-            baseline_texts=tuple(str(t) for t in data.get("baseline_texts") or ()),
-        )
-
-
-def _object(data: dict[str, Any], key: str) -> dict[str, Any]:
-    value = data.get(key)
-    if not isinstance(value, dict):
-        raise CheckpointError(f"{key} is missing")
-    return value
 
 
 # -- figures ---------------------------------------------------------------------------------
@@ -444,27 +350,6 @@ def report_corpus(columns: Sequence[Column], data: str | None = None) -> data_mo
     return next(iter(corpora.values()))
 
 
-# -- saving and reading ------------------------------------------------------------------------
-def save_report(report: QualityReport, run: RunDir) -> Path:
-    """Write the run's report.json, whole or not at all, holding the run's writer lock (a
-    RunBusy error names a live writer: a run in training keeps its folder to itself)."""
-    path = run.path / REPORT_FILE
-    with run.lock("report"):
-        atomic_write(path, lambda tmp: write_json(tmp, report.to_json()))
-    return path
-
-
-def read_report(run: RunDir) -> QualityReport | None:
-    """The run's last report, or None if it has none."""
-    path = run.path / REPORT_FILE
-    if not path.is_file():
-        return None
-    try:
-        return QualityReport.from_json(read_json(path))
-    except CheckpointError as exc:
-        raise CheckpointError(f"{path} is damaged ({exc}); run lal report again") from None
-
-
 # -- for people --------------------------------------------------------------------------------
 ROWS = (
     ("val loss", "val_loss", "{:.4f}"),
@@ -547,14 +432,3 @@ def format_samples(report: QualityReport, width: int = 100) -> str:
                     lines.append(f"  [{c.label}] {t}")
         lines.append("")
     return "\n".join(lines).rstrip()
-
-
-def summary(report: QualityReport) -> str:
-    """One line per column, for a list: `best: loss 4.74, loops 0/40, memorised 0.05`."""
-    parts = []
-    for c in report.columns:
-        f = c.figures
-        loss = "-" if f.val_loss is None or not math.isfinite(f.val_loss) else f"{f.val_loss:.2f}"
-        mem = "-" if f.memorised_8 is None else f"{f.memorised_8:.2f}"
-        parts.append(f"{c.label}: loss {loss}, loops {f.looping}/{f.samples}, memorised {mem}")
-    return "; ".join(parts)

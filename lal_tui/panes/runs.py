@@ -69,7 +69,7 @@ def damage_line(run: RunEntry) -> str:
 def report_line(path: Path) -> str:
     """The run's last report in a few words (' · report: best: loss 4.74, ...'), or ''."""
     from lal_core.errors import LalError
-    from lal_core.quality.report import read_report, summary
+    from lal_core.quality.report_file import read_report, summary
 
     try:
         report = read_report(RunDir(path))
