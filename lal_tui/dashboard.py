@@ -277,6 +277,8 @@ class Dashboard(App):
 
     @on(ReportProgress)
     def report_progress(self, message: ReportProgress) -> None:
+        if self.jobs.stopping("report"):
+            return  # posted before the cancel was seen: the pane says "cancelled" now
         m = message
         self.query_one(RunsPane).report_progress(m.path, m.done, m.total, m.what)
 

@@ -89,6 +89,11 @@ class JobRunner:
         worker = self._workers.get(group)
         return worker is not None and worker.state in (WorkerState.PENDING, WorkerState.RUNNING)
 
+    def stopping(self, group: str) -> bool:
+        """Whether the group's job has been asked to stop: what it posted before it saw the
+        request may still arrive, and is stale."""
+        return group in self._stops and self._stops[group].is_set()
+
     def stop(self, group: str, reason: str) -> bool:
         """Ask the group's job to stop (sampling: after its token); False if none is running."""
         if not self.running(group):
