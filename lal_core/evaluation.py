@@ -77,14 +77,19 @@ def score(
     return Score(checkpoint, text, loss, len(starts), block)
 
 
+def record_of(checkpoint: Path) -> RunRecord | None:
+    """The record of the run a checkpoint file is in (None: it is in no run folder)."""
+    run = RunDir(Path(checkpoint).parent)
+    return run.read() if run.run_json.is_file() else None
+
+
 def load_scored(
     checkpoint: Path, backend: str | None = None, device: str | None = None
 ) -> tuple[Backend, RunRecord | None]:
     """A checkpoint loaded to be scored, and its run's record (None outside a run folder): on
     the run's backend unless `backend` is given, with the run's dtype, so a run's best
     checkpoint scores its recorded best val."""
-    run = RunDir(Path(checkpoint).parent)
-    record = run.read() if run.run_json.is_file() else None
+    record = record_of(checkpoint)
     name = backend or (record.backend if record is not None else "torch")
     options = _eval_options(name, record.backend_options) if record is not None else {}
     return load_for_sampling(checkpoint, name, device, **options), record

@@ -24,24 +24,22 @@ DEFAULT_BACKEND = "torch"
 RESUME_MAY_CHANGE = ("max_iters", "micro_batch", "device", "runs_dir")
 
 
-def positive_int(text: str) -> int:
+def _integer(text: str, least: int, rule: str) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    if value < least:
+        raise argparse.ArgumentTypeError(f"{rule}, got {value}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _integer(text, 1, "must be at least 1")
 
 
 def seed_number(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"the seed must be 0 or more, got {value}")
-    return value
+    return _integer(text, 0, "the seed must be 0 or more")
 
 
 def number(text: str) -> float:

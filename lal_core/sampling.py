@@ -71,9 +71,16 @@ def check_tokens(max_new_tokens: int) -> None:
         raise ConfigError(f"tokens must be at least 1, got {max_new_tokens}")
 
 
-def check_sampling_args(temperature: float, top_k: int | None, max_new_tokens: int) -> None:
-    Controls(temperature, top_k).check()
+def check_generation(
+    prompt: str | list[int], max_new_tokens: int, controls: Controls, rows: int
+) -> None:
+    """A one-line ConfigError for anything a generation cannot start from."""
+    if not prompt:
+        raise ConfigError("the prompt is empty; give at least one character")
+    controls.check()
     check_tokens(max_new_tokens)
+    if rows < 1:
+        raise ConfigError(f"the number of samples must be at least 1, got {rows}")
 
 
 def resolve_seed(seed: int | None) -> int:
@@ -141,12 +148,7 @@ def generate_rows(
     Ends after max_new_tokens, at a stop request, or past controls.max_time; stop strings are
     text, so they are `Generation`'s.
     """
-    controls.check()
-    check_tokens(max_new_tokens)
-    if not prompt:
-        raise ConfigError("the prompt is empty; give at least one character")
-    if rows < 1:
-        raise ConfigError(f"the number of samples must be at least 1, got {rows}")
+    check_generation(prompt, max_new_tokens, controls, rows)
     seed = resolve_seed(seed)
     generators = [np.random.default_rng(seed + i) for i in range(rows)]
     deadline = None if controls.max_time is None else time.monotonic() + controls.max_time
@@ -262,12 +264,8 @@ class Generation:
         use_cache: bool = True,
         stop: StopRequest | None = None,
     ) -> None:
-        if prompt == "" or (isinstance(prompt, list) and not prompt):
-            raise ConfigError("the prompt is empty; give at least one character")
-        self.controls = controls.check()
-        check_tokens(max_new_tokens)
-        if num_samples < 1:
-            raise ConfigError(f"the number of samples must be at least 1, got {num_samples}")
+        check_generation(prompt, max_new_tokens, controls, num_samples)
+        self.controls = controls
         self.seed = resolve_seed(seed)
         self.prompt = encode(prompt) if isinstance(prompt, str) else list(prompt)
         self.max_new_tokens, self.num_samples = max_new_tokens, num_samples

@@ -34,13 +34,12 @@ from lal_core import data as data_mod
 from lal_core.backends import Backend
 from lal_core.controls import Controls
 from lal_core.errors import ConfigError, LalError
-from lal_core.evaluation import load_scored, run_corpus
+from lal_core.evaluation import load_scored, record_of, run_corpus
 from lal_core.events import StopRequest
 from lal_core.pretraining import window_loss
 from lal_core.quality.metrics import distinct, find_loop, repeated_share
 from lal_core.quality.report_file import ColumnResult, Figures, QualityReport
 from lal_core.quality.verbatim import VerbatimIndex
-from lal_core.runs import RunDir
 from lal_core.sampling import Generation
 from lal_core.sft.chat import answer_controls
 from lal_core.sft.chat import closed as answer_closed
@@ -195,7 +194,7 @@ def make_report(
     val = np.asarray(corpus.val) if corpus is not None else None
     trained: list[bool] = []
     if chat:
-        questions, trained = chat_questions(_record_of(columns[0].checkpoint))
+        questions, trained = chat_questions(record_of(columns[0].checkpoint))
         if prompts is not None:
             known = {q for q, t in zip(questions, trained, strict=True) if t}
             questions = list(prompts)
@@ -275,11 +274,6 @@ def _check_fits(prompt: list[int], model: Backend) -> None:
         )
 
 
-def _record_of(checkpoint: Path):
-    run = RunDir(Path(checkpoint).parent)
-    return run.read() if run.run_json.is_file() else None
-
-
 # -- columns from a command line ---------------------------------------------------------------
 def plan_columns(
     refs: Sequence[str | None],
@@ -297,37 +291,33 @@ def plan_columns(
     """
     from lal_core.runs import find_run
 
-    checkpoints: list[tuple[Path, str, str]] = []  # (file, its label, its run's backend)
-    for ref in refs or [None]:
+    refs = list(refs) or [None]
+    checkpoints: list[tuple[Path, str, str]] = []  # (file, its name, its run's backend)
+    for ref in refs:
         if ref is not None and str(ref).endswith(".safetensors"):
             path = Path(ref)
             if not path.is_file():
                 raise LalError(f"checkpoint {path} not found")
-            checkpoints.append((path, path.name, _record_backend(path)))
+            record = record_of(path)
+            checkpoints.append((path, path.name, record.backend if record else "torch"))
             continue
         run = find_run(ref, runs_root)
+        own = run.read().backend
         for kind in kinds:
-            path = run.existing_checkpoint(kind)
-            checkpoints.append((path, f"{run.run_id}/{kind}", _record_backend(path)))
+            checkpoints.append((run.existing_checkpoint(kind), f"{run.run_id}/{kind}", own))
     variants = [(s, controls.with_settings(s) if s else controls) for s in settings or [""]]
+    several_backends = backends is not None and len(backends) > 1
     columns = []
-    for path, name, own_backend in checkpoints:
-        for backend in backends or [own_backend]:
+    for path, name, own in checkpoints:
+        # Labelled by what varies; the checkpoints of one run by their kind alone.
+        short = name if len(refs) > 1 else name.rsplit("/", 1)[-1]
+        for backend in backends or [own]:
             for text, chosen in variants:
-                parts = []
-                if len({p for p, _, _ in checkpoints}) > 1:
-                    parts.append(name if len(refs or [None]) > 1 else name.rsplit("/", 1)[-1])
-                if backends and len(backends) > 1:
-                    parts.append(backend)
-                if len(variants) > 1:
-                    parts.append(text or "as given")
+                parts = [short] if len(checkpoints) > 1 else []
+                parts += [backend] if several_backends else []
+                parts += [text or "as given"] if len(variants) > 1 else []
                 columns.append(Column(path, backend, chosen, " ".join(parts) or name))
     return columns
-
-
-def _record_backend(checkpoint: Path) -> str:
-    record = _record_of(checkpoint)
-    return record.backend if record is not None else "torch"
 
 
 def report_corpus(columns: Sequence[Column], data: str | None = None) -> data_mod.Corpus:
@@ -336,11 +326,11 @@ def report_corpus(columns: Sequence[Column], data: str | None = None) -> data_mo
     if data is not None:
         return data_mod.load_corpus(data)
     corpora = {}
-    for c in columns:
-        record = _record_of(c.checkpoint)
+    for checkpoint in {c.checkpoint.parent: c.checkpoint for c in columns}.values():  # a run once
+        record = record_of(checkpoint)
         if record is None:
             raise LalError(
-                f"{c.checkpoint} is not in a run folder, so it has no corpus; "
+                f"{checkpoint} is not in a run folder, so it has no corpus; "
                 "give the text to compare with: --data PATH"
             )
         corpus = run_corpus(record)

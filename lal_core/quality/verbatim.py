@@ -140,8 +140,7 @@ def _common_tokens(a: bytes, b: bytes) -> int:
 
 
 def index_path(corpus: Corpus) -> Path | None:
-    cache = getattr(corpus, "cache", None)
-    return None if cache is None else Path(f"{cache}.train-suffixes.npy")
+    return None if corpus.cache is None else Path(f"{corpus.cache}.train-suffixes.npy")
 
 
 def _save(path: Path, suffixes: np.ndarray) -> None:
