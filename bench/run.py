@@ -368,15 +368,17 @@ class _SyntheticCorpus:
         self.val = rng.integers(0, vocab, 33_803).astype(np.int64)
 
 
-def bench_eval(name: str, batch: int, step_seconds: float, interval: int = 250) -> tuple:
-    """(eval seconds, fraction of wall time) for one full evaluation per `interval` steps."""
-    cfg = get_model_config(name)
+def bench_eval(name: str, batch: int, step_seconds: float) -> tuple:
+    """(eval seconds, steps between evals, fraction of wall time) at the default settings:
+    one eval (train and val windows, at the eval's own batch) per `evals_every` steps."""
+    cfg, train_cfg = get_model_config(name), TrainConfig(batch_size=batch)
     backend = make_backend("torch", cfg, seed=0, device="cpu")
     corpus = _SyntheticCorpus(cfg.vocab_size)
     t0 = time.perf_counter()
-    evaluate(backend, corpus, cfg.block_size, batch)
+    evaluate(backend, corpus, train_cfg)
     seconds = time.perf_counter() - t0
-    return seconds, seconds / (seconds + interval * step_seconds)
+    interval = train_cfg.evals_every
+    return seconds, interval, seconds / (seconds + interval * step_seconds)
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -536,14 +538,18 @@ def main() -> None:
             print(f"{name:<6} {who:<10} {gb:.2f}" if gb else f"{name:<6} {who:<10} failed")
 
     if "eval" in args.sections:
-        print("\n## Eval cost, default settings: one full eval per 250 steps")
+        print("\n## Eval cost, default settings (eval interval, eval batch, eval tokens)")
         for name in args.configs:
             cfg = get_model_config(name)
-            rate = default_rate.get(name)
-            if rate is None:  # the train section did not run: time a few default steps
-                rate = bench_training(name, [Setting("d", lal_step())], 2, B)[1][1]
-            eval_s, frac = bench_eval(name, B, B * cfg.block_size / rate)
-            print(f"{name:<6} eval {eval_s:.1f} s, {frac:.1%} of the run's wall time")
+            for batch in sorted({2, B}):
+                rate = default_rate.get(name) if batch == B else None
+                if rate is None:  # not timed by the train section: time a few default steps
+                    rate = bench_training(name, [Setting("d", lal_step())], 2, batch)[1][1]
+                eval_s, every, frac = bench_eval(name, batch, batch * cfg.block_size / rate)
+                print(
+                    f"{name:<6} batch {batch:<3} eval {eval_s:.1f} s every {every} steps: "
+                    f"{frac:.1%} of the run's wall time"
+                )
 
 
 if __name__ == "__main__":

@@ -20,16 +20,19 @@ import threading
 
 import torch
 
-from lal_core.config import LOSS_CHUNK_ROWS
+from lal_core.config import EVAL_LOSS_CHUNK_ROWS, LOSS_CHUNK_ROWS
 
 
 def linear_cross_entropy(
-    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int = LOSS_CHUNK_ROWS
+    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, chunk: int | None = None
 ) -> torch.Tensor:
     """Mean cross-entropy of the logits x @ weight^T (x: (N, C), weight: (V, C), targets: (N,),
-    -1 ignored), without the (N, V) logits. A compiled training step calls it outside the
+    -1 ignored), without the (N, V) logits, `chunk` rows at a time (default: LOSS_CHUNK_ROWS,
+    EVAL_LOSS_CHUNK_ROWS without gradients). A compiled training step calls it outside the
     graph (`torch.compiler.disable`), as its Python loop is not worth tracing."""
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    if chunk is None:
+        chunk = LOSS_CHUNK_ROWS if needs_grad else EVAL_LOSS_CHUNK_ROWS
     return _LinearCrossEntropy.apply(x, weight, targets, chunk, needs_grad)
 
 

@@ -1,6 +1,6 @@
 """The headless command line: `lal train`, `lal sample`, and (in `cli_runs`, `cli_sft`,
-`cli_export`, `cli_quality`) `lal runs`, `lal watch`, `lal stop`, `lal sft`, `lal chat`,
-`lal export`, `lal plot`, `lal eval`, `lal report`.
+`cli_export`, `cli_quality`, `cli_data`) `lal runs`, `lal watch`, `lal stop`, `lal sft`, `lal chat`,
+`lal export`, `lal plot`, `lal eval`, `lal report`, `lal prepare`.
 
 Every user error ends as one line on stderr (`lal: error: ...`) and a non-zero exit status:
 2 for bad flags, 1 for anything else. Ctrl-C (or SIGTERM / SIGHUP, or `lal stop`) during
@@ -11,13 +11,17 @@ Ctrl-C exits at once.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from lal_core import cli_export, cli_quality, cli_runs, cli_sft, sampling
+from lal_core import cli_data, cli_export, cli_quality, cli_runs, cli_sft, sampling
 from lal_core.console import EXIT_ERROR, EXIT_INTERRUPTED, OneLineParser, Printer, StopOnSignals
+from lal_core.distributed import RankLost
 from lal_core.errors import LalError
 from lal_core.flags import add_checkpoint_flags, add_sampling_flags, controls_from, positive_int
+from lal_core.launch import LAUNCHED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="RUN",
         help="continue a stopped or interrupted run from its last saved state "
-        "(with its own settings; only --max-iters, --micro-batch and --device may change)",
+        "(with its own settings; only --max-iters, --micro-batch, --nproc and --device may "
+        "change)",
+    )
+    t.add_argument(
+        "--nproc",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="train on N ranks here, data parallel (torchrun's standalone mode; torch only): "
+        "each computes batch / N sequences of every step",
     )
     t.add_argument(
         "--run-id",
@@ -63,43 +76,66 @@ def build_parser() -> argparse.ArgumentParser:
     cli_sft.add_parsers(sub, BACKENDS)
     cli_export.add_parsers(sub)
     cli_quality.add_parsers(sub, BACKENDS)
+    cli_data.add_parsers(sub)
     return parser
 
 
 # -- train ---------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
+    from lal_core import distributed
     from lal_core.events import StopRequest
     from lal_core.flags import fixed_by_resume, run_request
     from lal_core.trainer import Trainer
 
-    stop = StopRequest()
     if args.resume:
         given = fixed_by_resume(args)
         if given:
             raise LalError(
                 f"--resume continues a run with its own settings; drop {', '.join(given)}"
             )
-        trainer = Trainer.resume(
-            args.resume,
-            args.runs_dir,
-            args.max_iters,
-            args.device,
-            on_event=Printer(),
-            stop=stop,
-            micro_batch=args.micro_batch,
-        )
     else:
-        request = run_request(args)
-        trainer = Trainer(
-            request.model_config,
-            request.train_config,
-            on_event=Printer(),
-            stop=stop,
-            run_id=args.run_id,
-            **request.trainer_options(),
-        )
-    with StopOnSignals(stop):
-        result = trainer.run_training()
+        request = run_request(args)  # checked before any rank starts
+    if args.nproc and args.nproc > 1 and not distributed.under_torchrun():
+        from lal_core.launch import launch_ranks
+
+        if not args.resume:  # what the ranks would each refuse, said once
+            if request.backend != "torch":
+                raise LalError("--nproc trains data parallel with torch; drop --backend mlx")
+            request.train_config.micro_per_rank(args.nproc)
+
+        runs_root = Path(args.runs_dir) if args.runs_dir else None
+        return launch_ranks(args.argv, args.nproc, args.run_id, args.resume, runs_root)
+    ranks = distributed.join(args.device)  # one process, or this rank under torchrun
+    say = Printer() if ranks.main else None  # rank 0 speaks for the run
+    stop = StopRequest()
+    try:
+        if args.resume:
+            trainer = Trainer.resume(
+                args.resume,
+                args.runs_dir,
+                args.max_iters,
+                args.device,
+                on_event=say,
+                stop=stop,
+                micro_batch=args.micro_batch,
+                ranks=ranks,
+            )
+        else:
+            trainer = Trainer(
+                request.model_config,
+                request.train_config,
+                on_event=say,
+                stop=stop,
+                run_id=args.run_id,
+                ranks=ranks,
+                **request.trainer_options(),
+            )
+        with StopOnSignals(stop):
+            result = trainer.run_training()
+    finally:
+        distributed.leave(ranks)
+    if not ranks.main:
+        return EXIT_INTERRUPTED if result.status == "stopped" else 0
     if result.status == "failed":
         print(f"lal: error: {result.message}", file=sys.stderr)
         return EXIT_ERROR
@@ -178,13 +214,20 @@ COMMANDS = {
     "report": cli_quality.cmd_report,
     "export": cli_export.cmd_export,
     "plot": cli_export.cmd_plot,
+    "prepare": cli_data.cmd_prepare,
 }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv[1:]  # the command's own arguments (`lal train --nproc` passes them on)
     try:
         return COMMANDS[args.command](args)
+    except RankLost:
+        if os.environ.get(LAUNCHED):  # `lal train --nproc` says which rank, and what now
+            return EXIT_ERROR
+        raise
     except LalError as exc:
         print(f"lal: error: {exc}", file=sys.stderr)
         return EXIT_ERROR

@@ -92,6 +92,10 @@ def saved_activation_bytes(cfg: ModelConfig, batch_size: int) -> int:
 # Rows of the chunked loss at a time (lal_core/chunked_loss.py): 512 x 50,257 floats is a
 # 103 MB buffer, reused every chunk and every step.
 LOSS_CHUNK_ROWS = 512
+# Without gradients (an eval) a chunk needs only its loss: 64 rows keep the (V, 64) buffer in
+# the CPU's caches through the softmax's passes. The eval's loss at half the time of 512 rows
+# (tiny, bf16, one core; bench/README.md).
+EVAL_LOSS_CHUNK_ROWS = 64
 
 # Above this, training recomputes each block's activations in backward instead of keeping
 # them (off CUDA; see `lal_core.precision.default_recompute`).
@@ -124,6 +128,23 @@ def estimate_training_memory(cfg: ModelConfig, batch_size: int) -> int:
     return 20 * count_parameters(cfg) + kept + 2 * one_block + loss + 750_000_000
 
 
+# The recipe evaluates every 250 steps of 16 sequences. By default the cadence is kept in
+# sequences, not steps: at batch 2 an eval every 250 steps would cost about 30% of the run (its
+# forward passes over 2 x 264 windows against 250 steps of 2), at batch 16 about 5%.
+EVAL_EVERY_SEQUENCES = 4000
+
+# Sequences of an eval's forward pass at least: an eval needs no gradients, so it need not run
+# at a small training batch. 16 of tiny's 128-token windows, fewer of longer ones: one pass holds
+# 2,048 tokens, as a batch-16 tiny training pass does.
+EVAL_PASS_TOKENS = 2048
+
+
+def eval_batch_size(cfg: ModelConfig, micro: int = 1) -> int:
+    """Windows per forward pass of an eval (and `lal eval`, and the report's val loss): at least
+    the training micro batch, and at least EVAL_PASS_TOKENS tokens."""
+    return max(micro, EVAL_PASS_TOKENS // cfg.block_size, 1)
+
+
 def _flag(default: Any, label: str, help: str) -> Any:
     """A recipe field with what `lal train --help` and the dashboard's Setup pane say of it."""
     return field(default=default, metadata={"label": label, "help": help})
@@ -150,17 +171,35 @@ class TrainConfig:
     beta1: float = _flag(0.9, "beta1", "AdamW beta1")
     beta2: float = _flag(0.95, "beta2", "AdamW beta2")
     grad_clip: float = _flag(1.0, "grad clip", "global gradient-norm clip")
-    eval_interval: int = _flag(250, "eval interval", "steps between evals")
+    eval_interval: int = _flag(
+        0,
+        "eval interval",
+        f"steps between evals; 0: every {EVAL_EVERY_SEQUENCES:,} sequences trained "
+        f"({EVAL_EVERY_SEQUENCES // 16} steps at batch 16, the recipe's)",
+    )
+    eval_tokens: int = _flag(
+        40_000,
+        "eval tokens",
+        "val tokens an eval scores at most: a larger val split is scored on windows spread "
+        "evenly over it, the same ones every eval; 0: all of it",
+    )
     patience: int = _flag(4, "patience (evals)", "evals without a new best before early stop")
     seed: int = _flag(1337, "seed", "random seed (weights, batches, dropout)")
 
     def validate(self) -> TrainConfig:
-        positive = ("batch_size", "max_iters", "eval_interval", "patience")
+        positive = ("batch_size", "max_iters", "patience")
         for key in positive:
             value = getattr(self, key)
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(
                     f"{key.replace('_', '-')} must be a positive integer, got {value}"
+                )
+        for key in ("eval_interval", "eval_tokens"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 0:
+                raise ConfigError(
+                    f"{key.replace('_', '-')} must be 0 (the default) or a positive integer, "
+                    f"got {value}"
                 )
         if not isinstance(self.micro_batch, int) or self.micro_batch < 0:
             raise ConfigError(
@@ -191,10 +230,36 @@ class TrainConfig:
         """Sequences per forward pass: the micro batch, or the whole batch."""
         return self.micro_batch or self.batch_size
 
+    def micro_per_rank(self, ranks: int = 1) -> int:
+        """Sequences per forward pass on each of `ranks` ranks: the micro batch, or a rank's
+        whole share of the batch. A one-line ConfigError where the batch does not divide."""
+        if ranks == 1:
+            return self.micro
+        if self.batch_size % ranks:
+            raise ConfigError(
+                f"batch-size {self.batch_size} does not split over {ranks} ranks; use a "
+                f"multiple of {ranks}"
+            )
+        share = self.batch_size // ranks
+        if share % (self.micro_batch or share):
+            divisors = [d for d in range(1, share + 1) if share % d == 0]
+            raise ConfigError(
+                f"micro-batch {self.micro_batch} does not divide a rank's {share} of "
+                f"batch-size {self.batch_size} over {ranks} ranks; use one of "
+                f"{', '.join(map(str, divisors))}"
+            )
+        return self.micro_batch or share
+
+    @property
+    def evals_every(self) -> int:
+        """Steps between evals: the eval interval, or the recipe's cadence in sequences."""
+        return self.eval_interval or max(1, round(EVAL_EVERY_SEQUENCES / self.batch_size))
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
+        data = {"eval_tokens": 0, **data}  # a run from before eval_tokens scored all of val
         return cls(**{k: v for k, v in data.items() if k in known}).validate()

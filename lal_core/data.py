@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from lal_core import paths
+from lal_core.datasets import TokenSpan, find_dataset, open_dataset
 from lal_core.errors import DataError
 from lal_core.tokenizer import ENCODING_NAME, get_tokenizer
 
@@ -113,7 +114,9 @@ def _read_text(path: Path) -> tuple[str, str]:
     return text, hashlib.sha256(raw).hexdigest()
 
 
-def _safe_cut(text: str, i: int) -> bool:
+def safe_cut(text: str, i: int) -> bool:
+    """Whether text may be cut before position i and each part encoded alone, giving the same
+    tokens as the whole (see `_tokenise`)."""
     return text[i - 1] == "\n" and not text[i - 2].isspace() and not text[i].isspace()
 
 
@@ -129,7 +132,7 @@ def _tokenise(text: str) -> np.ndarray:
         end = min(len(text), start + _CHUNK_CHARS)
         if end < len(text):
             cut = end
-            while cut > start + 1 and not _safe_cut(text, cut):
+            while cut > start + 1 and not safe_cut(text, cut):
                 cut -= 1
             end = cut if cut > start + 1 else end
         pieces.append(text[start:end])
@@ -140,23 +143,29 @@ def _tokenise(text: str) -> np.ndarray:
 
 @dataclass
 class Corpus:
-    """A tokenised corpus: the token memory map split 90/10 into train and val."""
+    """A tokenised corpus: the tokens split 90/10 into train and val. A text file's tokens are
+    one uint16 memory map; a prepared dataset's, its shards' (`datasets.TokenSpan`). Either is
+    read the same way: len() and contiguous slices."""
 
-    path: Path
-    sha256: str
-    tokens: np.ndarray  # uint16 memmap, all tokens
-    cache: Path | None = None  # the token cache file; indexes of the corpus are cached beside it
+    path: Path  # the text file, or the dataset's folder
+    sha256: str  # the text file's, or the dataset index's: what a resume checks
+    tokens: np.ndarray | TokenSpan  # all tokens
+    cache: Path | None = None  # indexes of the corpus are cached beside this path
 
     @property
     def split_index(self) -> int:
         return int(len(self.tokens) * TRAIN_FRACTION)
 
     @property
-    def train(self) -> np.ndarray:
+    def train(self) -> np.ndarray | TokenSpan:
+        if isinstance(self.tokens, TokenSpan):
+            return self.tokens.span(0, self.split_index)
         return self.tokens[: self.split_index]
 
     @property
-    def val(self) -> np.ndarray:
+    def val(self) -> np.ndarray | TokenSpan:
+        if isinstance(self.tokens, TokenSpan):
+            return self.tokens.span(self.split_index, len(self.tokens))
         return self.tokens[self.split_index :]
 
     def describe(self) -> dict:
@@ -177,8 +186,17 @@ def load_corpus(
     """Find, read and tokenise the corpus (once: later calls read the cached tokens).
 
     With `block_size`, a corpus too short to train that context is refused before anything is
-    written.
+    written. `path` (or $LAL_DATA) may also name a dataset `lal prepare` made: its folder, or
+    its name under data/datasets/.
     """
+    ref = path if path is not None and str(path) != "" else os.environ.get("LAL_DATA")
+    folder = find_dataset(ref) if ref else None
+    if folder is not None:
+        dataset = open_dataset(folder)
+        corpus = Corpus(folder.resolve(), dataset.sha256, dataset.tokens, folder / "tokens")
+        if block_size is not None:
+            check_corpus_fits(corpus, block_size)
+        return corpus
     corpus_path = resolve_corpus(path)
     text, sha = _read_text(corpus_path)
     cache_dir = cache_dir or paths.data_dir() / "cache"
@@ -233,6 +251,13 @@ def eval_windows(split: np.ndarray, block_size: int, count: int | None = None) -
     if count is None or count >= n_windows:
         return np.arange(n_windows, dtype=np.int64) * block_size
     return np.linspace(0, n_windows - 1, count).round().astype(np.int64) * block_size
+
+
+def val_windows(split: np.ndarray, block_size: int, max_tokens: int = 0) -> np.ndarray:
+    """The windows of a val split an eval scores: all of them, or with `max_tokens` at most
+    that many tokens' worth, spread evenly over the split (the same ones every time)."""
+    count = max(1, max_tokens // block_size) if max_tokens else None
+    return eval_windows(split, block_size, count)
 
 
 def window_batches(split: np.ndarray, starts: np.ndarray, block_size: int, batch_size: int):

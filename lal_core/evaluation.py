@@ -17,13 +17,12 @@ import numpy as np
 
 from lal_core import data as data_mod
 from lal_core.backends import Backend
+from lal_core.config import eval_batch_size
 from lal_core.errors import DataError, LalError
 from lal_core.pretraining import window_loss
 from lal_core.records import RunRecord
 from lal_core.runs import RunDir
 from lal_core.sampling import load_for_sampling
-
-DEFAULT_BATCH = 16  # windows per forward pass for a checkpoint outside a run
 
 
 @dataclass(frozen=True)
@@ -67,14 +66,24 @@ def score(
             "give the text to score with --data PATH"
         )
     model, record = load_scored(checkpoint, backend, device)
+    train_cfg = record.train_config if record is not None else None
     if batch_size is None:
-        train_cfg = record.train_config if record is not None else None
-        batch_size = train_cfg.batch_size if train_cfg is not None else DEFAULT_BATCH
+        batch_size = eval_batch_size(model.cfg, train_cfg.micro if train_cfg else 1)
     block = model.cfg.block_size
-    tokens, text = _text(data, block) if data is not None else _val_split(record)
-    starts = data_mod.eval_windows(tokens, block)
+    if data is not None:
+        tokens, text = _text(data, block)
+        starts = data_mod.eval_windows(tokens, block)
+    else:
+        tokens, text = _val_split(record)
+        starts = run_val_windows(tokens, block, record)
     loss = window_loss(model, tokens, starts, batch_size)
     return Score(checkpoint, text, loss, len(starts), block)
+
+
+def run_val_windows(val: np.ndarray, block: int, record: RunRecord | None) -> np.ndarray:
+    """The windows of a run's val split that its evals score (all, or its eval_tokens' worth)."""
+    train_cfg = record.train_config if record is not None else None
+    return data_mod.val_windows(val, block, train_cfg.eval_tokens if train_cfg else 0)
 
 
 def record_of(checkpoint: Path) -> RunRecord | None:

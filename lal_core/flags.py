@@ -21,7 +21,7 @@ from lal_core.errors import ConfigError
 DEFAULT_CONFIG = "tiny"
 DEFAULT_BACKEND = "torch"
 # What `lal train --resume RUN` may change; every other run flag is the run's own.
-RESUME_MAY_CHANGE = ("max_iters", "micro_batch", "device", "runs_dir")
+RESUME_MAY_CHANGE = ("max_iters", "micro_batch", "device", "runs_dir", "nproc")
 
 
 def _integer(text: str, least: int, rule: str) -> int:

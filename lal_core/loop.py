@@ -33,6 +33,7 @@ from lal_core import events as ev
 from lal_core.backends import Backend
 from lal_core.checkpoint import STATE_FILE, save_state, save_weights
 from lal_core.config import TrainConfig
+from lal_core.distributed import RankLost
 from lal_core.errors import describe_failure
 from lal_core.event_log import EventLog
 from lal_core.flops import mfu
@@ -59,6 +60,10 @@ def writing(
         emit = EventLog(run.event_log(job), then=on_event)
         try:
             yield emit
+        except RankLost:
+            # Another rank died: this one cannot go on, and the run did not fail. It is left as
+            # its last saved state has it, and reads as interrupted once this process is gone.
+            raise
         except BaseException as exc:
             message = describe_failure(exc)
             if on_failure is not None:
@@ -94,10 +99,10 @@ def setup_training(backend: Backend, cfg: TrainConfig, emit: EventCallback) -> N
 
 
 def peak_flops(backend: Backend, peak_tflops: float | None) -> float | None:
-    """FLOP/s for MFU: the user's --peak-tflops, else the backend's default for its device."""
-    if peak_tflops:
-        return peak_tflops * 1e12
-    return backend.peak_flops()
+    """FLOP/s for MFU: the user's --peak-tflops, else the backend's default for its device;
+    times the ranks, as the tokens/s it is set against are all the ranks' together."""
+    peak = peak_tflops * 1e12 if peak_tflops else backend.peak_flops()
+    return peak * backend.ranks.world if peak else peak
 
 
 def run_started(

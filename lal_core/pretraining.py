@@ -1,7 +1,8 @@
 """Pre-training's part of the step loop (`lal_core.loop`): the SPEC's recipe.
 
     for it in 0 .. max_iters:
-        every eval_interval (and at the end): eval train/val, keep the best, maybe stop early
+        every evals_every steps (and at the end): eval train/val, keep the best, maybe stop
+            early (a stop request abandons the eval: the run stops at the step before it)
         one optimisation step on a random batch at lr_at(it)
 
 `PreTraining` is the job: random batches at the scheduled learning rate, the eval cadence,
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +23,7 @@ import numpy as np
 from lal_core import data as data_mod
 from lal_core import events as ev
 from lal_core.backends import Backend
-from lal_core.config import TrainConfig
+from lal_core.config import TrainConfig, eval_batch_size
 from lal_core.flops import mfu
 from lal_core.loop import Checkpoints, Clock, EventCallback, Job, Step, format_elapsed, peak_flops
 from lal_core.records import EvalRecord
@@ -40,22 +42,48 @@ def eval_line(record: EvalRecord, mfu: float | None = None) -> str:
     )
 
 
-def evaluate(backend: Backend, corpus: data_mod.Corpus, block_size: int, batch_size: int):
-    """(train loss, val loss): val over the whole val split in fixed, non-overlapping windows,
-    train over the same number of windows spread evenly over the train split. Deterministic."""
-    val_starts = data_mod.eval_windows(corpus.val, block_size)
-    train_starts = data_mod.eval_windows(corpus.train, block_size, count=len(val_starts))
-    train = window_loss(backend, corpus.train, train_starts, batch_size)
-    return train, window_loss(backend, corpus.val, val_starts, batch_size)
+def evaluate(
+    backend: Backend,
+    corpus: data_mod.Corpus,
+    cfg: TrainConfig,
+    stop: Callable[[], bool] | None = None,
+) -> tuple[float, float] | None:
+    """(train loss, val loss): val over the val split's eval windows (all of it, or at most
+    cfg.eval_tokens spread evenly over it), train over as many windows spread evenly over the
+    train split. Deterministic. None when `stop()` turned true on the way: the eval was
+    abandoned."""
+    block = backend.cfg.block_size
+    val_starts = data_mod.val_windows(corpus.val, block, cfg.eval_tokens)
+    train_starts = data_mod.eval_windows(corpus.train, block, count=len(val_starts))
+    batch = eval_batch_size(backend.cfg, cfg.micro_per_rank(backend.ranks.world))
+    train = window_loss(backend, corpus.train, train_starts, batch, stop)
+    if train is None:
+        return None
+    val = window_loss(backend, corpus.val, val_starts, batch, stop)
+    return None if val is None else (train, val)
 
 
-def window_loss(backend: Backend, split: np.ndarray, starts: np.ndarray, batch_size: int) -> float:
-    """The mean loss over the windows of `split` that start at `starts` (each counts the same)."""
-    block_size = backend.cfg.block_size
-    total = 0.0
-    for x, y in data_mod.window_batches(split, starts, block_size, batch_size):
-        total += backend.eval_loss(x, y) * len(x)
-    return total / len(starts)
+def window_loss(
+    backend: Backend,
+    split: np.ndarray,
+    starts: np.ndarray,
+    batch_size: int,
+    stop: Callable[[], bool] | None = None,
+) -> float | None:
+    """The mean loss over the windows of `split` that start at `starts` (each counts the same);
+    None if `stop()` turns true between two rounds of batches. On several ranks each round's
+    windows are split across them and their losses summed: the same mean as one process."""
+    ranks, block_size = backend.ranks, backend.cfg.block_size
+    total, per_round = 0.0, batch_size * ranks.world
+    for i in range(0, len(starts), per_round):
+        if stop is not None and stop():
+            return None
+        chunk = starts[i : i + per_round]
+        share = -(-len(chunk) // ranks.world)  # rows per rank, the last rank's fewer or none
+        mine = chunk[ranks.rank * share : (ranks.rank + 1) * share]
+        for x, y in data_mod.window_batches(split, mine, block_size, batch_size):
+            total += backend.eval_loss(x, y) * len(x)
+    return ranks.sum([total])[0] / len(starts)
 
 
 @dataclass
@@ -84,7 +112,7 @@ class LoopState:
 
 class PreTraining(Job):
     """Pre-training's part of the step loop: random batches at the scheduled lr; an eval every
-    eval_interval steps (and at the end) with the best checkpoint, the resumable state and
+    `cfg.evals_every` steps (and at the end) with the best checkpoint, the resumable state and
     early stopping; the state again on a stop; run.json throughout. (Its events, steps and
     evals among them, reach metrics.jsonl through the run's event log.)"""
 
@@ -93,15 +121,18 @@ class PreTraining(Job):
         cfg: TrainConfig,
         backend: Backend,
         corpus: data_mod.Corpus,
-        run: RunDir,
+        run: RunDir | None,
         state: LoopState,
         emit: EventCallback,
         peak_tflops: float | None = None,
+        stop: ev.StopRequest | None = None,
     ) -> None:
         self.cfg, self.model_cfg = cfg, backend.cfg
+        self.stop = stop or ev.StopRequest()  # abandons an eval in progress
         self.backend, self.corpus, self.emit = backend, corpus, emit
+        # No run folder: a rank other than 0 of a distributed run, which writes nothing.
         self.run, self.state = run, state
-        self.checkpoints = Checkpoints(run, backend, emit)
+        self.checkpoints = Checkpoints(run, backend, emit) if run is not None else None
         self.peak = peak_flops(backend, peak_tflops)
         self.clock = Clock(state.elapsed)
         self.rng = np.random.default_rng(self.cfg.seed)
@@ -116,29 +147,37 @@ class PreTraining(Job):
     def snapshot(self) -> None:
         self.state.elapsed = self.clock()
         self.state.batch_rng = self.rng.bit_generator.state
-        self.checkpoints.save_state(self.state.to_dict())
+        if self.checkpoints is not None:
+            self.checkpoints.save_state(self.state.to_dict())
 
     def before_step(self) -> str | None:
         it, cfg = self.state.iteration, self.cfg
-        due = it % cfg.eval_interval == 0 or it >= cfg.max_iters
-        if due and not self.state.evaluated and self.eval_and_stop_early():
-            return "early_stopped"
+        due = it % cfg.evals_every == 0 or it >= cfg.max_iters
+        if due and not self.state.evaluated:
+            ended = self.eval_and_stop_early()
+            if ended is None:  # abandoned for a stop request, which the loop now takes
+                return None
+            if ended:
+                return "early_stopped"
         return "completed" if it >= cfg.max_iters else None
 
-    def eval_and_stop_early(self) -> bool:
+    def eval_and_stop_early(self) -> bool | None:
         """The eval at this iteration: record it, keep a new best, save the resumable state;
-        True when val loss has not improved for `patience` evals."""
+        True when val loss has not improved for `patience` evals. None: a stop request came
+        during the eval, which was dropped (a resume runs it again)."""
         state, cfg, it = self.state, self.cfg, self.state.iteration
         t0 = time.perf_counter()
-        train_loss, val_loss = evaluate(
-            self.backend, self.corpus, self.model_cfg.block_size, cfg.batch_size
-        )
+        losses = evaluate(self.backend, self.corpus, cfg, self.stop.is_set)
+        if losses is None:
+            return None
+        train_loss, val_loss = losses
         record = self.record_eval(train_loss, val_loss, time.perf_counter() - t0)
-        if record.is_best:
+        if record.is_best and self.checkpoints is not None:
             self.checkpoints.save("best", it, {"iteration": it})
         state.evaluated = True
         self.snapshot()
-        self.run.update(iteration=it, best_val=state.best_val, best_iter=state.best_iter)
+        if self.run is not None:
+            self.run.update(iteration=it, best_val=state.best_val, best_iter=state.best_iter)
         util = mfu(record.tokens_per_sec, self.model_cfg, self.peak)
         self.emit(
             ev.EvalDone.from_record(
@@ -210,6 +249,8 @@ class PreTraining(Job):
 
     def finish(self, status: str, message: str = "") -> None:
         state, it = self.state, self.state.iteration
+        if self.run is None:
+            return
         if status == "failed":
             self.run.update(status="failed", error=message, iteration=it)
             return

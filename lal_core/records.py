@@ -109,6 +109,7 @@ class CorpusInfo:
     tokens: int | None = None
     train_tokens: int | None = None
     val_tokens: int | None = None
+    eval_tokens: int | None = None  # val tokens each eval scores (--eval-tokens caps them)
 
 
 @dataclass(frozen=True)
@@ -153,6 +154,8 @@ class RunRecord:
     backend: str = "torch"
     device: str = "?"
     backend_options: dict[str, Any] = field(default_factory=dict)  # kept so a resume matches
+    world_size: int = 1  # ranks of a data-parallel run (torchrun); 1: one process
+    micro_per_rank: int | None = None  # sequences per forward pass on each rank, if several
     n_params: int | None = None
     data: CorpusInfo | None = None
     iteration: int = 0
@@ -184,6 +187,8 @@ class RunRecord:
         )
         if out["sft"] is None:
             del out["sft"]  # as format 1 wrote it: no key until the run is fine-tuned
+        if self.world_size == 1:  # one process, as lal always wrote it: no keys
+            del out["world_size"], out["micro_per_rank"]
         return {**self.extra, **out}
 
     @classmethod

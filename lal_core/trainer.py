@@ -19,6 +19,7 @@ from lal_core import events as ev
 from lal_core.backends import Backend, make_backend
 from lal_core.checkpoint import STATE_FILE, load_state, read_header
 from lal_core.config import ModelConfig, TrainConfig
+from lal_core.distributed import AgreedStop, Ranks
 from lal_core.errors import LalError
 from lal_core.loop import EventCallback, run_started, run_steps, setup_training, writing
 from lal_core.pretraining import LoopState, PreTraining, evaluate
@@ -71,9 +72,15 @@ class Trainer:
         peak_tflops: float | None = None,
         backend_options: dict[str, Any] | None = None,
         run_id: str | None = None,
+        ranks: Ranks | None = None,
     ) -> None:
         self.model_cfg = model_cfg.validate()
         self.cfg = train_cfg.validate()
+        # One of several data-parallel ranks (`lal_core.distributed`), or one process.
+        self.ranks = ranks = ranks or Ranks()
+        self.micro = self.cfg.micro_per_rank(ranks.world)  # a batch that does not split: refused
+        if ranks.device.startswith("cuda"):
+            device = ranks.device  # one GPU per local rank
         # Kept in run.json, so a resumed run computes the same way (dtype, compile).
         self.backend_options = {k: v for k, v in (backend_options or {}).items() if v is not None}
         # The backend first: a missing device or framework is found before any file is written.
@@ -83,6 +90,7 @@ class Trainer:
             self.backend = make_backend(
                 backend, model_cfg, seed=train_cfg.seed, device=device, **self.backend_options
             )
+        self.backend.use_ranks(ranks)
         self.peak_tflops = peak_tflops  # MFU's peak: the user's, else the backend's default
         if isinstance(data, data_mod.Corpus):
             self.corpus = data
@@ -106,13 +114,15 @@ class Trainer:
         on_event: EventCallback | None = None,
         stop: ev.StopRequest | None = None,
         micro_batch: int | None = None,
+        ranks: Ranks | None = None,
     ) -> Trainer:
         """A trainer that continues the run `run_ref` from its last saved state (`max_iters`,
-        `device` and `micro_batch`, where given, replace the run's: they change how it runs,
-        not what it learns)."""
+        `device`, `micro_batch` and the ranks, where given, replace the run's: they change
+        how it runs, not what it learns)."""
+        ranks = ranks or Ranks()
         run = find_run(str(run_ref), runs_root)
         record = run.read()
-        writer = run.writer()
+        writer = run.writer() if ranks.main else None  # rank 0 may hold it already
         if writer is not None:  # the early word; the lock taken in run_training is the guard
             raise RunBusy(f"run {run.run_id} is being written by {writer.describe()}")
         if record.train_config is None or record.data is None:
@@ -148,19 +158,37 @@ class Trainer:
             on_event=on_event,
             stop=stop,
             backend_options=record.backend_options,
+            ranks=ranks,
         )
         trainer._resume_from = run
         return trainer
 
-    def _header(self, run: RunDir) -> str:
-        backend, corpus = self.backend, self.corpus
+    def _header(self, run: RunDir, corpus: CorpusInfo) -> str:
+        backend, block = self.backend, self.model_cfg.block_size
+        whole = len(data_mod.eval_windows(self.corpus.val, block)) * block
+        scored = "" if corpus.eval_tokens == whole else f", {corpus.eval_tokens:,} per eval"
         return (
             f"run {run.run_id} | config {self.model_cfg.name} "
             f"({backend.num_parameters() / 1e6:.2f}M params) | "
             f"Device: {backend.name}/{backend.device} | {fast_paths(backend)}"
-            f"data {corpus.path.name} "
-            f"({len(corpus.train):,} train / {len(corpus.val):,} val tokens)"
+            f"data {self.corpus.path.name} "
+            f"({corpus.train_tokens:,} train / {corpus.val_tokens:,} val tokens{scored})"
+            f"{self._ranks_said()}"
         )
+
+    def _ranks_said(self) -> str:
+        """` | 2 ranks x micro-batch 8 (gloo)` for a data-parallel run, '' for one process."""
+        if not self.ranks.joined:
+            return ""
+        link = "nccl" if self.ranks.device.startswith("cuda") else "gloo"
+        ranks = f"{self.ranks.world} rank{'s' if self.ranks.world > 1 else ''}"
+        return f" | {ranks} x micro-batch {self.micro} ({link})"
+
+    def _corpus_info(self) -> CorpusInfo:
+        """The corpus as run.json records it, with the val tokens an eval scores."""
+        block = self.model_cfg.block_size
+        windows = data_mod.val_windows(self.corpus.val, block, self.cfg.eval_tokens)
+        return CorpusInfo(**self.corpus.describe(), eval_tokens=len(windows) * block)
 
     def _folder(self) -> RunDir:
         """The run's folder: a new one, or the resumed one."""
@@ -186,6 +214,8 @@ class Trainer:
                     backend=self.backend.name,
                     device=self.backend.device,
                     backend_options=self.backend_options,
+                    world_size=self.ranks.world,
+                    micro_per_rank=self.micro if self.ranks.world > 1 else None,
                     n_params=self.backend.num_parameters(),
                     data=corpus,
                     status="running",
@@ -203,6 +233,8 @@ class Trainer:
                 record,
                 status="running",
                 train_config=self.cfg,
+                world_size=self.ranks.world,
+                micro_per_rank=self.micro if self.ranks.world > 1 else None,
                 process=process_info(),
                 resumed=(*record.resumed, ResumeMark(iteration=state.iteration, time=time.time())),
                 error=None,
@@ -215,14 +247,18 @@ class Trainer:
 
     def run_training(self) -> RunResult:
         """Take the run's folder (refused in one line if another process writes it), train,
-        and let go of it; every event goes to the folder's log, then to `on_event`."""
+        and let go of it; every event goes to the folder's log, then to `on_event`. On several
+        ranks rank 0 does this; the others train beside it and write nothing."""
+        if not self.ranks.main:
+            return self._run_beside_rank_0()
         run = self.run = self._folder()
 
         def failed(message: str) -> None:
             if run.run_json.is_file():
                 run.update(status="failed", error=message)
 
-        b, corpus = self.backend, CorpusInfo(**self.corpus.describe())
+        b, corpus = self.backend, self._corpus_info()
+        stop = AgreedStop(self.stop, self.ranks) if self.ranks.joined else self.stop
         with writing(run, "train", self.stop, self.on_event, failed) as emit:
             state = self._start(run, emit, corpus)
             emit(
@@ -231,17 +267,37 @@ class Trainer:
                     b,
                     "train",
                     self.cfg.max_iters,
-                    self._header(run),
+                    self._header(run, corpus),
                     train_config=self.cfg,
                     corpus=corpus,
                 )
             )
-            job = PreTraining(self.cfg, b, self.corpus, run, state, emit, self.peak_tflops)
-            end = run_steps(b, job, self.stop)
+            job = PreTraining(self.cfg, b, self.corpus, run, state, emit, self.peak_tflops, stop)
+            end = run_steps(b, job, stop)
         best = job.state.best_val if job.state.best_iter is not None else None
         return RunResult(
             run.path, end.status, job.iteration, best, job.state.best_iter, end.message
         )
+
+    def _run_beside_rank_0(self) -> RunResult:
+        """A rank other than 0: the same steps and evals (the collectives need every rank),
+        from the same saved state on a resume, with no file written and no event said."""
+        quiet: EventCallback = lambda event: None  # noqa: E731
+        setup_training(self.backend, self.cfg, quiet)
+        state = LoopState()
+        if self._resume_from is not None:
+            weights, optimizer, saved = load_state(
+                self._resume_from.path / STATE_FILE, self.model_cfg
+            )
+            state = LoopState.from_dict(saved)
+            self.backend.load_state_dict(weights)
+            self.backend.load_optimizer_state(optimizer)
+        stop = AgreedStop(self.stop, self.ranks)
+        job = PreTraining(self.cfg, self.backend, self.corpus, None, state, quiet, None, stop)
+        end = run_steps(self.backend, job, stop)
+        path = self._resume_from.path if self._resume_from is not None else Path()
+        best = job.state.best_val if job.state.best_iter is not None else None
+        return RunResult(path, end.status, job.iteration, best, job.state.best_iter, end.message)
 
 
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, **options: Any) -> RunResult:

@@ -88,8 +88,8 @@ CASES = {
     "negative batch": (["train", "--batch-size", "-3", "--data", "{corpus}"], "batch-size", 1),
     "lr 0": (["train", "--lr", "0", "--data", "{corpus}"], "lr must be", 1),
     "negative lr": (["train", "--lr", "-0.1", "--data", "{corpus}"], "lr must be", 1),
-    "eval interval 0": (
-        ["train", "--eval-interval", "0", "--data", "{corpus}"],
+    "negative eval interval": (
+        ["train", "--eval-interval", "-1", "--data", "{corpus}"],
         "eval-interval",
         1,
     ),

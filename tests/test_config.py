@@ -29,8 +29,25 @@ def test_counted_parameters_match_the_model(name):
 def test_defaults_follow_the_recipe():
     cfg = TrainConfig()
     assert (cfg.lr, cfg.beta1, cfg.beta2, cfg.weight_decay) == (3e-4, 0.9, 0.95, 0.1)
-    assert (cfg.warmup_iters, cfg.max_iters, cfg.eval_interval, cfg.patience) == (100, 5000, 250, 4)
+    assert (cfg.warmup_iters, cfg.max_iters, cfg.evals_every, cfg.patience) == (100, 5000, 250, 4)
     assert cfg.grad_clip == 1.0
+
+
+def test_default_eval_cadence_is_kept_in_sequences():
+    # The recipe's 250 steps at batch 16: the same 4,000 sequences between evals at any batch.
+    assert [TrainConfig(batch_size=b).evals_every for b in (16, 2, 32, 1)] == [250, 2000, 125, 4000]
+    assert TrainConfig(batch_size=2, eval_interval=5).evals_every == 5  # given: as it is
+    # A run.json from before eval_tokens scored its whole val split, and still does.
+    assert TrainConfig.from_dict({"batch_size": 16}).eval_tokens == 0
+    assert TrainConfig().eval_tokens == 40_000
+
+
+def test_eval_batch_holds_at_least_the_micro_batch_and_2048_tokens():
+    from lal_core.config import eval_batch_size
+
+    tiny, lal = get_model_config("tiny"), get_model_config("lal")
+    assert eval_batch_size(tiny, 2) == 16 and eval_batch_size(lal, 2) == 4
+    assert eval_batch_size(tiny, 32) == 32
 
 
 @pytest.mark.parametrize(
@@ -40,7 +57,8 @@ def test_defaults_follow_the_recipe():
         ("lr", -1e-3, "lr"),
         ("lr", 0.0, "lr"),
         ("patience", 0, "patience"),
-        ("eval_interval", 0, "eval-interval"),
+        ("eval_interval", -1, "eval-interval"),
+        ("eval_tokens", -1, "eval-tokens"),
         ("max_iters", -5, "max-iters"),
     ],
 )

@@ -19,7 +19,11 @@ FORMAT_1 = {
     "run_id": "20261101-101010-micro-torch",
     "created": 1793527810.5,
     "model_config": MICRO.to_dict(),
-    "train_config": TrainConfig(max_iters=40).to_dict(),
+    "train_config": {  # as lal wrote it then: no eval_tokens
+        k: v
+        for k, v in TrainConfig(max_iters=40, eval_interval=250).to_dict().items()
+        if k != "eval_tokens"
+    },
     "backend": "torch",
     "device": "cpu",
     "backend_options": {"compile": False},
@@ -81,6 +85,10 @@ def test_a_format_1_run_folder_opens_typed_and_rewrites_unchanged(tmp_path):
     rewritten = json.loads(run.run_json.read_text())
     assert rewritten.pop("format_version") == FORMAT_VERSION  # written as today's layout
     assert rewritten.pop("process") == {**future_key["process"], "started": None}
+    # Fields added since, at the values that mean what the old file meant: its evals scored
+    # the whole val split.
+    assert rewritten["train_config"].pop("eval_tokens") == 0
+    assert rewritten["data"].pop("eval_tokens") is None
     assert rewritten == {
         k: v for k, v in future_key.items() if k not in ("format_version", "process")
     }
@@ -158,6 +166,7 @@ def test_update_rewrites_only_what_changed(tmp_path):
     assert (data["status"], data["iteration"]) == ("stopped", 41)
     assert data["updated"] > FORMAT_1["updated"]
     changed = ("status", "iteration", "updated", "format_version", "process")
+    assert data["train_config"].pop("eval_tokens") == 0 and data["data"].pop("eval_tokens") is None
     assert {k: v for k, v in data.items() if k not in changed} == {
         k: v for k, v in FORMAT_1.items() if k not in changed
     }

@@ -98,12 +98,12 @@ def test_early_stopping_and_best_checkpoint(micro_cfg, tmp_path, shakespeare):
     best = min(evals, key=lambda e: e.val_loss)
     assert result.best_iter == best.iteration == stops[0].best_iter
     # It stopped exactly `patience` evals after the best one.
-    assert evals[-1].iteration == best.iteration + cfg.patience * cfg.eval_interval
+    assert evals[-1].iteration == best.iteration + cfg.patience * cfg.evals_every
     assert sum(e.is_best for e in evals) >= 1 and evals[-1].is_best is False
 
     # The best checkpoint holds the best eval's weights: reloading gives the same val loss.
     reloaded = load_for_sampling(result.run_dir / "best.safetensors", backend)
-    _, val = evaluate(reloaded, corpus, micro_cfg.block_size, cfg.batch_size)
+    _, val = evaluate(reloaded, corpus, cfg)
     assert val == pytest.approx(best.val_loss, abs=1e-5)
     _, final_cfg = load_weights(result.run_dir / "final.safetensors")
     assert final_cfg == micro_cfg

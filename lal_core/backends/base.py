@@ -16,11 +16,14 @@ from typing import Any
 import numpy as np
 
 from lal_core.config import ModelConfig, TrainConfig
+from lal_core.distributed import ONE_PROCESS, Ranks
+from lal_core.errors import ConfigError
 
 
 class Backend(ABC):
     name: str  # "torch" or "mlx"
     device: str  # for people: torch "cpu", "cuda", "mps"; mlx "cpu", "gpu" (shown as name/device)
+    ranks: Ranks = ONE_PROCESS  # the ranks it trains with (`use_ranks`); one process by default
 
     def __init__(self, cfg: ModelConfig) -> None:
         self.cfg = cfg
@@ -55,6 +58,15 @@ class Backend(ABC):
         return None
 
     # -- training ----------------------------------------------------------------------------
+    def use_ranks(self, ranks: Ranks) -> None:
+        """Train as one of `ranks` (data parallel, `lal_core.distributed`); before
+        setup_training. A backend that trains in one process only refuses more."""
+        if ranks.world > 1:
+            raise ConfigError(
+                f"the {self.name} backend trains in one process; use --backend torch for "
+                "data-parallel training"
+            )
+
     @abstractmethod
     def setup_training(self, train_cfg: TrainConfig) -> None:
         """Create the optimizer (AdamW, the recipe's betas and weight decay)."""
@@ -118,19 +130,25 @@ class Backend(ABC):
         seen (1: off), then the top k (None: all V, in id order)."""
 
 
-def passes(x: np.ndarray, y: np.ndarray, micro: int) -> list[tuple[np.ndarray, np.ndarray, float]]:
-    """A batch as forward passes of `micro` rows, each with the weight of its mean loss in the
-    batch's: its share of the batch's counted targets (not -1). Pre-training counts every
-    target, so its passes weigh the same; SFT's weigh by the answer tokens they hold. A pass
-    with no counted target is left out (its mean would be 0/0); a batch with none is one pass.
+def passes(
+    x: np.ndarray, y: np.ndarray, micro: int, ranks: Ranks = ONE_PROCESS
+) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """This rank's rows of a global batch (`ranks.rows`; all of it in one process) as forward
+    passes of `micro` rows, each with the weight of its mean loss in the global batch's: its
+    share of the batch's counted targets (not -1). Pre-training counts every target, so its
+    passes weigh the same; SFT's weigh by the answer tokens they hold. In one process a pass
+    with no counted target is left out (its mean would be 0/0) and a batch with none is one
+    pass; on several ranks every pass is kept, as every rank must take part in each step.
     """
     counted = int((y != -1).sum())
-    if len(x) <= micro or counted == 0:
+    mine = ranks.rows(len(x))
+    x, y = x[mine], y[mine]
+    if ranks.world == 1 and (len(x) <= micro or counted == 0):
         return [(x, y, 1.0)]
     out = []
     for i in range(0, len(x), micro):
-        share = int((y[i : i + micro] != -1).sum()) / counted
-        if share:
+        share = int((y[i : i + micro] != -1).sum()) / counted if counted else 0.0
+        if share or ranks.world > 1:
             out.append((x[i : i + micro], y[i : i + micro], share))
     return out
 

@@ -15,6 +15,7 @@ On CUDA also TF32 matmuls and pinned, non-blocking host-to-device copies.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 import warnings
@@ -29,6 +30,7 @@ from lal_core.backends.torch_training import TrainingLoss
 from lal_core.chunked_loss import linear_cross_entropy
 from lal_core.config import ModelConfig, TrainConfig
 from lal_core.device import resolve_device
+from lal_core.distributed import Ranks, lost_rank_is_said
 from lal_core.errors import ConfigError
 from lal_core.int8_head import int8_head_works
 from lal_core.model import GPT
@@ -74,6 +76,7 @@ class TorchBackend(Backend):
         self.recompute = bool(recompute)
         self.compile_seconds: float | None = None  # set by setup_training when compiled
         self._micro = 0  # sequences per forward pass, set by setup_training
+        self._ddp: torch.nn.Module | None = None  # the loss under DDP, on several ranks
         if self.device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls on tensor cores
             torch.backends.cudnn.allow_tf32 = True
@@ -186,6 +189,13 @@ class TorchBackend(Backend):
             )
         return ""
 
+    def use_ranks(self, ranks: Ranks) -> None:
+        """Train as one of `ranks`: setup_training wraps the loss in DistributedDataParallel.
+        Ranks other than 0 draw their own dropout masks (their rows are other sequences)."""
+        self.ranks = ranks
+        if ranks.rank:
+            torch.manual_seed(torch.initial_seed() + ranks.rank)
+
     def setup_training(self, train_cfg: TrainConfig) -> None:
         # Weight decay on matrices and embeddings only; biases and LayerNorm gains are exempt.
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -202,15 +212,17 @@ class TorchBackend(Backend):
             self.optimizer = torch.optim.AdamW(groups, lr=train_cfg.lr, betas=betas, foreach=True)
         self._params = params
         self._grad_clip = train_cfg.grad_clip
-        self._micro = train_cfg.micro
+        self._micro = train_cfg.micro_per_rank(self.ranks.world)
         if self._recompute_option is None:  # one pass's activations are what memory holds
-            self.recompute = default_recompute(self.torch_device, self.cfg, train_cfg.micro)
+            self.recompute = default_recompute(self.torch_device, self.cfg, self._micro)
         self._use_loss()
         # float16 overflows where bfloat16 does not: scale the loss so small gradients survive.
         self._scaler = torch.amp.GradScaler(self.device) if self.dtype == "float16" else None
         self.model.train()
         if self.compile and self.compile_seconds is None:
-            self._compile(train_cfg.micro)
+            self._compile(self._micro)
+        if self.ranks.joined and self._ddp is None:
+            self._ddp = _distributed_loss(self)
 
     def _compile(self, batch_size: int) -> None:
         """Compile the training loss (and its backward) now, on a dummy batch, so the time it
@@ -249,7 +261,10 @@ class TorchBackend(Backend):
 
     def train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
         with TRAINING.working():  # sampling in this process meanwhile takes one thread
-            return self._train_step(x, y, lr)
+            if self._ddp is None:
+                return self._train_step(x, y, lr)
+            with lost_rank_is_said():
+                return self._train_step(x, y, lr)
 
     def _train_step(self, x: np.ndarray, y: np.ndarray, lr: float) -> float:
         assert self.optimizer is not None, "call setup_training first"
@@ -275,18 +290,31 @@ class TorchBackend(Backend):
         return loss.item()
 
     def _accumulate(self, x: np.ndarray, y: np.ndarray) -> torch.Tensor:
-        """Forward and backward over the batch's passes (`passes`): the parameters' .grad hold
-        the whole batch's gradient (scaled, under float16); the batch's loss."""
+        """Forward and backward over this rank's passes of the batch (`passes`): the
+        parameters' .grad hold the whole batch's gradient (scaled, under float16), summed over
+        the ranks by DDP; the batch's loss, summed over the ranks too."""
         loss = torch.zeros((), device=self.torch_device)
-        for i, (xs, ys, share) in enumerate(passes(x, y, self._micro)):
+        plan = passes(x, y, self._micro, self.ranks)
+        for i, (xs, ys, share) in enumerate(plan):
             # Each pass's mean loss, weighted by its share of the batch's counted targets: the
             # gradients add up to the whole batch's. (A staging buffer per pass: on CUDA the
-            # step synchronises only at its end.)
-            with autocast(self.torch_device, self.dtype):
-                part = self._train_loss(self._tensor(xs, f"x{i}"), self._tensor(ys, f"y{i}"))
-                part = part if share == 1.0 else part * share
-            (self._scaler.scale(part) if self._scaler is not None else part).backward()
+            # step synchronises only at its end.) Under DDP the gradients are averaged over the
+            # ranks once, in the last pass's backward; the loss is scaled by the world size so
+            # that average is the sum.
+            last = i == len(plan) - 1
+            quiet = self._ddp.no_sync() if self._ddp is not None and not last else None
+            with quiet or contextlib.nullcontext():
+                with autocast(self.torch_device, self.dtype):
+                    tx, ty = self._tensor(xs, f"x{i}"), self._tensor(ys, f"y{i}")
+                    part = self._ddp(tx, ty) if self._ddp is not None else self._train_loss(tx, ty)
+                    part = part if share == 1.0 else part * share
+                scaled = part * self.ranks.world if self._ddp is not None else part
+                (self._scaler.scale(scaled) if self._scaler is not None else scaled).backward()
             loss += part.detach().float()
+        if self._ddp is not None:
+            import torch.distributed as dist
+
+            dist.all_reduce(loss, op=dist.ReduceOp.SUM)
         return loss
 
     def gradients(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
@@ -333,8 +361,9 @@ class TorchBackend(Backend):
 
     def load_optimizer_state(self, tensors: dict[str, np.ndarray]) -> None:
         assert self.optimizer is not None, "call setup_training first"
-        torch.set_rng_state(torch.from_numpy(tensors["rng.torch"].copy()))
-        if "rng.cuda" in tensors and self.torch_device.type == "cuda":
+        if not self.ranks.rank:  # the saved state is rank 0's; other ranks keep their own
+            torch.set_rng_state(torch.from_numpy(tensors["rng.torch"].copy()))
+        if "rng.cuda" in tensors and self.torch_device.type == "cuda" and not self.ranks.rank:
             torch.cuda.set_rng_state(
                 torch.from_numpy(tensors["rng.cuda"].copy()), self.torch_device
             )
@@ -373,3 +402,27 @@ class TorchBackend(Backend):
 
     def candidates(self, logits, top_k, repetition_penalty, with_lse):
         return self.sampler.candidates(logits, top_k, repetition_penalty, with_lse)
+
+
+class _LossModule(torch.nn.Module):
+    """The training loss as a module, for DistributedDataParallel: DDP hooks the gradients of
+    the modules it wraps, and the loss reaches the model through `hidden_states` and the head,
+    not `GPT.forward`."""
+
+    def __init__(self, backend: TorchBackend) -> None:
+        super().__init__()
+        self.model = backend.model  # the same parameters: checkpoints keep their plain names
+        self._backend = [backend]  # a list: not a submodule
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self._backend[0]._train_loss(idx, targets)
+
+
+def _distributed_loss(backend: TorchBackend) -> torch.nn.Module:
+    from torch.nn.parallel import DistributedDataParallel
+
+    on_cuda = backend.torch_device.type == "cuda"
+    return DistributedDataParallel(
+        _LossModule(backend),
+        device_ids=[backend.torch_device.index or 0] if on_cuda else None,
+    )

@@ -32,9 +32,10 @@ import numpy as np
 
 from lal_core import data as data_mod
 from lal_core.backends import Backend
+from lal_core.config import eval_batch_size
 from lal_core.controls import Controls
 from lal_core.errors import ConfigError, LalError
-from lal_core.evaluation import load_scored, record_of, run_corpus
+from lal_core.evaluation import load_scored, record_of, run_corpus, run_val_windows
 from lal_core.events import StopRequest
 from lal_core.pretraining import window_loss
 from lal_core.quality.metrics import distinct, find_loop, repeated_share
@@ -224,8 +225,9 @@ def make_report(
         if key not in val_losses and val is not None:
             if progress:
                 progress(len(results) * len(prompt_ids), total, f"{c.label}: val loss")
-            batch = record.train_config.batch_size if record and record.train_config else 16
-            starts = data_mod.eval_windows(val, model.cfg.block_size)
+            train_cfg = record.train_config if record else None
+            batch = eval_batch_size(model.cfg, train_cfg.micro if train_cfg else 1)
+            starts = run_val_windows(val, model.cfg.block_size, record)
             val_losses[key] = window_loss(model, val, starts, batch)
         texts: list[tuple[str, ...]] = []
         drawn, closed = [], []

@@ -1,0 +1,421 @@
+"""Tokenised datasets, for corpora of gigabytes: `lal prepare` writes them, `lal_core.data`
+reads them like a text file's token cache.
+
+    data/datasets/NAME/
+        index.json          the shards (file, tokens, sha256), the sources, the token count
+        shard-00000.bin     uint16 tokens; documents joined by <|endoftext|> (50256)
+        ...
+
+A source is a UTF-8 text file (one document), a folder of them (recursively, in sorted path
+order, hidden files left out), or a `.jsonl` / `.jsonl.gz` file with a `text` field per line
+(one document a line). A dataset's identity, what run.json records and a resume checks, is the
+sha256 of its index.json. The val split is the last 10% of its tokens, as for a text file.
+
+Preparing streams: text is read in pieces cut where the GPT-2 pre-tokeniser would cut anyway
+(`data.safe_cut`), so the tokens are those of encoding each document whole; pieces are encoded
+by a pool of threads (tiktoken releases the GIL) a bounded number at a time, and written to the
+shard in order. Everything goes to a hidden folder beside the dataset, renamed into place at the
+end: an error (a file that is not UTF-8 text, a JSON line without `text`) or Ctrl-C removes it,
+so no half-written shard is ever read, and running the command again starts over.
+"""
+
+from __future__ import annotations
+
+import codecs
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+import zlib
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lal_core import paths
+from lal_core.errors import DataError
+from lal_core.tokenizer import ENCODING_NAME, EOT_TOKEN, get_tokenizer
+
+INDEX = "index.json"
+SHARD_TOKENS = 1 << 27  # 128M tokens, 256 MB a shard
+PIECE_BYTES = 1 << 22  # text is read and encoded about 4 MB at a time
+
+
+def datasets_dir() -> Path:
+    return paths.data_dir() / "datasets"
+
+
+def find_dataset(ref: str | os.PathLike) -> Path | None:
+    """The dataset folder `ref` names: a folder holding index.json, or the name of one under
+    data/datasets/. None: `ref` is no dataset (a text file, or nothing)."""
+    path = Path(ref)
+    if (path / INDEX).is_file():
+        return path
+    if path.name == str(ref) and (datasets_dir() / path.name / INDEX).is_file():
+        return datasets_dir() / path.name
+    return None
+
+
+# -- reading ----------------------------------------------------------------------------------
+class TokenSpan:
+    """Tokens [start, stop) of a sequence of shards, read through their memory maps: `len()`,
+    `span[a:b]` (an array: a view within one shard, a copy across two) and `np.asarray(span)`
+    (all of it, copied). What `lal_core.data` serves batches and evals from."""
+
+    def __init__(self, shards: list[np.ndarray], start: int = 0, stop: int | None = None) -> None:
+        self.shards = shards
+        self.offsets = np.cumsum([0] + [len(s) for s in shards])  # where each shard begins
+        self.start = start
+        self.stop = int(self.offsets[-1]) if stop is None else stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def span(self, start: int, stop: int) -> TokenSpan:
+        return TokenSpan(self.shards, self.start + start, self.start + stop)
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("a TokenSpan is read in contiguous slices")
+        a, b, _ = key.indices(len(self))
+        a, b = self.start + a, self.start + max(a, b)
+        first = int(np.searchsorted(self.offsets, a, side="right")) - 1
+        parts = []
+        while a < b:
+            shard, base = self.shards[first], int(self.offsets[first])
+            end = min(b, base + len(shard))
+            parts.append(shard[a - base : end - base])
+            a, first = end, first + 1
+        if len(parts) == 1:
+            return parts[0]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint16)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = self[:]
+        return out.astype(dtype) if dtype is not None else np.array(out)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    folder: Path
+    sha256: str  # of index.json: the dataset's identity
+    tokens: TokenSpan
+    index: dict
+
+
+def open_dataset(folder: Path) -> Dataset:
+    """A prepared dataset, its shards memory-mapped (sizes checked against the index; a
+    shard's sha256 is checked by `lal prepare`, not on every open)."""
+    raw = (folder / INDEX).read_bytes()
+    try:
+        index = json.loads(raw)
+        shards = [(folder / s["file"], int(s["tokens"])) for s in index["shards"]]
+    except (ValueError, KeyError, TypeError):
+        raise DataError(f"{folder / INDEX} is not a dataset index; prepare it again") from None
+    maps = []
+    for path, count in shards:
+        if not path.is_file() or path.stat().st_size != 2 * count:
+            raise DataError(f"dataset shard {path} is missing or cut short; prepare it again")
+        maps.append(np.memmap(path, dtype=np.uint16, mode="r") if count else np.zeros(0, "u2"))
+    return Dataset(folder, hashlib.sha256(raw).hexdigest(), TokenSpan(maps), index)
+
+
+# -- the sources --------------------------------------------------------------------------------
+def _is_jsonl(path: Path) -> bool:
+    return path.name.endswith((".jsonl", ".jsonl.gz"))
+
+
+def source_files(source: Path) -> list[Path]:
+    """The files a source holds, in the order their documents are taken."""
+    if not source.exists():
+        raise DataError(f"{source} does not exist; give a text file, a folder or a .jsonl")
+    if source.is_file():
+        return [source]
+    files = sorted(
+        p
+        for p in source.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(source).parts)
+    )
+    if not files:
+        raise DataError(f"{source} holds no files; give a folder of UTF-8 text files")
+    return files
+
+
+class _Reader:
+    """A file's bytes, counted as they are read (the compressed ones for .gz): the progress."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.step = 0
+        self.raw = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self.stream = gzip.GzipFile(fileobj=self.raw) if path.suffix == ".gz" else self.raw
+        self.seen = 0
+
+    def read(self, n: int) -> bytes:
+        try:
+            data = self.stream.read(n)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise DataError(f"{self.path} is not a whole gzip file ({exc})") from None
+        now = self.raw.tell()
+        self.seen, self.step = now, now - self.seen
+        return data
+
+    def close(self) -> None:
+        self.stream.close()
+        self.raw.close()
+
+
+def _text_pieces(path: Path, reader: _Reader) -> Iterator[str]:
+    """A text file's text in pieces of about PIECE_BYTES, each ending at a safe cut."""
+    from lal_core.data import safe_cut
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    carry, first = "", True
+    while True:
+        raw = reader.read(PIECE_BYTES)
+        if first and b"\x00" in raw[:8192]:
+            raise DataError(f"{path} looks binary, not UTF-8 text; take it out of the source")
+        first = False
+        try:
+            text = carry + decoder.decode(raw, final=not raw)
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{path} is not UTF-8 text (byte {reader.seen - len(raw) + exc.start} or "
+                "near it); convert it or take it out of the source"
+            ) from None
+        if not raw:
+            if text:
+                yield text
+            return
+        cut = len(text) - 1
+        while cut > 1 and not safe_cut(text, cut):
+            cut -= 1
+        if cut > 1:
+            yield text[:cut]
+            carry = text[cut:]
+        else:
+            carry = text  # no safe cut yet: read on
+
+
+def _jsonl_documents(path: Path, reader: _Reader) -> Iterator[str]:
+    """Each line's `text` (a whole document: lines are short enough to encode at once)."""
+    buffer, number = b"", 0
+    while True:
+        raw = reader.read(PIECE_BYTES)
+        buffer += raw
+        lines = buffer.split(b"\n")
+        buffer = lines.pop() if raw else b""
+        for line in lines:
+            number += 1
+            if not line.strip():
+                continue
+            try:
+                text = json.loads(line)["text"]
+                if not isinstance(text, str):
+                    raise TypeError
+            except (ValueError, KeyError, TypeError):
+                raise DataError(
+                    f"{path} line {number} has no `text` string; each line must be a JSON "
+                    'object like {"text": "..."}'
+                ) from None
+            yield text
+        if not raw:
+            return
+
+
+def _documents(files: list[Path], progress) -> Iterator[Iterator[str]]:
+    """Each document, as an iterator of its pieces of text."""
+    for path in files:
+        reader = _Reader(path)
+        try:
+            if _is_jsonl(path):
+                for text in _jsonl_documents(path, _Counted(reader, progress)):
+                    yield iter([text])
+            else:
+                yield _text_pieces(path, _Counted(reader, progress))
+        finally:
+            reader.close()
+
+
+class _Counted:
+    """A _Reader that tells the progress bar how many bytes each read took."""
+
+    def __init__(self, reader: _Reader, progress) -> None:
+        self.reader, self.progress = reader, progress
+
+    @property
+    def seen(self) -> int:
+        return self.reader.seen
+
+    def read(self, n: int) -> bytes:
+        data = self.reader.read(n)
+        self.progress(self.reader.step, 0)
+        return data
+
+
+# -- writing ------------------------------------------------------------------------------------
+class _ShardWriter:
+    """Tokens appended in order, cut into shards of `shard_tokens`, each hashed as written."""
+
+    def __init__(self, folder: Path, shard_tokens: int) -> None:
+        self.folder, self.limit = folder, shard_tokens
+        self.shards: list[dict] = []
+        self.total = 0
+        self._file = None
+        self._hash = hashlib.sha256()
+        self._count = 0
+
+    def write(self, tokens: np.ndarray) -> None:
+        while len(tokens):
+            if self._file is None:
+                name = f"shard-{len(self.shards):05d}.bin"
+                self._file = open(self.folder / name, "wb")  # noqa: SIM115 - closed in _close
+                self._name = name
+            room = self.limit - self._count
+            part, tokens = tokens[:room], tokens[room:]
+            data = part.astype(np.uint16).tobytes()
+            self._file.write(data)
+            self._hash.update(data)
+            self._count += len(part)
+            self.total += len(part)
+            if self._count == self.limit:
+                self._close()
+
+    def _close(self) -> None:
+        if self._file is None:
+            return
+        self._file.close()
+        self.shards.append(
+            {"file": self._name, "tokens": self._count, "sha256": self._hash.hexdigest()}
+        )
+        self._file, self._hash, self._count = None, hashlib.sha256(), 0
+
+    def finish(self) -> list[dict]:
+        self._close()
+        return self.shards
+
+
+def prepare(
+    source: str | os.PathLike,
+    name: str | None = None,
+    shard_tokens: int = SHARD_TOKENS,
+    threads: int | None = None,
+    show_progress: bool | None = None,
+) -> Dataset:
+    """Tokenise `source` into data/datasets/NAME (default name: the source's own, without
+    suffixes), or refuse in one line with nothing written."""
+    source = Path(source)
+    name = name or source.name.split(".")[0] or "dataset"
+    if Path(name).name != name or name in (".", ".."):
+        raise DataError(f"--name must be a plain folder name, got {name!r}")
+    final = datasets_dir() / name
+    if final.exists():
+        raise DataError(f"dataset {name} already exists ({final}); give another --name")
+    files = source_files(source)
+    total_bytes = sum(p.stat().st_size for p in files)
+    partial = datasets_dir() / f".{name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)  # what an earlier, interrupted prepare left
+    partial.mkdir(parents=True)
+    threads = threads or os.cpu_count() or 1
+    show = sys.stderr.isatty() if show_progress is None else show_progress
+    try:
+        with _Progress(total_bytes, show) as progress:
+            writer = _ShardWriter(partial, shard_tokens)
+            documents = _encode(files, threads, progress, writer)
+            shards = writer.finish()
+        index = {
+            "format_version": 1,
+            "encoding": ENCODING_NAME,
+            "separator": EOT_TOKEN,
+            "tokens": writer.total,
+            "documents": documents,
+            "sources": [str(p.resolve()) for p in files],
+            "shards": shards,
+        }
+        if writer.total == 0:
+            raise DataError(f"{source} holds no text; give files with some text in them")
+        (partial / INDEX).write_text(json.dumps(index, indent=1) + "\n")
+        os.replace(partial, final)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return open_dataset(final)
+
+
+def _encode(files: list[Path], threads: int, progress, writer: _ShardWriter) -> int:
+    """Every document's tokens to `writer`, joined by EOT_TOKEN; the number of documents."""
+    encode = get_tokenizer().encode_ordinary
+    pending: deque[Future] = deque()  # pieces being encoded, in order; None: a separator
+    documents = 0
+
+    def drain(keep: int) -> None:
+        while len(pending) > keep:
+            tokens = np.asarray(pending.popleft().result(), dtype=np.uint16)
+            writer.write(tokens)
+            progress(0, len(tokens))
+
+    eot = Future()
+    eot.set_result([EOT_TOKEN])
+    with ThreadPoolExecutor(threads) as pool:
+        for pieces in _documents(files, progress):
+            first = True
+            for text in pieces:
+                if not text:
+                    continue
+                if first and documents:
+                    pending.append(eot)
+                if first:
+                    documents += 1
+                first = False
+                pending.append(pool.submit(encode, text))
+                drain(2 * threads)  # bounded: a few pieces in flight
+        drain(0)
+    return documents
+
+
+class _Progress:
+    """A progress bar on stderr (MB read, MB/s, tokens/s, time left), when it is a terminal;
+    called as progress(bytes read, tokens written)."""
+
+    def __init__(self, total_bytes: int, show: bool) -> None:
+        self.total, self.show = total_bytes, show
+        self.tokens, self.t0 = 0, time.perf_counter()
+
+    def __enter__(self) -> _Progress:
+        if self.show:
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+                TransferSpeedColumn,
+            )
+
+            self.bar = Progress(
+                TextColumn("tokenising"),
+                BarColumn(),
+                DownloadColumn(),
+                TransferSpeedColumn(),
+                TextColumn("{task.fields[rate]}"),
+                TimeRemainingColumn(),
+                transient=True,
+            )
+            self.bar.__enter__()
+            self.task = self.bar.add_task("", total=self.total, rate="")
+        return self
+
+    def __call__(self, read: int, tokens: int) -> None:
+        self.tokens += tokens
+        if self.show:
+            rate = self.tokens / max(time.perf_counter() - self.t0, 1e-9)
+            self.bar.update(self.task, advance=read, rate=f"{rate:,.0f} tokens/s")
+
+    def __exit__(self, *exc) -> None:
+        if self.show:
+            self.bar.__exit__(*exc)

@@ -1,0 +1,161 @@
+"""Data-parallel training over several processes: torch.distributed, launched by torchrun.
+
+torchrun starts one process per rank and tells each its place (RANK, WORLD_SIZE, LOCAL_RANK)
+and where the ranks meet (MASTER_ADDR, MASTER_PORT). Every rank runs the same training loop:
+
+- each step every rank draws the same global batch from the same seed and computes its own
+  rows of it (`Ranks.rows`); DistributedDataParallel sums the gradients in backward, so every
+  rank takes the same step, the one a single process would take on the whole batch;
+- an eval splits its windows across the ranks and sums their losses (`Ranks.sum`);
+- the ranks agree, once a step, whether to stop (`AgreedStop`), so a stop request or Ctrl-C
+  seen by any rank stops all of them at the same step and none is left waiting in a collective;
+- rank 0 alone writes the run folder.
+
+One process (no torchrun, or WORLD_SIZE 1) is `Ranks()`: nothing is shared and no collective
+runs. Only the torch backend trains on several ranks.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from lal_core.errors import ConfigError, LalError
+
+# How long a collective waits for a rank that has not come (gloo, NCCL). A rank that dies
+# closes its connections and the others fail at once; this bounds a rank that hangs.
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
+
+
+class RankLost(LalError):
+    """Another rank of a distributed run is gone (it died or was killed): this rank cannot go
+    on. The run is left as it was at its last saved state (it reads as interrupted)."""
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """This process's place among the ranks of a run, and the collectives they share."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: str = "cpu"  # where collectives run: NCCL's tensors live on this rank's GPU
+    # In a process group (under torchrun, even of one rank): collectives and DDP run.
+    joined: bool = False
+
+    @property
+    def main(self) -> bool:
+        """Rank 0: the one that writes the run folder and prints."""
+        return self.rank == 0
+
+    def rows(self, n: int) -> slice:
+        """This rank's rows of a global batch of n (n divides by the world size)."""
+        per = n // self.world
+        return slice(self.rank * per, (self.rank + 1) * per)
+
+    def sum(self, values: Sequence[float]) -> list[float]:
+        """Each value summed over the ranks (float64)."""
+        if not self.joined:
+            return [float(v) for v in values]
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor(list(values), dtype=torch.float64, device=self.device)
+        with lost_rank_is_said():
+            dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.tolist()
+
+    def any(self, flag: bool) -> bool:
+        """True on every rank if it is true on any (a collective: every rank must ask)."""
+        if not self.joined:
+            return bool(flag)
+        return self.sum([float(flag)])[0] > 0
+
+
+ONE_PROCESS = Ranks()
+
+
+class AgreedStop:
+    """A stop request the ranks agree on: `is_set()` is true on every rank as soon as it is true
+    on one. A collective, so every rank must call it at the same points (the step loop does,
+    once a step; an eval, once a round of batches)."""
+
+    def __init__(self, stop, ranks: Ranks) -> None:
+        self.stop, self.ranks = stop, ranks
+
+    def is_set(self) -> bool:
+        return self.ranks.any(self.stop.is_set())
+
+    def __getattr__(self, name: str):  # reason, set, watch, ...: the request's own
+        return getattr(self.stop, name)
+
+
+class lost_rank_is_said:
+    """Turns the error a collective raises when another rank is gone into one RankLost line."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is not None and _is_lost_rank(exc):
+            raise RankLost(
+                "another rank of this distributed run stopped without saying why "
+                f"({type(exc).__name__}); resume the run from its last eval"
+            ) from None
+        return False
+
+
+def _is_lost_rank(exc: BaseException) -> bool:
+    import torch.distributed as dist
+
+    kinds = tuple(
+        k for k in (getattr(dist, "DistError", None), getattr(dist, "DistBackendError", None)) if k
+    )
+    if kinds and isinstance(exc, kinds):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and any(
+        words in text for words in ("connection closed", "connection reset", "gloo", "nccl")
+    )
+
+
+def under_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def join(device: str | None) -> Ranks:
+    """This process's Ranks: under torchrun, joins the process group (NCCL on CUDA, one GPU per
+    local rank; gloo otherwise), even as its only rank, so the distributed path runs as it
+    would on more; else one process, `Ranks()`."""
+    if not under_torchrun():
+        return Ranks()
+    import torch
+    import torch.distributed as dist
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    kind = (device or ("cuda" if torch.cuda.is_available() else "cpu")).split(":")[0]
+    if kind == "mps":
+        raise ConfigError("data-parallel training runs on CUDA or the CPU, not MPS")
+    on_cuda = kind == "cuda"
+    where = f"cuda:{local}" if on_cuda else "cpu"
+    if on_cuda:
+        torch.cuda.set_device(local)
+    if not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if on_cuda else "gloo",
+            timeout=COLLECTIVE_TIMEOUT,
+            device_id=torch.device(where) if on_cuda else None,
+        )
+    return Ranks(rank=rank, world=world, local_rank=local, device=where, joined=True)
+
+
+def leave(ranks: Ranks) -> None:
+    """Leave the process group (at the end of a distributed run)."""
+    if ranks.joined:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
