@@ -1,4 +1,10 @@
-"""Benchmarks: lal's engine against a naive reference, side by side, in one run.
+"""Benchmarks: lal's engine against the reference, side by side, in one run.
+
+The reference is the original write-up's code that the SPEC describes
+(`../shared/reference/original_model.py`, or `$LAL_REFERENCE_DIR/original_model.py`: fp32,
+explicit attention, biases, plain AdamW, no KV cache), what users compare lal with; where it is
+not there, bench/reference.py's naive GPT (lal's architecture written the plain way) stands in,
+and the tables say "reference (naive)".
 
     uv run python bench/run.py            # the full table (about half an hour on 2 CPU cores)
     uv run python bench/run.py --quick    # a few minutes: fewer steps and tokens, no compile,
@@ -10,8 +16,8 @@
 Sections, each a table:
   train   training tokens/s (batch 16) for tiny and small, per fast-path setting (eager fp32
           with the plain loss, + chunked loss, + fused AdamW, + bf16 autocast, + compile,
-          the defaults) against the naive reference (bench/reference.py: explicit masked
-          attention, fp32, eager, plain AdamW), with ratios and model-FLOPs utilisation.
+          the defaults) against the reference (its training step), with ratios and
+          model-FLOPs utilisation.
           All settings start from the same weights; their steps interleave round-robin, so
           load drifts hit all alike; medians. A last row per config gives the limit: the
           tokens/s with every FLOP at the measured fp32 matmul peak (and bf16's, where it is
@@ -29,8 +35,8 @@ Sections, each a table:
           window with the KV cache, then the full-recompute rate once the window slides.
   memory  peak resident memory (RSS) of training steps at batch 16, one fresh subprocess per
           config, lal's defaults and the reference.
-  eval    a full evaluation's cost as a fraction of the run's wall time, default settings
-          (one eval per eval_interval = 250 steps).
+  eval    an eval's cost as a fraction of the run's wall time at the default settings (its
+          own batch, --eval-tokens, the eval interval kept in sequences), at batch 2 and 16.
 
 With --backends torch mlx the train table gains MLX rows (eager, and mx.compile) and their
 ratio to lal's torch defaults, and the sample section a table of both backends' defaults on
@@ -46,6 +52,8 @@ the figures to compare. Training settings that cannot run well here are skipped 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import resource
 import statistics
 import subprocess
@@ -87,9 +95,49 @@ class Setting:
     max_steps: int | None = None  # fewer timed steps than the others (a slow backend)
 
 
-def reference_step(cfg: ModelConfig, state: dict, batch: int, device: str = "cpu") -> Step:
-    model = NaiveGPT(cfg).to(device)
+def original_module():
+    """The original write-up's model and step (`original_model.py` in $LAL_REFERENCE_DIR, else
+    ../shared/reference beside the repo), the code users compare with; None where it is not
+    there, and bench/reference.py's naive GPT stands in."""
+    root = Path(__file__).resolve().parents[1]
+    folder = Path(os.environ.get("LAL_REFERENCE_DIR") or root.parent / "shared" / "reference")
+    path = folder / "original_model.py"
+    if not path.is_file():
+        return None
+    spec = importlib.util.spec_from_file_location("original_model", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+ORIGINAL = original_module()
+REFERENCE = "original write-up" if ORIGINAL else "reference (naive)"
+
+
+def reference_model(cfg: ModelConfig, state: dict, batch: int = 1) -> torch.nn.Module:
+    """The reference row's model: the original write-up's GPT (its own init, biases and all:
+    the timing does not depend on the values), else the naive GPT on lal's weights."""
+    if ORIGINAL is not None:
+        torch.manual_seed(0)
+        return ORIGINAL.GPT(ORIGINAL.get_config(cfg.name, batch_size=batch))
+    model = NaiveGPT(cfg)
     model.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    return model
+
+
+def reference_step(cfg: ModelConfig, state: dict, batch: int, device: str = "cpu") -> Step:
+    """The reference row's training step: the original loop body (forward, zero_grad,
+    backward, clip, AdamW step; fp32, eager), on the original model where it is there."""
+    model = reference_model(cfg, state, batch).to(device)
+    if ORIGINAL is not None:
+        ocfg = ORIGINAL.get_config(cfg.name, batch_size=batch)
+        opt = ORIGINAL.make_optimizer(model, ocfg)
+
+        def original(x, y):
+            x, y = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
+            return ORIGINAL.train_step(model, opt, x, y, ocfg).item()
+
+        return original
     opt = torch.optim.AdamW(model.parameters(), lr=3e-4, betas=(0.9, 0.95), weight_decay=0.1)
 
     def step(x, y):
@@ -194,7 +242,7 @@ def bench_training(name: str, settings: list[Setting], steps: int, batch: int) -
     """(label, tokens/s or None, skip reason, compile seconds) per row, the reference first."""
     cfg = get_model_config(name)
     state = TorchBackend(cfg, seed=0, compile=False).state_dict()
-    rows = [Setting("reference (naive)", reference_step)] + settings
+    rows = [Setting(REFERENCE, reference_step)] + settings
     steppers = {}
     for s in rows:
         if not s.skip:
@@ -232,8 +280,7 @@ def bench_sampling(name: str, n_tokens: int, modes: tuple[str, ...]) -> dict:
     if "bf16 head" in modes:
         bf16_head = make_backend("torch", cfg, device="cpu", int8_head=False)
         bf16_head.load_state_dict(state)
-    ref = NaiveGPT(cfg).eval()
-    ref.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})
+    ref = reference_model(cfg, state).eval()
     prompt = [198] * 8
     out = {}
     for mode in modes:

@@ -104,7 +104,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             request.train_config.micro_per_rank(args.nproc)
 
         runs_root = Path(args.runs_dir) if args.runs_dir else None
-        return launch_ranks(args.argv, args.nproc, args.run_id, args.resume, runs_root)
+        names = None if args.resume else (request.model_config.name, request.backend)
+        return launch_ranks(args.argv, args.nproc, args.run_id, args.resume, runs_root, names)
     ranks = distributed.join(args.device)  # one process, or this rank under torchrun
     say = Printer() if ranks.main else None  # rank 0 speaks for the run
     stop = StopRequest()

@@ -88,9 +88,6 @@ class AgreedStop:
     def is_set(self) -> bool:
         return self.ranks.any(self.stop.is_set())
 
-    def __getattr__(self, name: str):  # reason, set, watch, ...: the request's own
-        return getattr(self.stop, name)
-
 
 class lost_rank_is_said:
     """Turns the error a collective raises when another rank is gone into one RankLost line."""

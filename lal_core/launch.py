@@ -39,16 +39,23 @@ def without_nproc(argv: list[str]) -> list[str]:
 
 
 def launch_ranks(
-    argv: list[str], nproc: int, run_id: str | None, resume: str | None, runs_root: Path | None
+    argv: list[str],
+    nproc: int,
+    run_id: str | None,
+    resume: str | None,
+    runs_root: Path | None,
+    names: tuple[str, str] | None = None,
 ) -> int:
-    """Run `lal train ARGV` as `nproc` ranks here; the exit status for `lal train --nproc`."""
+    """Run `lal train ARGV` as `nproc` ranks here; the exit status for `lal train --nproc`.
+    A new run is named here (from `names`: its config and backend), to read its run.json at
+    the end."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
     args = without_nproc(argv)
-    if resume is None and run_id is None:  # named here, to find its run.json afterwards
-        run_id = new_run_id(_config_of(args), _backend_of(args), _root(runs_root))
+    if resume is None and run_id is None and names is not None:  # to read its run.json after
+        run_id = new_run_id(*names, _root(runs_root))
         args += ["--run-id", run_id]
     # torchrun's own choice: the cores shared among the ranks, not each rank taking them all.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
@@ -100,23 +107,6 @@ def _ending(ref: str | None, runs_root: Path | None, failure: str) -> int:
             file=sys.stderr,
         )
     return EXIT_ERROR
-
-
-def _flag(args: list[str], name: str, default: str) -> str:
-    for i, arg in enumerate(args):
-        if arg == name and i + 1 < len(args):
-            return args[i + 1]
-        if arg.startswith(name + "="):
-            return arg.split("=", 1)[1]
-    return default
-
-
-def _config_of(args: list[str]) -> str:
-    return _flag(args, "--config", "tiny")
-
-
-def _backend_of(args: list[str]) -> str:
-    return _flag(args, "--backend", "torch")
 
 
 def _root(runs_root: Path | None) -> Path:

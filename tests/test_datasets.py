@@ -103,16 +103,16 @@ def test_an_interrupted_prepare_leaves_nothing_training_would_read(
             raise KeyboardInterrupt
         return encode(text)
 
-    monkeypatch.setattr(datasets, "get_tokenizer", lambda: type("E", (), {
-        "encode_ordinary": staticmethod(interrupted)})())  # fmt: skip
-    with pytest.raises(KeyboardInterrupt):
-        prepare(tmp_path / "a.txt", name="cut", shard_tokens=small_pieces)
-    assert not (isolated_home / "data" / "datasets").exists() or not any(
-        (isolated_home / "data" / "datasets").iterdir()
-    )
+    fake = type("Encoding", (), {"encode_ordinary": staticmethod(interrupted)})()
+    with monkeypatch.context() as patch:
+        patch.setattr(datasets, "get_tokenizer", lambda: fake)
+        with pytest.raises(KeyboardInterrupt):
+            prepare(tmp_path / "a.txt", name="cut", shard_tokens=small_pieces)
+    assert 3 <= len(calls) < 9  # it was interrupted partway (9,000 characters, 1,000 a piece)
+    assert not any((isolated_home / "data" / "datasets").iterdir())  # not even a hidden folder
     with pytest.raises(DataError):
         load_corpus("cut")
-    monkeypatch.undo()
+    # Run again, it starts over and finishes.
     assert open_dataset(prepare(tmp_path / "a.txt", name="cut").folder).index["documents"] == 1
 
 
