@@ -95,17 +95,20 @@ def cmd_train(args: argparse.Namespace) -> int:
             )
     else:
         request = run_request(args)  # checked before any rank starts
-    if args.nproc and args.nproc > 1 and not distributed.under_torchrun():
+    if args.nproc and args.nproc > 1 and not distributed.under_a_launcher():
         from lal_core.launch import launch_ranks
-
-        if not args.resume:  # what the ranks would each refuse, said once
-            if request.backend != "torch":
-                raise LalError("--nproc trains data parallel with torch; drop --backend mlx")
-            request.train_config.micro_per_rank(args.nproc)
+        from lal_core.runs import find_run
 
         runs_root = Path(args.runs_dir) if args.runs_dir else None
-        names = None if args.resume else (request.model_config.name, request.backend)
-        return launch_ranks(args.argv, args.nproc, args.run_id, args.resume, runs_root, names)
+        if args.resume:
+            record = find_run(args.resume, runs_root).read()
+            backend, config = record.backend, record.model_config.name
+        else:  # what the ranks would each refuse, said once
+            request.train_config.micro_per_rank(args.nproc)
+            backend, config = request.backend, request.model_config.name
+        return launch_ranks(
+            args.argv, args.nproc, backend, args.run_id, args.resume, runs_root, config
+        )
     ranks = distributed.join(args.device)  # one process, or this rank under torchrun
     say = Printer() if ranks.main else None  # rank 0 speaks for the run
     stop = StopRequest()

@@ -11,14 +11,17 @@ and where the ranks meet (MASTER_ADDR, MASTER_PORT). Every rank runs the same tr
   seen by any rank stops all of them at the same step and none is left waiting in a collective;
 - rank 0 alone writes the run folder.
 
-One process (no torchrun, or WORLD_SIZE 1) is `Ranks()`: nothing is shared and no collective
-runs. Only the torch backend trains on several ranks.
+One process (no launcher) is `Ranks()`: nothing is shared and no collective runs. The torch
+backend's ranks come from torchrun (torch.distributed: gloo, NCCL); the MLX backend's from
+MLX's own launcher, `mlx.launch` (its ring backend between CPUs or Macs), with the same rule:
+the same global batch, each rank its rows, gradients summed (`mx.distributed.all_sum`).
 """
 
 from __future__ import annotations
 
 import datetime
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,8 +45,9 @@ class Ranks:
     world: int = 1
     local_rank: int = 0
     device: str = "cpu"  # where collectives run: NCCL's tensors live on this rank's GPU
-    # In a process group (under torchrun, even of one rank): collectives and DDP run.
+    # In a process group (under a launcher, even as its only rank): collectives and DDP run.
     joined: bool = False
+    via: str = "torch"  # whose collectives: torch.distributed (torchrun) or MLX's (mlx.launch)
 
     @property
     def main(self) -> bool:
@@ -59,6 +63,13 @@ class Ranks:
         """Each value summed over the ranks (float64)."""
         if not self.joined:
             return [float(v) for v in values]
+        if self.via == "mlx":
+            import mlx.core as mx
+
+            # float32: MLX's collectives do not take float64 on every device.
+            with lost_rank_is_said():
+                summed = mx.distributed.all_sum(mx.array(list(values), dtype=mx.float32))
+                return [float(v) for v in summed.tolist()]
         import torch
         import torch.distributed as dist
 
@@ -105,16 +116,16 @@ class lost_rank_is_said:
 
 
 def _is_lost_rank(exc: BaseException) -> bool:
-    import torch.distributed as dist
-
-    kinds = tuple(
-        k for k in (getattr(dist, "DistError", None), getattr(dist, "DistBackendError", None)) if k
-    )
+    """Whether `exc` is a collective's word that a peer is gone: torch.distributed's errors,
+    gloo's and NCCL's, MLX's ring backend's ("connection to a peer was lost")."""
+    dist = sys.modules.get("torch.distributed")
+    kinds = tuple(filter(None, (getattr(dist, n, None) for n in ("DistError", "DistBackendError"))))
     if kinds and isinstance(exc, kinds):
         return True
     text = str(exc).lower()
     return isinstance(exc, RuntimeError) and any(
-        words in text for words in ("connection closed", "connection reset", "gloo", "nccl")
+        words in text
+        for words in ("connection closed", "connection reset", "peer", "gloo", "nccl", "[ring]")
     )
 
 
@@ -122,10 +133,24 @@ def under_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
+def under_mlx_launch() -> bool:
+    return "MLX_RANK" in os.environ
+
+
+def under_a_launcher() -> bool:
+    return under_torchrun() or under_mlx_launch()
+
+
 def join(device: str | None) -> Ranks:
     """This process's Ranks: under torchrun, joins the process group (NCCL on CUDA, one GPU per
     local rank; gloo otherwise), even as its only rank, so the distributed path runs as it
-    would on more; else one process, `Ranks()`."""
+    would on more; under mlx.launch, MLX's group (the ring backend on CPUs); else one process,
+    `Ranks()`."""
+    if under_mlx_launch():
+        import mlx.core as mx
+
+        group = mx.distributed.init(strict=True)
+        return Ranks(rank=group.rank(), world=group.size(), joined=True, via="mlx")
     if not under_torchrun():
         return Ranks()
     import torch
@@ -150,8 +175,8 @@ def join(device: str | None) -> Ranks:
 
 
 def leave(ranks: Ranks) -> None:
-    """Leave the process group (at the end of a distributed run)."""
-    if ranks.joined:
+    """Leave the process group (at the end of a distributed run; MLX's needs no leaving)."""
+    if ranks.joined and ranks.via == "torch":
         import torch.distributed as dist
 
         if dist.is_initialized():

@@ -1,8 +1,10 @@
-"""`lal train --nproc N`: torchrun's standalone mode, started from lal itself.
+"""`lal train --nproc N`: the framework's own launcher, started from lal itself.
 
-It runs `lal train` (the same flags, less --nproc) as N ranks on this machine through torchrun's
-own launcher (`torch.distributed.launcher.api.elastic_launch`, what `torchrun --standalone
---nproc-per-node N` runs), waits, and says in one line how the run ended, from its run.json:
+It runs `lal train` (the same flags, less --nproc) as N ranks on this machine, waits, and says
+in one line how the run ended, from its run.json. The torch backend's ranks are started by
+torchrun's launcher (`torch.distributed.launcher.api.elastic_launch`, what `torchrun
+--standalone --nproc-per-node N` runs); the MLX backend's by `mlx.launch` (its ring backend on
+127.0.0.1), in a process group of their own that this process passes Ctrl-C to.
 
 - Ctrl-C reaches this process; torchrun passes it on to every rank, the ranks agree to stop
   at the same step, rank 0 saves once, and this exits 130 (`stopped`);
@@ -12,8 +14,11 @@ own launcher (`torch.distributed.launcher.api.elastic_launch`, what `torchrun --
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import subprocess
 import sys
 import uuid
 from pathlib import Path
@@ -41,25 +46,33 @@ def without_nproc(argv: list[str]) -> list[str]:
 def launch_ranks(
     argv: list[str],
     nproc: int,
+    backend: str,
     run_id: str | None,
     resume: str | None,
     runs_root: Path | None,
-    names: tuple[str, str] | None = None,
+    config: str = "tiny",
 ) -> int:
-    """Run `lal train ARGV` as `nproc` ranks here; the exit status for `lal train --nproc`.
-    A new run is named here (from `names`: its config and backend), to read its run.json at
+    """Run `lal train ARGV` as `nproc` ranks of `backend` here; the exit status for `lal train
+    --nproc`. A new run is named here (from its config and backend), to read its run.json at
     the end."""
+    args = without_nproc(argv)
+    if resume is None and run_id is None:
+        run_id = new_run_id(config, backend, _root(runs_root))
+        args += ["--run-id", run_id]
+    command = [sys.executable, "-m", "lal_core.cli", "train", *args]
+    os.environ[LAUNCHED] = "1"  # the ranks leave a lost rank for this process to say
+    launch = _mlx_launch if backend == "mlx" else _torchrun
+    return _ending(resume or run_id, runs_root, launch(command, nproc))
+
+
+def _torchrun(command: list[str], nproc: int) -> str:
+    """Run `command` as `nproc` torch ranks; what went wrong ('' if nothing did)."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    args = without_nproc(argv)
-    if resume is None and run_id is None and names is not None:  # to read its run.json after
-        run_id = new_run_id(*names, _root(runs_root))
-        args += ["--run-id", run_id]
     # torchrun's own choice: the cores shared among the ranks, not each rank taking them all.
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
-    os.environ[LAUNCHED] = "1"  # the ranks leave a lost rank for this process to say
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     config = LaunchConfig(
         min_nodes=1,
@@ -71,21 +84,39 @@ def launch_ranks(
         max_restarts=0,
         monitor_interval=0.1,  # a dead rank is seen within this, and the others stopped
     )
-    failure = ""
     try:
-        elastic_launch(config, sys.executable)("-m", "lal_core.cli", "train", *args)
+        elastic_launch(config, command[0])(*command[1:])
     except SignalException as exc:
-        failure = f"stopped by {exc.sigval.name}"
+        return f"stopped by {exc.sigval.name}"
     except ChildFailedError as exc:
         rank, first = exc.get_first_failure()
-        failure = f"rank {rank} exited with {_exit_said(first.exitcode)}"
-    return _ending(resume or run_id, runs_root, failure)
+        return f"rank {rank} exited with {_exit_said(first.exitcode)}"
+    return ""
+
+
+def _mlx_launch(command: list[str], nproc: int) -> str:
+    """Run `command` as `nproc` MLX ranks (mlx.launch, ring backend, this machine); what went
+    wrong ('' if nothing did)."""
+    launcher = Path(sys.executable).with_name("mlx.launch")
+    head = [str(launcher)] if launcher.is_file() else [sys.executable, "-m", "mlx.launch"]
+    ring = ["--hosts", "127.0.0.1", "-n", str(nproc), "--backend", "ring", "--"]
+    child = subprocess.Popen([*head, *ring, *command], start_new_session=True)
+    stopped = False
+    while True:
+        try:
+            code = child.wait()
+            break
+        except KeyboardInterrupt:  # pass Ctrl-C on to every rank (they stop and save)
+            stopped = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGINT)
+    if stopped:
+        return "stopped by SIGINT"
+    return "" if code == 0 else f"a rank exited with {_exit_said(code)}"
 
 
 def _exit_said(code: int) -> str:
     if code < 0:
-        import signal
-
         return f"signal {signal.Signals(-code).name}"
     return f"status {code}"
 

@@ -181,6 +181,7 @@ class Trainer:
         if not self.ranks.joined:
             return ""
         link = "nccl" if self.ranks.device.startswith("cuda") else "gloo"
+        link = "mlx.launch" if self.ranks.via == "mlx" else link
         ranks = f"{self.ranks.world} rank{'s' if self.ranks.world > 1 else ''}"
         return f" | {ranks} x micro-batch {self.micro} ({link})"
 

@@ -56,8 +56,8 @@ def test_nproc_refuses_what_the_ranks_would_in_one_line(capsys, short_corpus):
     data = ["--data", str(short_corpus)]
     result = call_main(capsys, "train", "--nproc", "2", "--batch-size", "3", *data)
     assert_one_line_error(result, 1, "does not split over 2 ranks")
-    result = call_main(capsys, "train", "--nproc", "2", "--backend", "mlx", *data)
-    assert_one_line_error(result, 1, "drop --backend mlx")
+    result = call_main(capsys, "train", "--nproc", "2", "--micro-batch", "16", *data)
+    assert_one_line_error(result, 1, "does not divide a rank's 8")
 
 
 # -- with processes ---------------------------------------------------------------------------
@@ -179,3 +179,24 @@ def test_a_dead_rank_takes_the_others_down_and_leaves_the_run_resumable(runs, tm
     assert len(lines) == 1 and "rank 1" in lines[0] and "interrupted" in lines[0], err
     entry = read_entry(find_run(str(run)))
     assert entry.status == "interrupted" and (run / "state.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_mlx_ranks_from_mlx_launch_train_as_one_process(tmp_path, short_corpus):
+    """MLX's own launcher (ring backend on 127.0.0.1) and the same global-batch rule; the
+    micro model (tests/mlx_ranks.py), as MLX's Linux CPU wheel is slow."""
+    worker = [sys.executable, str(Path(__file__).with_name("mlx_ranks.py")), str(short_corpus)]
+    runs = tmp_path / "runs"
+    worker += [str(runs)]
+    launcher = Path(sys.executable).with_name("mlx.launch")
+    ring = [str(launcher), "--hosts", "127.0.0.1", "-n", "2", "--backend", "ring", "--"]
+    for command in ([*ring, *worker, "two", "2"], [*worker, "one", "2"]):
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0 and "completed" in done.stdout, done.stderr
+    steps2, vals2 = losses(runs / "two")
+    steps1, vals1 = losses(runs / "one")
+    assert len(steps2) == 4 and np.allclose(steps2, steps1, rtol=0, atol=1e-5)
+    assert np.allclose(vals2, vals1, rtol=0, atol=1e-5)
+    record = RunDir(runs / "two").read()
+    assert (record.world_size, record.micro_per_rank, record.backend) == (2, 2, "mlx")
+    assert sorted(p.name for p in runs.iterdir()) == ["one", "two"]

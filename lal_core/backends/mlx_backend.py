@@ -8,6 +8,7 @@ compiled once with `mx.compile` on the GPU, and `mx.eval` runs it at the end of 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -20,7 +21,8 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from lal_core.backends.base import Backend, Candidates, passes
 from lal_core.backends.mlx_model import GPT, KVCache
 from lal_core.config import ModelConfig, TrainConfig
-from lal_core.errors import CheckpointError, DeviceError
+from lal_core.distributed import Ranks, lost_rank_is_said
+from lal_core.errors import CheckpointError, ConfigError, DeviceError
 
 MLX_DEVICES = ("cpu", "gpu")
 
@@ -57,15 +59,21 @@ def _loss(model: GPT, x: mx.array, y: mx.array) -> mx.array:
 
 def _accumulated(loss_and_grad, model: GPT, xs: list, ys: list, shares: mx.array):
     """(loss, gradients) of a batch run as passes, each weighted by its share of the batch's
-    counted targets: the whole batch's."""
+    counted targets: the whole batch's (a single pass's share is 1: the weight changes
+    nothing)."""
     loss, grads = loss_and_grad(model, xs[0], ys[0])
-    if len(xs) > 1:
-        loss, grads = loss * shares[0], tree_map(lambda g: g * shares[0], grads)
-        for i in range(1, len(xs)):
-            part, more = loss_and_grad(model, xs[i], ys[i])
-            loss = loss + part * shares[i]
-            grads = tree_map(lambda g, m, w=shares[i]: g + m * w, grads, more)
+    loss, grads = loss * shares[0], tree_map(lambda g: g * shares[0], grads)
+    for i in range(1, len(xs)):
+        part, more = loss_and_grad(model, xs[i], ys[i])
+        loss = loss + part * shares[i]
+        grads = tree_map(lambda g, m, w=shares[i]: g + m * w, grads, more)
     return loss, grads
+
+
+def _summed_over_ranks(loss: mx.array, grads):
+    """The loss and gradients summed over the ranks (MLX's all_sum): each rank's are its rows'
+    share of the global batch's, so the sums are the whole batch's."""
+    return mx.distributed.all_sum(loss), tree_map(mx.distributed.all_sum, grads)
 
 
 class MLXBackend(Backend):
@@ -127,6 +135,15 @@ class MLXBackend(Backend):
         return np.array(logits.astype(mx.float32))
 
     # -- training ----------------------------------------------------------------------------
+    def use_ranks(self, ranks: Ranks) -> None:
+        """Train as one of the ranks `mlx.launch` started (MLX's own collectives)."""
+        if ranks.joined and ranks.via != "mlx":
+            raise ConfigError(
+                "the MLX backend trains on ranks started by mlx.launch, not torchrun; use "
+                "--backend torch under torchrun"
+            )
+        self.ranks = ranks
+
     def setup_training(self, train_cfg: TrainConfig) -> None:
         # bias_correction=True: the Adam step of torch.optim.AdamW (MLX's default leaves it out).
         self.optimizer = _AdamW(
@@ -137,7 +154,7 @@ class MLXBackend(Backend):
         )
         self.optimizer.init(self.model.trainable_parameters())
         self._grad_clip = train_cfg.grad_clip
-        self._micro = train_cfg.micro
+        self._micro = train_cfg.micro_per_rank(self.ranks.world)
         self._step = None
         self.model.train()
 
@@ -152,9 +169,12 @@ class MLXBackend(Backend):
         """
         model, optimizer, clip = self.model, self.optimizer, self._grad_clip
         loss_and_grad = nn.value_and_grad(model, _loss)
+        ranks = self.ranks
 
         def step(xs: list, ys: list, shares: mx.array) -> tuple[mx.array, mx.array]:
             loss, grads = _accumulated(loss_and_grad, model, xs, ys, shares)
+            if ranks.joined:
+                loss, grads = _summed_over_ranks(loss, grads)
             grads, norm = optim.clip_grad_norm(grads, clip)  # norm: before clipping
             optimizer.update(model, grads)
             return loss, norm
@@ -172,12 +192,15 @@ class MLXBackend(Backend):
         self.optimizer.learning_rate = lr
         # Dropout draws from a key fixed by the seed and the step count, so a resumed run
         # (which restores the step count) draws the same masks as an unbroken one.
-        mx.random.seed(self._seed + int(self.optimizer.step.item()))
+        # Ranks other than 0 draw their own masks (their rows are other sequences).
+        step = int(self.optimizer.step.item())
+        mx.random.seed(self._seed + step + self.ranks.rank * 1_000_003)
         # MLX arrays are values: holding the old weights and moments costs no copy, and lets a
         # step with a non-finite gradient be undone after the fact.
         before = (self.model.parameters(), tree_map(lambda a: a, self.optimizer.state))
         loss, norm = self._step(*self._passes(x, y))
-        mx.eval(loss, norm, self.model.parameters(), self.optimizer.state)
+        with lost_rank_is_said() if self.ranks.joined else contextlib.nullcontext():
+            mx.eval(loss, norm, self.model.parameters(), self.optimizer.state)
         if not math.isfinite(norm.item()):
             self.model.update(before[0])
             self.optimizer.state = before[1]
@@ -186,7 +209,7 @@ class MLXBackend(Backend):
         return loss.item()
 
     def _passes(self, x: np.ndarray, y: np.ndarray) -> tuple[list, list, mx.array]:
-        split = passes(x, y, self._micro)
+        split = passes(x, y, self._micro, self.ranks)
         xs = [self._tokens(p[0]) for p in split]
         ys = [self._tokens(p[1]) for p in split]
         return xs, ys, mx.array([p[2] for p in split], dtype=mx.float32)

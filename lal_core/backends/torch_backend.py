@@ -192,6 +192,11 @@ class TorchBackend(Backend):
     def use_ranks(self, ranks: Ranks) -> None:
         """Train as one of `ranks`: setup_training wraps the loss in DistributedDataParallel.
         Ranks other than 0 draw their own dropout masks (their rows are other sequences)."""
+        if ranks.joined and ranks.via != "torch":
+            raise ConfigError(
+                "the torch backend trains on ranks started by torchrun, not mlx.launch; use "
+                "--backend mlx under mlx.launch"
+            )
         self.ranks = ranks
         if ranks.rank:
             torch.manual_seed(torch.initial_seed() + ranks.rank)
