@@ -4,8 +4,9 @@ training on the CPU against one process.
     uv run python bench/scale.py --sections prepare ddp [--mb 1000] [--steps 30]
 
 prepare: a generated corpus of --mb megabytes (files of 10 MB of TinyShakespeare, each shifted
-    so no two are the same) tokenised by `lal prepare` and by a single-threaded loop of
-    tiktoken's encode_ordinary over whole files, each in a fresh process: MB/s and peak RSS.
+    so no two are the same) tokenised by `lal prepare` (a worker process a core) and by a
+    single-threaded loop of tiktoken's encode_ordinary over whole files, each in a fresh
+    process: MB/s and peak RSS (lal's main process, and the largest of its workers).
 ddp: tiny at batch 16, `lal train --nproc 2` (2 ranks x 1 thread, gloo) against `lal train`
     (1 process x 2 threads): median tokens/s of the steps after the first 5. On a CPU the two
     ranks share the cores one process would use, so this measures DDP's overhead, not a
@@ -55,8 +56,9 @@ from lal_core.datasets import prepare
 t0 = time.perf_counter()
 dataset = prepare(sys.argv[1], name="bench", show_progress=False)
 seconds = time.perf_counter() - t0
-print(float(sys.argv[2]) / seconds / 1e6, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6,
-      dataset.index["tokens"])
+rss = [resource.getrusage(who).ru_maxrss / 1e6 for who in (resource.RUSAGE_SELF,
+                                                            resource.RUSAGE_CHILDREN)]
+print(float(sys.argv[2]) / seconds / 1e6, *rss, dataset.index["tokens"])
 """
 
 
@@ -90,12 +92,15 @@ def bench_prepare(mb: int) -> None:
             capture_output=True, text=True, check=True, env=env, cwd=ROOT,
         )  # fmt: skip
         loop_mbs, loop_rss = map(float, loop.stdout.split())
-        mbs, rss, tokens = mine.stdout.split()
+        mbs, rss, worker_rss, tokens = mine.stdout.split()
         cores = os.cpu_count()
         print(f"\n## Tokenising {total / 1e6:,.0f} MB ({int(tokens):,} tokens), {cores} cores")
         print("| | MB/s | peak RSS (GB) |\n|---|---|---|")
         print(f"| single-threaded encode_ordinary loop | {loop_mbs:.1f} | {loop_rss:.2f} |")
-        print(f"| lal prepare | {float(mbs):.1f} | {float(rss):.2f} |")
+        print(
+            f"| lal prepare | {float(mbs):.1f} | {float(rss):.2f} (+ {float(worker_rss):.2f} "
+            "each worker process) |"
+        )
         print(f"lal prepare / loop: {float(mbs) / loop_mbs:.2f}x")
 
 

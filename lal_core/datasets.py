@@ -13,8 +13,8 @@ sha256 of its index.json. The val split is the last 10% of its tokens, as for a 
 
 Preparing streams: text is read in pieces cut where the GPT-2 pre-tokeniser would cut anyway
 (`data.safe_cut`), so the tokens are those of encoding each document whole; pieces are encoded
-by a pool of threads (tiktoken releases the GIL) a bounded number at a time, and written to the
-shard in order. Everything goes to a hidden folder beside the dataset, renamed into place at the
+by a pool of processes, one a core, a bounded number at a time, and written to the shard in
+order. Everything goes to a hidden folder beside the dataset, renamed into place at the
 end: an error (a file that is not UTF-8 text, a JSON line without `text`) or Ctrl-C removes it,
 so no half-written shard is ever read, and running the command again starts over.
 """
@@ -22,17 +22,21 @@ so no half-written shard is ever read, and running the command again starts over
 from __future__ import annotations
 
 import codecs
+import contextlib
+import functools
 import gzip
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 import zlib
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -305,7 +309,7 @@ def prepare(
     source: str | os.PathLike,
     name: str | None = None,
     shard_tokens: int = SHARD_TOKENS,
-    threads: int | None = None,
+    workers: int | None = None,
     show_progress: bool | None = None,
 ) -> Dataset:
     """Tokenise `source` into data/datasets/NAME (default name: the source's own, without
@@ -322,12 +326,12 @@ def prepare(
     partial = datasets_dir() / f".{name}.partial"
     shutil.rmtree(partial, ignore_errors=True)  # what an earlier, interrupted prepare left
     partial.mkdir(parents=True)
-    threads = threads or os.cpu_count() or 1
+    workers = workers or os.cpu_count() or 1
     show = sys.stderr.isatty() if show_progress is None else show_progress
     try:
         with _Progress(total_bytes, show) as progress:
             writer = _ShardWriter(partial, shard_tokens)
-            documents = _encode(files, threads, progress, writer)
+            documents = _encode(files, workers, progress, writer)
             shards = writer.finish()
         index = {
             "format_version": 1,
@@ -347,21 +351,47 @@ def prepare(
     return open_dataset(final)
 
 
-def _encode(files: list[Path], threads: int, progress, writer: _ShardWriter) -> int:
-    """Every document's tokens to `writer`, joined by EOT_TOKEN; the number of documents."""
-    encode = get_tokenizer().encode_ordinary
-    pending: deque[Future] = deque()  # pieces being encoded, in order; None: a separator
+def encode_piece(text: str) -> np.ndarray:
+    """A piece of text's tokens as uint16 (in a worker process: the list of Python ints that
+    tiktoken returns is made and unmade there, not under the main process's GIL)."""
+    return np.asarray(get_tokenizer().encode_ordinary(text), dtype=np.uint16)
+
+
+def _quiet_worker() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+
+
+def _done(value) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
+def _encode(files: list[Path], workers: int, progress, writer: _ShardWriter) -> int:
+    """Every document's tokens to `writer`, joined by EOT_TOKEN; the number of documents.
+    Pieces are encoded by `workers` processes (one: here, in order), a bounded number at a
+    time; threads would not do, as making tiktoken's lists of ints holds the GIL."""
+    pending: deque[Future] = deque()  # pieces being encoded, in order
     documents = 0
 
     def drain(keep: int) -> None:
         while len(pending) > keep:
-            tokens = np.asarray(pending.popleft().result(), dtype=np.uint16)
+            tokens = pending.popleft().result()
             writer.write(tokens)
             progress(0, len(tokens))
 
-    eot = Future()
-    eot.set_result([EOT_TOKEN])
-    with ThreadPoolExecutor(threads) as pool:
+    eot = _done(np.array([EOT_TOKEN], dtype=np.uint16))
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            get_tokenizer()  # a missing tokenizer is said here, once
+            # fork where it is safe (Linux: the workers only encode), so they need not import
+            # the caller's __main__ again; the platform's default elsewhere.
+            context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+            pool = ProcessPoolExecutor(workers, context, initializer=_quiet_worker)
+            stack.callback(pool.shutdown, cancel_futures=True)
+            submit = functools.partial(pool.submit, encode_piece)
+        else:
+            submit = lambda text: _done(encode_piece(text))  # noqa: E731
         for pieces in _documents(files, progress):
             first = True
             for text in pieces:
@@ -372,8 +402,8 @@ def _encode(files: list[Path], threads: int, progress, writer: _ShardWriter) -> 
                 if first:
                     documents += 1
                 first = False
-                pending.append(pool.submit(encode, text))
-                drain(2 * threads)  # bounded: a few pieces in flight
+                pending.append(submit(text))
+                drain(2 * workers)  # bounded: a few pieces in flight
         drain(0)
     return documents
 

@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from lal_core.backends import BACKENDS
-from lal_core.config import MODEL_CONFIGS, ModelConfig, TrainConfig, get_model_config
+from lal_core.config import (
+    DEFAULT_DROPOUT,
+    MODEL_CONFIGS,
+    ModelConfig,
+    TrainConfig,
+    get_model_config,
+)
 from lal_core.errors import ConfigError
 
 DEFAULT_CONFIG = "tiny"
@@ -163,7 +169,12 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
             default=None,
             help=f"{f.metadata['help']} (default: {f.default:g})",
         )
-    recipe.add_argument("--dropout", type=number, default=None, help="dropout (default: 0)")
+    recipe.add_argument(
+        "--dropout",
+        type=number,
+        default=None,
+        help=f"dropout (default: {DEFAULT_DROPOUT:g}; 0: the SPEC's regime)",
+    )
     _add_backend_flags(parser.add_argument_group("fast paths"))
 
 

@@ -77,6 +77,12 @@ def test_heads_must_divide_width():
         ModelConfig("odd", n_layer=1, n_head=3, n_embd=128, block_size=8).validate()
 
 
+def test_named_configs_train_with_dropout_and_the_spec_regime_is_one_flag_away():
+    assert all(c.dropout == 0.1 for c in MODEL_CONFIGS.values())
+    assert get_model_config("tiny", dropout=0.0).dropout == 0.0
+    assert ModelConfig("mine", n_layer=1, n_head=1, n_embd=8, block_size=8).dropout == 0.0
+
+
 def test_dropout_range():
     with pytest.raises(ConfigError, match="dropout"):
         get_model_config("tiny", dropout=1.0)

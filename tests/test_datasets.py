@@ -107,7 +107,7 @@ def test_an_interrupted_prepare_leaves_nothing_training_would_read(
     with monkeypatch.context() as patch:
         patch.setattr(datasets, "get_tokenizer", lambda: fake)
         with pytest.raises(KeyboardInterrupt):
-            prepare(tmp_path / "a.txt", name="cut", shard_tokens=small_pieces)
+            prepare(tmp_path / "a.txt", name="cut", shard_tokens=small_pieces, workers=1)
     assert 3 <= len(calls) < 9  # it was interrupted partway (9,000 characters, 1,000 a piece)
     assert not any((isolated_home / "data" / "datasets").iterdir())  # not even a hidden folder
     with pytest.raises(DataError):

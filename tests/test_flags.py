@@ -24,9 +24,9 @@ def test_every_recipe_field_is_a_flag_that_reaches_the_run():
             value = 1e-5
         values[f.name] = value
         argv += [flag_name(f.name), str(value)]
-    request = run_request(parse(*argv, "--dropout", "0.1", "--dtype", "float32", "--no-compile"))
+    request = run_request(parse(*argv, "--dropout", "0.2", "--dtype", "float32", "--no-compile"))
     assert {f.name: getattr(request.train_config, f.name) for f in fields(TrainConfig)} == values
-    assert request.model_config.dropout == 0.1
+    assert request.model_config.dropout == 0.2
     assert request.backend_options == {"dtype": "float32", "compile": False}
     assert request.trainer_options()["backend_options"] == request.backend_options
 
@@ -50,7 +50,7 @@ def test_resume_refuses_what_the_run_keeps_and_takes_what_it_may_change():
 
 
 def test_a_request_turns_back_into_the_flags_that_ask_for_it(tmp_path):
-    argv = ["--config", "small", "--lr", "0.001", "--max-iters", "7", "--dropout", "0.1"]
+    argv = ["--config", "small", "--lr", "0.001", "--max-iters", "7", "--dropout", "0.2"]
     argv += ["--no-compile", "--recompute", "--dtype", "float32", "--device", "cpu"]
     argv += ["--data", str(tmp_path / "c.txt"), "--runs-dir", str(tmp_path), "--seed", "3"]
     request = run_request(parse(*argv))

@@ -639,7 +639,7 @@ async def test_resume_key_continues_a_stopped_run(settings, micro_cfg, tiny_corp
 
 @pytest.mark.asyncio
 async def test_lal_tui_flags_reach_the_trainer(isolated_home, tiny_corpus, monkeypatch, threads):
-    argv = ["--lr", "1e-3", "--warmup-iters", "7", "--dropout", "0.1", "--device", "cpu"]
+    argv = ["--lr", "1e-3", "--warmup-iters", "7", "--dropout", "0.2", "--device", "cpu"]
     argv += ["--no-compile", "--dtype", "float32", "--recompute", "--peak-tflops", "12"]
     argv += ["--data", str(tiny_corpus), "--runs-dir", str(isolated_home / "runs")]
     settings = parse_settings(argv)
@@ -666,7 +666,7 @@ async def test_lal_tui_flags_reach_the_trainer(isolated_home, tiny_corpus, monke
         # what the Setup pane shows and reports back is what the flags said
         assert app.settings.request == settings.request
     ((model_cfg, train_cfg, options),) = made
-    assert (model_cfg.name, model_cfg.dropout) == ("tiny", 0.1)
+    assert (model_cfg.name, model_cfg.dropout) == ("tiny", 0.2)
     assert (train_cfg.lr, train_cfg.warmup_iters) == (1e-3, 7)  # warmup: not a Setup field
     assert options.pop("stop") and options.pop("run_id").endswith("-tiny-torch")
     assert options == {

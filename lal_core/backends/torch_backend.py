@@ -80,6 +80,7 @@ class TorchBackend(Backend):
         if self.device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls on tensor cores
             torch.backends.cudnn.allow_tf32 = True
+        self._seed = seed
         torch.manual_seed(seed)  # the same seed gives the same initial weights
         self.model = GPT(cfg).to(dev)  # float32 master weights
         self._use_loss()
@@ -191,15 +192,15 @@ class TorchBackend(Backend):
 
     def use_ranks(self, ranks: Ranks) -> None:
         """Train as one of `ranks`: setup_training wraps the loss in DistributedDataParallel.
-        Ranks other than 0 draw their own dropout masks (their rows are other sequences)."""
+        Ranks other than 0 draw their own dropout masks (their rows are other sequences), from
+        the seed, the rank and the step count, so a resume draws them again without their
+        generators' state (rank 0's is in the saved state)."""
         if ranks.joined and ranks.via != "torch":
             raise ConfigError(
                 "the torch backend trains on ranks started by torchrun, not mlx.launch; use "
                 "--backend mlx under mlx.launch"
             )
         self.ranks = ranks
-        if ranks.rank:
-            torch.manual_seed(torch.initial_seed() + ranks.rank)
 
     def setup_training(self, train_cfg: TrainConfig) -> None:
         # Weight decay on matrices and embeddings only; biases and LayerNorm gains are exempt.
@@ -276,6 +277,8 @@ class TorchBackend(Backend):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.sampler.weights_changed()  # a sampling copy would be stale
+        if self.ranks.rank:
+            torch.manual_seed(self._seed * 1_000_003 + self.ranks.rank * 7919 + self._steps())
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._accumulate(x, y)
         if self._scaler is not None:
@@ -293,6 +296,11 @@ class TorchBackend(Backend):
             return float("nan")
         self.optimizer.step()
         return loss.item()
+
+    def _steps(self) -> int:
+        """Optimizer steps taken so far (AdamW's count, which a resume restores)."""
+        state = self.optimizer.state.get(self._params[0]) if self.optimizer else None
+        return int(state["step"]) if state else 0
 
     def _accumulate(self, x: np.ndarray, y: np.ndarray) -> torch.Tensor:
         """Forward and backward over this rank's passes of the batch (`passes`): the
