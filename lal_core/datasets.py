@@ -11,17 +11,18 @@ order, hidden files left out), or a `.jsonl` / `.jsonl.gz` file with a `text` fi
 (one document a line). A dataset's identity, what run.json records and a resume checks, is the
 sha256 of its index.json. The val split is the last 10% of its tokens, as for a text file.
 
-Preparing streams: text is read in pieces cut where the GPT-2 pre-tokeniser would cut anyway
-(`data.safe_cut`), so the tokens are those of encoding each document whole; pieces are encoded
-by a pool of processes, one a core, a bounded number at a time, and written to the shard in
-order. Everything goes to a hidden folder beside the dataset, renamed into place at the
-end: an error (a file that is not UTF-8 text, a JSON line without `text`) or Ctrl-C removes it,
-so no half-written shard is ever read, and running the command again starts over.
+Preparing streams: the main process splits each source into jobs of about 4 MB (a text file's
+byte ranges, cut where the GPT-2 pre-tokeniser would cut anyway, so the tokens are those of
+encoding each document whole; a JSONL file's runs of whole lines) and a worker process a core
+reads, decodes and tokenises each, a bounded number at a time; the main process writes their
+tokens to the shards in order. Everything goes to a hidden folder beside the dataset, renamed
+into place at the end: an error (a file that is not UTF-8 text, a JSON line without `text`) or
+Ctrl-C removes it, so no half-written shard is ever read, and running the command again starts
+over.
 """
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import functools
 import gzip
@@ -151,116 +152,130 @@ def source_files(source: Path) -> list[Path]:
     return files
 
 
-class _Reader:
-    """A file's bytes, counted as they are read (the compressed ones for .gz): the progress."""
+@dataclass(frozen=True)
+class Job:
+    """A piece of a source for a worker to tokenise: bytes [start, end) of a text file, or raw
+    JSONL lines (first_line: the number of the first). Its tokens come back with the number
+    of documents they hold (pieces of one text file: the file's first piece counts it)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.step = 0
-        self.raw = open(path, "rb")  # noqa: SIM115 - closed by close()
-        self.stream = gzip.GzipFile(fileobj=self.raw) if path.suffix == ".gz" else self.raw
-        self.seen = 0
-
-    def read(self, n: int) -> bytes:
-        try:
-            data = self.stream.read(n)
-        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
-            raise DataError(f"{self.path} is not a whole gzip file ({exc})") from None
-        now = self.raw.tell()
-        self.seen, self.step = now, now - self.seen
-        return data
-
-    def close(self) -> None:
-        self.stream.close()
-        self.raw.close()
-
-
-def _text_pieces(path: Path, reader: _Reader) -> Iterator[str]:
-    """A text file's text in pieces of about PIECE_BYTES, each ending at a safe cut."""
-    from lal_core.data import safe_cut
-
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    carry, first = "", True
-    while True:
-        raw = reader.read(PIECE_BYTES)
-        if first and b"\x00" in raw[:8192]:
-            raise DataError(f"{path} looks binary, not UTF-8 text; take it out of the source")
-        first = False
-        try:
-            text = carry + decoder.decode(raw, final=not raw)
-        except UnicodeDecodeError as exc:
-            raise DataError(
-                f"{path} is not UTF-8 text (byte {reader.seen - len(raw) + exc.start} or "
-                "near it); convert it or take it out of the source"
-            ) from None
-        if not raw:
-            if text:
-                yield text
-            return
-        cut = len(text) - 1
-        while cut > 1 and not safe_cut(text, cut):
-            cut -= 1
-        if cut > 1:
-            yield text[:cut]
-            carry = text[cut:]
-        else:
-            carry = text  # no safe cut yet: read on
-
-
-def _jsonl_documents(path: Path, reader: _Reader) -> Iterator[str]:
-    """Each line's `text` (a whole document: lines are short enough to encode at once)."""
-    buffer, number = b"", 0
-    while True:
-        raw = reader.read(PIECE_BYTES)
-        buffer += raw
-        lines = buffer.split(b"\n")
-        buffer = lines.pop() if raw else b""
-        for line in lines:
-            number += 1
-            if not line.strip():
-                continue
-            try:
-                text = json.loads(line)["text"]
-                if not isinstance(text, str):
-                    raise TypeError
-            except (ValueError, KeyError, TypeError):
-                raise DataError(
-                    f"{path} line {number} has no `text` string; each line must be a JSON "
-                    'object like {"text": "..."}'
-                ) from None
-            yield text
-        if not raw:
-            return
-
-
-def _documents(files: list[Path], progress) -> Iterator[Iterator[str]]:
-    """Each document, as an iterator of its pieces of text."""
-    for path in files:
-        reader = _Reader(path)
-        try:
-            if _is_jsonl(path):
-                for text in _jsonl_documents(path, _Counted(reader, progress)):
-                    yield iter([text])
-            else:
-                yield _text_pieces(path, _Counted(reader, progress))
-        finally:
-            reader.close()
-
-
-class _Counted:
-    """A _Reader that tells the progress bar how many bytes each read took."""
-
-    def __init__(self, reader: _Reader, progress) -> None:
-        self.reader, self.progress = reader, progress
+    path: Path
+    start: int = 0
+    end: int = 0
+    lines: bytes | None = None  # JSONL: whole lines, already decompressed
+    first_line: int = 0
+    documents: int = 0  # documents that begin in this job (text: 1 for a file's first piece)
 
     @property
-    def seen(self) -> int:
-        return self.reader.seen
+    def size(self) -> int:
+        return len(self.lines) if self.lines is not None else self.end - self.start
 
-    def read(self, n: int) -> bytes:
-        data = self.reader.read(n)
-        self.progress(self.reader.step, 0)
-        return data
+
+_ASCII_SPACE = b" \t\n\r\x0b\x0c"
+
+
+def _safe_byte_cut(data: bytes, i: int) -> bool:
+    """`data.safe_cut` on bytes, a little stricter: a newline between two ASCII non-spaces (a
+    byte of a multibyte character could be part of a Unicode space)."""
+    before, after = data[i - 2], data[i]
+    return (
+        data[i - 1] == 10
+        and before < 128
+        and after < 128
+        and before not in _ASCII_SPACE
+        and after not in _ASCII_SPACE
+    )
+
+
+def _text_jobs(path: Path) -> Iterator[Job]:
+    """A text file as pieces of about PIECE_BYTES, each ending at a safe cut (found by reading a
+    little past each boundary: the text itself is read by the workers)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        if b"\x00" in f.read(8192):
+            raise DataError(f"{path} looks binary, not UTF-8 text; take it out of the source")
+        start, first = 0, True
+        while start < size:
+            end = _next_cut(f, start + PIECE_BYTES, size)
+            yield Job(path, start, end, documents=int(first))
+            start, first = end, False
+
+
+def _next_cut(f, at: int, size: int) -> int:
+    """The first safe cut at or after `at` (the end of the file if there is none)."""
+    window = 1 << 16
+    while at < size:
+        f.seek(at - 2)
+        data = f.read(window + 2)
+        for i in range(2, len(data)):
+            if _safe_byte_cut(data, i):
+                return at - 2 + i
+        at += window
+    return size
+
+
+def _jsonl_jobs(path: Path) -> Iterator[Job]:
+    """A JSONL file (gzip-compressed or not) as runs of whole lines of about PIECE_BYTES."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    carry, line = b"", 1
+    try:
+        with opener(path, "rb") as f:
+            while True:
+                data = f.read(PIECE_BYTES)
+                buffer = carry + data
+                cut = buffer.rfind(b"\n") + 1 if data else len(buffer)
+                if cut:
+                    lines = buffer[:cut]
+                    yield Job(path, lines=lines, first_line=line)
+                    line += lines.count(b"\n")
+                carry = buffer[cut:]
+                if not data:
+                    return
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise DataError(f"{path} is not a whole gzip file ({exc})") from None
+
+
+def _jobs(files: list[Path]) -> Iterator[Job]:
+    for path in files:
+        yield from (_jsonl_jobs if _is_jsonl(path) else _text_jobs)(path)
+
+
+def tokenise_job(job: Job) -> tuple[np.ndarray, int]:
+    """A job's tokens (uint16; JSONL documents joined by EOT_TOKEN) and the documents in them.
+    Run by a worker process: the text, and the list of Python ints tiktoken returns, are made
+    and unmade there, not under the main process's GIL."""
+    encode = get_tokenizer().encode_ordinary
+    if job.lines is None:
+        with open(job.path, "rb") as f:
+            f.seek(job.start)
+            raw = f.read(job.end - job.start)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{job.path} is not UTF-8 text (byte {job.start + exc.start}); convert it or "
+                "take it out of the source"
+            ) from None
+        tokens = np.asarray(encode(text), dtype=np.uint16) if text else np.zeros(0, "u2")
+        return tokens, job.documents if len(tokens) else 0
+    parts: list[np.ndarray] = []
+    for number, line in enumerate(job.lines.split(b"\n"), job.first_line):
+        if not line.strip():
+            continue
+        try:
+            text = json.loads(line)["text"]
+            if not isinstance(text, str):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            raise DataError(
+                f"{job.path} line {number} has no `text` string; each line must be a JSON "
+                'object like {"text": "..."}'
+            ) from None
+        if text:
+            if parts:
+                parts.append(np.array([EOT_TOKEN], dtype=np.uint16))
+            parts.append(np.asarray(encode(text), dtype=np.uint16))
+    documents = (len(parts) + 1) // 2
+    return (np.concatenate(parts) if parts else np.zeros(0, "u2")), documents
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -351,12 +366,6 @@ def prepare(
     return open_dataset(final)
 
 
-def encode_piece(text: str) -> np.ndarray:
-    """A piece of text's tokens as uint16 (in a worker process: the list of Python ints that
-    tiktoken returns is made and unmade there, not under the main process's GIL)."""
-    return np.asarray(get_tokenizer().encode_ordinary(text), dtype=np.uint16)
-
-
 def _quiet_worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
 
@@ -369,41 +378,37 @@ def _done(value) -> Future:
 
 def _encode(files: list[Path], workers: int, progress, writer: _ShardWriter) -> int:
     """Every document's tokens to `writer`, joined by EOT_TOKEN; the number of documents.
-    Pieces are encoded by `workers` processes (one: here, in order), a bounded number at a
-    time; threads would not do, as making tiktoken's lists of ints holds the GIL."""
-    pending: deque[Future] = deque()  # pieces being encoded, in order
+    Jobs are tokenised by `workers` processes (one: here), a bounded number at a time, and
+    written in order. Processes, not threads: making tiktoken's lists of ints holds the GIL."""
+    pending: deque[tuple[Job, Future]] = deque()
     documents = 0
+    eot = np.array([EOT_TOKEN], dtype=np.uint16)
 
     def drain(keep: int) -> None:
+        nonlocal documents
         while len(pending) > keep:
-            tokens = pending.popleft().result()
+            job, future = pending.popleft()
+            tokens, count = future.result()  # count: documents beginning in this job
+            if count and documents:
+                writer.write(eot)
             writer.write(tokens)
-            progress(0, len(tokens))
+            documents += count
+            progress(job.size, len(tokens))
 
-    eot = _done(np.array([EOT_TOKEN], dtype=np.uint16))
     with contextlib.ExitStack() as stack:
         if workers > 1:
             get_tokenizer()  # a missing tokenizer is said here, once
-            # fork where it is safe (Linux: the workers only encode), so they need not import
+            # fork where it is safe (Linux: the workers only tokenise), so they need not import
             # the caller's __main__ again; the platform's default elsewhere.
             context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
             pool = ProcessPoolExecutor(workers, context, initializer=_quiet_worker)
             stack.callback(pool.shutdown, cancel_futures=True)
-            submit = functools.partial(pool.submit, encode_piece)
+            submit = functools.partial(pool.submit, tokenise_job)
         else:
-            submit = lambda text: _done(encode_piece(text))  # noqa: E731
-        for pieces in _documents(files, progress):
-            first = True
-            for text in pieces:
-                if not text:
-                    continue
-                if first and documents:
-                    pending.append(eot)
-                if first:
-                    documents += 1
-                first = False
-                pending.append(submit(text))
-                drain(2 * workers)  # bounded: a few pieces in flight
+            submit = lambda job: _done(tokenise_job(job))  # noqa: E731
+        for job in _jobs(files):
+            pending.append((job, submit(job)))
+            drain(2 * workers)  # bounded: a few jobs in flight
         drain(0)
     return documents
 
