@@ -337,7 +337,9 @@ def prepare(
     if final.exists():
         raise DataError(f"dataset {name} already exists ({final}); give another --name")
     files = source_files(source)
-    total_bytes = sum(p.stat().st_size for p in files)
+    # The bar counts text bytes: a compressed file's are not known before it is read.
+    compressed = any(p.suffix == ".gz" for p in files)
+    total_bytes = None if compressed else sum(p.stat().st_size for p in files)
     partial = datasets_dir() / f".{name}.partial"
     shutil.rmtree(partial, ignore_errors=True)  # what an earlier, interrupted prepare left
     partial.mkdir(parents=True)
@@ -417,7 +419,7 @@ class _Progress:
     """A progress bar on stderr (MB read, MB/s, tokens/s, time left), when it is a terminal;
     called as progress(bytes read, tokens written)."""
 
-    def __init__(self, total_bytes: int, show: bool) -> None:
+    def __init__(self, total_bytes: int | None, show: bool) -> None:
         self.total, self.show = total_bytes, show
         self.tokens, self.t0 = 0, time.perf_counter()
 
