@@ -233,7 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return EXIT_ERROR
         raise
     except LalError as exc:
-        print(f"lal: error: {exc}", file=sys.stderr)
+        if not _other_launched_rank():  # the ranks would each say the same
+            print(f"lal: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print("lal: interrupted", file=sys.stderr)
@@ -245,6 +246,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f" ({exc.filename})" if exc.filename else ""
         print(f"lal: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _other_launched_rank() -> bool:
+    """A rank other than 0 that `lal train --nproc` started: rank 0 speaks for them all."""
+    rank = os.environ.get("RANK") or os.environ.get("MLX_RANK") or "0"
+    return bool(os.environ.get(LAUNCHED)) and rank != "0"
 
 
 if __name__ == "__main__":
