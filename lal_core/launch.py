@@ -17,9 +17,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -94,24 +97,53 @@ def _torchrun(command: list[str], nproc: int) -> str:
     return ""
 
 
+# How long the other MLX ranks get to go down after one has died: a rank blocked in a ring
+# collective whose peer is gone may never return (seen with MLX's Linux CPU wheel), and then
+# neither does mlx.launch, which waits for it.
+MLX_GRACE_SECONDS = 15.0
+
+
 def _mlx_launch(command: list[str], nproc: int) -> str:
-    """Run `command` as `nproc` MLX ranks (mlx.launch, ring backend, this machine); what went
-    wrong ('' if nothing did)."""
+    """Run `command` as `nproc` MLX ranks (mlx.launch, ring backend, this machine), in a process
+    group of their own; what went wrong ('' if nothing did). Its output is passed through, and
+    read for mlx.launch's word that a rank died: the group is killed if it lingers after."""
     launcher = Path(sys.executable).with_name("mlx.launch")
     head = [str(launcher)] if launcher.is_file() else [sys.executable, "-m", "mlx.launch"]
     ring = ["--hosts", "127.0.0.1", "-n", str(nproc), "--backend", "ring", "--"]
-    child = subprocess.Popen([*head, *ring, *command], start_new_session=True)
-    stopped = False
+    child = subprocess.Popen(
+        [*head, *ring, *command], start_new_session=True, stderr=subprocess.PIPE
+    )
+    died: list[str] = []  # mlx.launch's lines about a rank that exited badly
+
+    def relay() -> None:
+        for raw in child.stderr:
+            line = raw.decode(errors="replace")
+            said = re.search(r"rank \d+ (exited with code -?\d+|was killed)", line)
+            if said and "code 0" not in said.group(0):
+                died.append(said.group(0))
+            sys.stderr.write(line)
+            sys.stderr.flush()
+
+    threading.Thread(target=relay, daemon=True).start()
+    stopped, deadline = False, None
     while True:
         try:
-            code = child.wait()
+            code = child.wait(timeout=0.5)
             break
+        except subprocess.TimeoutExpired:
+            if died and deadline is None:
+                deadline = time.monotonic() + MLX_GRACE_SECONDS
+            if deadline is not None and time.monotonic() > deadline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
         except KeyboardInterrupt:  # pass Ctrl-C on to every rank (they stop and save)
             stopped = True
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGINT)
     if stopped:
         return "stopped by SIGINT"
+    if died:
+        return died[0]
     return "" if code == 0 else f"a rank exited with {_exit_said(code)}"
 
 
@@ -124,9 +156,14 @@ def _exit_said(code: int) -> str:
 def _ending(ref: str | None, runs_root: Path | None, failure: str) -> int:
     """The exit status, from how run.json says the run ended (ranks print their own lines)."""
     try:
-        entry = read_entry(find_run(str(ref), runs_root))
+        run = find_run(str(ref), runs_root)
     except LalError:  # no run folder: the ranks refused to start, and said why
         return EXIT_ERROR
+    entry = read_entry(run)
+    deadline = time.monotonic() + 10.0
+    while entry.status == "running" and time.monotonic() < deadline:
+        time.sleep(0.2)  # a rank killed a moment ago may still hold the run's lock
+        entry = read_entry(run)
     if entry.status == "stopped":
         return EXIT_INTERRUPTED
     if entry.status in ("completed", "early_stopped"):
