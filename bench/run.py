@@ -277,9 +277,11 @@ def bench_sampling(name: str, n_tokens: int, modes: tuple[str, ...]) -> dict:
     state = lal.state_dict()
     # The bf16-head row only where the defaults use the int8 head.
     modes = tuple(m for m in modes if m != "bf16 head" or lal.int8_head)
+    lal.ready_for_sampling()  # as `load_for_sampling` does: the inference copy at load
     if "bf16 head" in modes:
         bf16_head = make_backend("torch", cfg, device="cpu", int8_head=False)
         bf16_head.load_state_dict(state)
+        bf16_head.ready_for_sampling()
     ref = reference_model(cfg, state).eval()
     prompt = [198] * 8
     out = {}
@@ -310,6 +312,7 @@ def bench_backend_sampling(name: str, n_tokens: int, backends: list[str]) -> dic
     for b in backends:
         backend = make_backend(b, cfg, seed=0)
         backend.load_state_dict(state)
+        backend.ready_for_sampling()
         t0 = time.perf_counter()
         first = None
         for _ in generate_ids(backend, prompt, n_tokens, 0.8, 50, seed=0):

@@ -339,4 +339,5 @@ def load_for_sampling(
     tensors, cfg = load_weights(checkpoint, expected)
     model = make_backend(backend, cfg, device=device, **options)
     model.load_state_dict(tensors)
+    model.ready_for_sampling()  # the inference copy now, not at the first token
     return model

@@ -204,3 +204,21 @@ def test_settings_text_sets_the_controls():
         Controls(stop=("",)).check()
     with pytest.raises(ConfigError, match="number of samples"):
         Generation(None, "x", 5, Controls(), 0)
+
+
+@pytest.mark.parametrize("infer_dtype", ["float32", "bfloat16"])
+def test_readying_for_sampling_at_load_changes_no_token(decisive, infer_dtype):
+    """`ready_for_sampling` makes the inference copy and runs a dummy prompt and step at load
+    time: what is drawn afterwards is what a backend readied lazily draws."""
+    state = decisive.state_dict()
+    lazy, ready = (
+        make_backend("torch", SHORT, seed=0, device="cpu", infer_dtype=infer_dtype)
+        for _ in range(2)
+    )
+    for backend in (lazy, ready):
+        backend.load_state_dict(state)
+    ready.ready_for_sampling()
+    prompt = [5, 9, 11]
+    greedy = [list(generate_ids(b, prompt, 20, temperature=0)) for b in (lazy, ready)]
+    seeded = [list(generate_ids(b, prompt, 20, 0.9, 20, seed=3)) for b in (lazy, ready)]
+    assert greedy[0] == greedy[1] and seeded[0] == seeded[1]

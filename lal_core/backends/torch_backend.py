@@ -114,6 +114,9 @@ class TorchBackend(Backend):
             )
         return TorchSampler(self.model, self.cfg, dev, infer, prompt, bool(int8_head), threads)
 
+    def ready_for_sampling(self) -> None:
+        self.sampler.ready()
+
     @property
     def infer_dtype(self) -> str:
         return self.sampler.infer_dtype

@@ -82,6 +82,15 @@ class TorchSampler:
     def weights_changed(self) -> None:
         self._weights.clear()
 
+    def ready(self) -> None:
+        """The prompt's and the one-token steps' weights made now (the copies `weights` keeps
+        until the weights change), and one prompt and one step run on them, so the kernels for
+        these shapes are made too: together they were most of a first token's wait."""
+        self.start(1)
+        self.prefill(np.zeros((1, 2), dtype=np.int64))
+        self.extend(np.zeros(1, dtype=np.int64))
+        self._cache, self._next = None, None
+
     def weights(self, dtype: str) -> DecodeWeights:
         """The weights in `dtype`: the float32 module itself, or a copy kept until the weights
         change (with the int8 head, for `infer_dtype`, where `int8_head` is on)."""
