@@ -46,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=None,
         metavar="N",
-        help="train on N ranks here, data parallel (torchrun's standalone mode; torch only): "
-        "each computes batch / N sequences of every step",
+        help="train on N ranks here, data parallel (torch: torchrun's standalone mode; mlx: "
+        "mlx.launch): each computes batch / N sequences of every step",
     )
     t.add_argument(
         "--run-id",
