@@ -208,8 +208,8 @@ def test_settings_text_sets_the_controls():
 
 @pytest.mark.parametrize("infer_dtype", ["float32", "bfloat16"])
 def test_readying_for_sampling_at_load_changes_no_token(decisive, infer_dtype):
-    """`ready_for_sampling` makes the inference copy and runs a dummy prompt and step at load
-    time: what is drawn afterwards is what a backend readied lazily draws."""
+    """`ready_for_sampling` makes the inference copy at load time: what is drawn afterwards is
+    what a backend that makes it at the first token draws."""
     state = decisive.state_dict()
     lazy, ready = (
         make_backend("torch", SHORT, seed=0, device="cpu", infer_dtype=infer_dtype)

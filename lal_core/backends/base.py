@@ -101,8 +101,8 @@ class Backend(ABC):
 
     # -- sampling ----------------------------------------------------------------------------
     def ready_for_sampling(self) -> None:  # noqa: B027 - optional: most backends need nothing
-        """Prepare what sampling these weights needs (a 16-bit copy, a quantised head, kernels
-        made for these shapes) now, where loading waits anyway, not in the first token's."""
+        """Prepare what sampling these weights needs (a 16-bit copy, a quantised head) now,
+        where loading waits anyway, not in the first token's."""
 
     # A generation draws `rows` samples of one prompt together, one sequence per row; the loop
     # that drives these methods, and the draw itself, are `lal_core.sampling`'s.
