@@ -29,7 +29,7 @@ def test_val_windows_spread_a_capped_count_evenly():
 
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("mlx", marks=pytest.mark.slow)])
-def test_a_stop_during_an_eval_abandons_it_and_a_resume_runs_it(backend, small_corpus):
+def test_a_stop_during_an_eval_abandons_it_and_a_resume_runs_it(backend, short_corpus):
     cfg = TrainConfig(max_iters=8, eval_interval=5, batch_size=2, eval_tokens=0)
     model = make_backend(backend, MICRO, seed=cfg.seed)
     stop, batches = ev.StopRequest(), []
@@ -42,11 +42,11 @@ def test_a_stop_during_an_eval_abandons_it_and_a_resume_runs_it(backend, small_c
         return plain_eval(x, y)
 
     model.eval_loss = eval_loss
-    result = Trainer(MICRO, cfg, backend=model, data=small_corpus, stop=stop).run_training()
+    result = Trainer(MICRO, cfg, backend=model, data=short_corpus, stop=stop).run_training()
     run = RunDir(result.run_dir)
     # The eval at 0 took one pass of train windows and one of val: the eval's own batch of
     # 64 windows (2,048 tokens), not the training batch of 2.
-    corpus = load_corpus(small_corpus)
+    corpus = load_corpus(short_corpus)
     windows = len(val_windows(corpus.val, MICRO.block_size))
     assert eval_batch_size(MICRO, cfg.micro) == 64 >= windows
     assert batches[:2] == [windows, windows]
