@@ -19,10 +19,11 @@ the same global batch, each rank its rows, gradients summed (`mx.distributed.all
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from lal_core.errors import ConfigError, LalError
@@ -100,19 +101,18 @@ class AgreedStop:
         return self.ranks.any(self.stop.is_set())
 
 
-class lost_rank_is_said:
+@contextlib.contextmanager
+def lost_rank_is_said() -> Iterator[None]:
     """Turns the error a collective raises when another rank is gone into one RankLost line."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        if exc is not None and _is_lost_rank(exc):
+    try:
+        yield
+    except Exception as exc:
+        if _is_lost_rank(exc):
             raise RankLost(
                 "another rank of this distributed run stopped without saying why "
                 f"({type(exc).__name__}); resume the run from its last eval"
             ) from None
-        return False
+        raise
 
 
 def _is_lost_rank(exc: BaseException) -> bool:
