@@ -52,7 +52,7 @@ print(total / seconds / 1e6, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss 
 
 _PREPARE = """
 import resource, sys, time
-from lal_core.datasets import prepare
+from lal_core.preparing import prepare
 t0 = time.perf_counter()
 dataset = prepare(sys.argv[1], name="bench", show_progress=False)
 seconds = time.perf_counter() - t0

@@ -112,28 +112,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     ranks = distributed.join(args.device)  # one process, or this rank under torchrun
     say = Printer() if ranks.main else None  # rank 0 speaks for the run
     stop = StopRequest()
+    told = {"on_event": say, "stop": stop, "ranks": ranks}
     try:
         if args.resume:
-            trainer = Trainer.resume(
-                args.resume,
-                args.runs_dir,
-                args.max_iters,
-                args.device,
-                on_event=say,
-                stop=stop,
-                micro_batch=args.micro_batch,
-                ranks=ranks,
-            )
+            where = (args.resume, args.runs_dir, args.max_iters, args.device)
+            trainer = Trainer.resume(*where, micro_batch=args.micro_batch, **told)
         else:
-            trainer = Trainer(
-                request.model_config,
-                request.train_config,
-                on_event=say,
-                stop=stop,
-                run_id=args.run_id,
-                ranks=ranks,
-                **request.trainer_options(),
-            )
+            configs = (request.model_config, request.train_config)
+            trainer = Trainer(*configs, run_id=args.run_id, **told, **request.trainer_options())
         with StopOnSignals(stop):
             result = trainer.run_training()
     finally:
@@ -228,12 +214,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv[1:]  # the command's own arguments (`lal train --nproc` passes them on)
     try:
         return COMMANDS[args.command](args)
-    except RankLost:
-        if os.environ.get(LAUNCHED):  # `lal train --nproc` says which rank, and what now
-            return EXIT_ERROR
-        raise
     except LalError as exc:
-        if not _other_launched_rank():  # the ranks would each say the same
+        # Under `lal train --nproc`, rank 0 speaks for the ranks, and the launcher says which
+        # rank was lost; a bare torchrun's ranks each say it.
+        launched = bool(os.environ.get(LAUNCHED))
+        if not (launched and (isinstance(exc, RankLost) or _other_launched_rank())):
             print(f"lal: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
@@ -249,9 +234,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _other_launched_rank() -> bool:
-    """A rank other than 0 that `lal train --nproc` started: rank 0 speaks for them all."""
-    rank = os.environ.get("RANK") or os.environ.get("MLX_RANK") or "0"
-    return bool(os.environ.get(LAUNCHED)) and rank != "0"
+    """A rank other than 0 (torchrun's RANK, mlx.launch's MLX_RANK)."""
+    return (os.environ.get("RANK") or os.environ.get("MLX_RANK") or "0") != "0"
 
 
 if __name__ == "__main__":

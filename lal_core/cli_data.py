@@ -24,7 +24,7 @@ def add_parsers(sub) -> None:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    from lal_core.datasets import prepare
+    from lal_core.preparing import prepare
 
     dataset = prepare(args.source, args.name)
     index = dataset.index

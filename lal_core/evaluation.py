@@ -66,9 +66,7 @@ def score(
             "give the text to score with --data PATH"
         )
     model, record = load_scored(checkpoint, backend, device)
-    train_cfg = record.train_config if record is not None else None
-    if batch_size is None:
-        batch_size = eval_batch_size(model.cfg, train_cfg.micro if train_cfg else 1)
+    batch_size = batch_size or run_eval_batch(model, record)
     block = model.cfg.block_size
     if data is not None:
         tokens, text = _text(data, block)
@@ -78,6 +76,12 @@ def score(
         starts = run_val_windows(tokens, block, record)
     loss = window_loss(model, tokens, starts, batch_size)
     return Score(checkpoint, text, loss, len(starts), block)
+
+
+def run_eval_batch(model: Backend, record: RunRecord | None) -> int:
+    """Windows per forward pass for scoring a run's checkpoint: its evals' batch."""
+    train_cfg = record.train_config if record is not None else None
+    return eval_batch_size(model.cfg, train_cfg.micro if train_cfg else 1)
 
 
 def run_val_windows(val: np.ndarray, block: int, record: RunRecord | None) -> np.ndarray:

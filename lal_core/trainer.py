@@ -21,7 +21,14 @@ from lal_core.checkpoint import STATE_FILE, load_state, read_header
 from lal_core.config import ModelConfig, TrainConfig
 from lal_core.distributed import AgreedStop, Ranks
 from lal_core.errors import LalError
-from lal_core.loop import EventCallback, run_started, run_steps, setup_training, writing
+from lal_core.loop import (
+    EventCallback,
+    LoopEnd,
+    run_started,
+    run_steps,
+    setup_training,
+    writing,
+)
 from lal_core.pretraining import LoopState, PreTraining, evaluate
 from lal_core.records import CorpusInfo, ResumeMark, RunRecord
 from lal_core.run_lock import RunBusy
@@ -215,8 +222,7 @@ class Trainer:
                     backend=self.backend.name,
                     device=self.backend.device,
                     backend_options=self.backend_options,
-                    world_size=self.ranks.world,
-                    micro_per_rank=self.micro if self.ranks.world > 1 else None,
+                    **self._ranks_fields(),
                     n_params=self.backend.num_parameters(),
                     data=corpus,
                     status="running",
@@ -225,8 +231,7 @@ class Trainer:
             )
             state = LoopState()
         else:
-            weights, optimizer, saved = load_state(run.path / STATE_FILE, self.model_cfg)
-            state = LoopState.from_dict(saved)
+            weights, optimizer, state = self._saved_state()
             run.drop_events_after(state.iteration, state.evaluated)
             run.remove_temp_files()
             record = run.read()
@@ -234,17 +239,32 @@ class Trainer:
                 record,
                 status="running",
                 train_config=self.cfg,
-                world_size=self.ranks.world,
-                micro_per_rank=self.micro if self.ranks.world > 1 else None,
+                **self._ranks_fields(),
                 process=process_info(),
                 resumed=(*record.resumed, ResumeMark(iteration=state.iteration, time=time.time())),
                 error=None,
             )
+        self._set_up(emit, weights, optimizer)
+        return state
+
+    def _ranks_fields(self) -> dict[str, Any]:
+        """run.json's record of the ranks (kept out of it for one process)."""
+        several = self.ranks.world > 1
+        return {"world_size": self.ranks.world, "micro_per_rank": self.micro if several else None}
+
+    def _saved_state(self) -> tuple[dict, dict, LoopState]:
+        """A resumed run's saved weights, optimizer state and loop state."""
+        assert self._resume_from is not None
+        weights, optimizer, saved = load_state(self._resume_from.path / STATE_FILE, self.model_cfg)
+        return weights, optimizer, LoopState.from_dict(saved)
+
+    def _set_up(self, emit: EventCallback, weights: dict | None, optimizer: dict | None) -> None:
+        """The backend's setup (announced: compiling takes a while), then a resumed run's
+        weights and optimizer state."""
         setup_training(self.backend, self.cfg, emit)
         if weights is not None:
             self.backend.load_state_dict(weights)
             self.backend.load_optimizer_state(optimizer)
-        return state
 
     def run_training(self) -> RunResult:
         """Take the run's folder (refused in one line if another process writes it), train,
@@ -275,30 +295,28 @@ class Trainer:
             )
             job = PreTraining(self.cfg, b, self.corpus, run, state, emit, self.peak_tflops, stop)
             end = run_steps(b, job, stop)
-        best = job.state.best_val if job.state.best_iter is not None else None
-        return RunResult(
-            run.path, end.status, job.iteration, best, job.state.best_iter, end.message
-        )
+        return _result(run.path, job, end)
 
     def _run_beside_rank_0(self) -> RunResult:
         """A rank other than 0: the same steps and evals (the collectives need every rank),
         from the same saved state on a resume, with no file written and no event said."""
         quiet: EventCallback = lambda event: None  # noqa: E731
-        setup_training(self.backend, self.cfg, quiet)
+        weights = optimizer = None
         state = LoopState()
         if self._resume_from is not None:
-            weights, optimizer, saved = load_state(
-                self._resume_from.path / STATE_FILE, self.model_cfg
-            )
-            state = LoopState.from_dict(saved)
-            self.backend.load_state_dict(weights)
-            self.backend.load_optimizer_state(optimizer)
+            weights, optimizer, state = self._saved_state()
+        self._set_up(quiet, weights, optimizer)
         stop = AgreedStop(self.stop, self.ranks)
         job = PreTraining(self.cfg, self.backend, self.corpus, None, state, quiet, None, stop)
         end = run_steps(self.backend, job, stop)
         path = self._resume_from.path if self._resume_from is not None else Path()
-        best = job.state.best_val if job.state.best_iter is not None else None
-        return RunResult(path, end.status, job.iteration, best, job.state.best_iter, end.message)
+        return _result(path, job, end)
+
+
+def _result(run_dir: Path, job: PreTraining, end: LoopEnd) -> RunResult:
+    state = job.state
+    best = state.best_val if state.best_iter is not None else None
+    return RunResult(run_dir, end.status, job.iteration, best, state.best_iter, end.message)
 
 
 def train(model_cfg: ModelConfig, train_cfg: TrainConfig, **options: Any) -> RunResult:

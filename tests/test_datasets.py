@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, call_main
-from lal_core import datasets
+from lal_core import preparing
 from lal_core.config import TrainConfig
 from lal_core.data import load_corpus
-from lal_core.datasets import find_dataset, open_dataset, prepare
+from lal_core.datasets import find_dataset, open_dataset
+from lal_core.preparing import prepare
 from lal_core.errors import DataError
 from lal_core.runs import RunDir
 from lal_core.tokenizer import EOT_TOKEN, encode
@@ -38,7 +39,7 @@ def documents(shakespeare) -> list[str]:
 def small_pieces(monkeypatch):
     """Text read 1,000 bytes at a time and shards of 1,500 tokens: documents cut into many
     pieces, shards cut mid-document."""
-    monkeypatch.setattr(datasets, "PIECE_BYTES", 1000)
+    monkeypatch.setattr(preparing, "PIECE_BYTES", 1000)
     return 1500
 
 
@@ -105,7 +106,7 @@ def test_an_interrupted_prepare_leaves_nothing_training_would_read(
 
     fake = type("Encoding", (), {"encode_ordinary": staticmethod(interrupted)})()
     with monkeypatch.context() as patch:
-        patch.setattr(datasets, "get_tokenizer", lambda: fake)
+        patch.setattr(preparing, "get_tokenizer", lambda: fake)
         with pytest.raises(KeyboardInterrupt):
             prepare(tmp_path / "a.txt", name="cut", shard_tokens=small_pieces, workers=1)
     assert 3 <= len(calls) < 9  # it was interrupted partway (9,000 characters, 1,000 a piece)

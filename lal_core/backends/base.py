@@ -60,12 +60,15 @@ class Backend(ABC):
     # -- training ----------------------------------------------------------------------------
     def use_ranks(self, ranks: Ranks) -> None:
         """Train as one of `ranks` (data parallel, `lal_core.distributed`); before
-        setup_training. A backend that trains in one process only refuses more."""
-        if ranks.world > 1:
+        setup_training. Ranks started by another framework's launcher are refused."""
+        if ranks.joined and ranks.via != self.name:
+            launcher = {"torch": "torchrun", "mlx": "mlx.launch"}
             raise ConfigError(
-                f"the {self.name} backend trains in one process; use --backend torch for "
-                "data-parallel training"
+                f"the {self.name} backend trains on ranks started by "
+                f"{launcher.get(self.name, 'no launcher')}, not {launcher[ranks.via]}; use "
+                f"--backend {ranks.via} under {launcher[ranks.via]}"
             )
+        self.ranks = ranks
 
     @abstractmethod
     def setup_training(self, train_cfg: TrainConfig) -> None:

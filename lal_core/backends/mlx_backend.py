@@ -21,8 +21,8 @@ from mlx.utils import tree_flatten, tree_map, tree_unflatten
 from lal_core.backends.base import Backend, Candidates, passes
 from lal_core.backends.mlx_model import GPT, KVCache
 from lal_core.config import ModelConfig, TrainConfig
-from lal_core.distributed import Ranks, lost_rank_is_said
-from lal_core.errors import CheckpointError, ConfigError, DeviceError
+from lal_core.distributed import lost_rank_is_said
+from lal_core.errors import CheckpointError, DeviceError
 
 MLX_DEVICES = ("cpu", "gpu")
 
@@ -135,15 +135,6 @@ class MLXBackend(Backend):
         return np.array(logits.astype(mx.float32))
 
     # -- training ----------------------------------------------------------------------------
-    def use_ranks(self, ranks: Ranks) -> None:
-        """Train as one of the ranks `mlx.launch` started (MLX's own collectives)."""
-        if ranks.joined and ranks.via != "mlx":
-            raise ConfigError(
-                "the MLX backend trains on ranks started by mlx.launch, not torchrun; use "
-                "--backend torch under torchrun"
-            )
-        self.ranks = ranks
-
     def setup_training(self, train_cfg: TrainConfig) -> None:
         # bias_correction=True: the Adam step of torch.optim.AdamW (MLX's default leaves it out).
         self.optimizer = _AdamW(

@@ -30,7 +30,7 @@ from lal_core.backends.torch_training import TrainingLoss
 from lal_core.chunked_loss import linear_cross_entropy
 from lal_core.config import ModelConfig, TrainConfig
 from lal_core.device import resolve_device
-from lal_core.distributed import Ranks, lost_rank_is_said
+from lal_core.distributed import lost_rank_is_said
 from lal_core.errors import ConfigError
 from lal_core.int8_head import int8_head_works
 from lal_core.model import GPT
@@ -193,18 +193,6 @@ class TorchBackend(Backend):
             )
         return ""
 
-    def use_ranks(self, ranks: Ranks) -> None:
-        """Train as one of `ranks`: setup_training wraps the loss in DistributedDataParallel.
-        Ranks other than 0 draw their own dropout masks (their rows are other sequences), from
-        the seed, the rank and the step count, so a resume draws them again without their
-        generators' state (rank 0's is in the saved state)."""
-        if ranks.joined and ranks.via != "torch":
-            raise ConfigError(
-                "the torch backend trains on ranks started by torchrun, not mlx.launch; use "
-                "--backend mlx under mlx.launch"
-            )
-        self.ranks = ranks
-
     def setup_training(self, train_cfg: TrainConfig) -> None:
         # Weight decay on matrices and embeddings only; biases and LayerNorm gains are exempt.
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -281,6 +269,9 @@ class TorchBackend(Backend):
             group["lr"] = lr
         self.sampler.weights_changed()  # a sampling copy would be stale
         if self.ranks.rank:
+            # Ranks other than 0 draw their own dropout masks (their rows are other sequences),
+            # from the seed, the rank and the step count: a resume draws them again without
+            # their generators' state (rank 0's is in the saved state).
             torch.manual_seed(self._seed * 1_000_003 + self.ranks.rank * 7919 + self._steps())
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._accumulate(x, y)

@@ -32,10 +32,15 @@ import numpy as np
 
 from lal_core import data as data_mod
 from lal_core.backends import Backend
-from lal_core.config import eval_batch_size
 from lal_core.controls import Controls
 from lal_core.errors import ConfigError, LalError
-from lal_core.evaluation import load_scored, record_of, run_corpus, run_val_windows
+from lal_core.evaluation import (
+    load_scored,
+    record_of,
+    run_corpus,
+    run_eval_batch,
+    run_val_windows,
+)
 from lal_core.events import StopRequest
 from lal_core.pretraining import window_loss
 from lal_core.quality.metrics import distinct, find_loop, repeated_share
@@ -225,10 +230,8 @@ def make_report(
         if key not in val_losses and val is not None:
             if progress:
                 progress(len(results) * len(prompt_ids), total, f"{c.label}: val loss")
-            train_cfg = record.train_config if record else None
-            batch = eval_batch_size(model.cfg, train_cfg.micro if train_cfg else 1)
             starts = run_val_windows(val, model.cfg.block_size, record)
-            val_losses[key] = window_loss(model, val, starts, batch)
+            val_losses[key] = window_loss(model, val, starts, run_eval_batch(model, record))
         texts: list[tuple[str, ...]] = []
         drawn, closed = [], []
         controls = answer_controls(c.controls) if chat else c.controls
