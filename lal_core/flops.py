@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import functools
 import time
-
-import torch
+from typing import TYPE_CHECKING
 
 from lal_core.config import ModelConfig, count_parameters
+
+if TYPE_CHECKING:  # torch is imported where it is used: the dashboard imports this module
+    import torch
 
 # Dense peak TFLOP/s by CUDA device name, (16-bit tensor cores, float32 / TF32), from the vendor
 # data sheets. The first name contained in torch.cuda.get_device_name() wins.
@@ -61,6 +63,8 @@ def measure_matmul_flops(device: str = "cpu", dtype: str = "float32", size: int 
 
     On a busy machine it reads low (and MFU high); pass a peak to compare runs across machines.
     """
+    import torch
+
     dt = getattr(torch, dtype)
     # Its own generator: drawing from the global one would shift a training run's dropout
     # masks, and only in the first run of a process (this is cached).
@@ -87,6 +91,8 @@ def measure_matmul_flops(device: str = "cpu", dtype: str = "float32", size: int 
 
 def default_peak_flops(device: torch.device, dtype: str = "float32") -> float | None:
     """Peak FLOP/s for MFU: the data sheet on known CUDA GPUs, a quick matmul elsewhere."""
+    import torch
+
     sixteen = dtype in ("bfloat16", "float16")
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)

@@ -11,6 +11,7 @@ the run. The panes, the settings and the rest are the `Dashboard`'s (`lal_tui.da
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -56,6 +57,12 @@ class LalApp(Dashboard):
         elif self.settings.train_now:
             self.call_after_refresh(self.action_train)
         self.set_interval(REAP_SECONDS, self.followed.launcher.reap)
+        # Textual's and the engine's objects live as long as the app: left out of every later
+        # collection (the backends' are frozen once the Setup pane's probe has imported them)
+        gc.freeze()
+
+    def on_unmount(self) -> None:
+        gc.unfreeze()  # collectable again, as at exit (nanobind reports objects never freed)
         if not self.is_headless:
             signals.install(self.jobs, self.exit)
 

@@ -21,7 +21,7 @@ from textual import on
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.timer import Timer
-from textual.widgets import Footer, TabbedContent, TabPane
+from textual.widgets import TabbedContent, TabPane
 
 from lal_core.errors import LalError
 from lal_core.runs import RunDir, delete_run
@@ -48,6 +48,7 @@ from lal_tui.panes.train import TrainPane
 from lal_tui.screens.confirm import ConfirmScreen
 from lal_tui.screens.help import HelpScreen
 from lal_tui.settings import Settings
+from lal_tui.widgets.key_footer import KeyFooter
 from lal_tui.widgets.run_picker import read_runs
 
 # the widget that takes focus when a pane is shown, so its keys work at once
@@ -105,7 +106,7 @@ class Dashboard(App):
                 yield SFTPane(runs_dir, id="sft-pane")
             with TabPane("5 Runs", id="runs"):
                 yield RunsPane(runs_dir, id="runs-pane")
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         self.focus_pane(self.active_pane)
@@ -133,7 +134,7 @@ class Dashboard(App):
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         self.refresh_bindings()
         if event.pane.id == "train":
-            self.query_one(TrainPane).dirty = True
+            self.query_one(TrainPane).redraw_soon()
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):

@@ -14,8 +14,8 @@ from lal_core import preparing
 from lal_core.config import TrainConfig
 from lal_core.data import load_corpus
 from lal_core.datasets import find_dataset, open_dataset
-from lal_core.preparing import prepare
 from lal_core.errors import DataError
+from lal_core.preparing import prepare
 from lal_core.runs import RunDir
 from lal_core.tokenizer import EOT_TOKEN, encode
 from lal_core.trainer import Trainer

@@ -37,7 +37,7 @@ from lal_tui.messages import ReportProgress, SampleFinished, TrainEvent
 from lal_tui.panes.runs import RunsPane
 from lal_tui.panes.sample import SamplePane
 from lal_tui.panes.sft import COUNTED_STYLES, MASKED_STYLE, SFTPane
-from lal_tui.panes.train import TrainPane
+from lal_tui.panes.train import REDRAW_SECONDS, TrainPane
 from lal_tui.screens.confirm import ConfirmScreen, QuitScreen
 from lal_tui.settings import Settings
 
@@ -158,7 +158,7 @@ async def test_train_key_starts_a_run_and_the_plot_follows(settings, monkeypatch
         await pilot.press("t")
         assert app.active_pane == "train"
         await job(app, "train").wait()
-        await pilot.pause(0.4)  # the redraw timer runs at 4 Hz
+        await pilot.pause(REDRAW_SECONDS + 0.4)  # the redraw timer's next tick
 
         started = [e for e in seen if isinstance(e, ev.RunStarted)]
         evals = [e for e in seen if isinstance(e, ev.EvalDone)]
@@ -214,7 +214,7 @@ async def test_early_stop_shows_its_marker(settings, micro_cfg, shifted_corpus, 
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         await pilot.press("t")
         await job(app, "train").wait()
-        await pilot.pause(0.4)
+        await pilot.pause(REDRAW_SECONDS + 0.4)
         stops = [e for e in seen if isinstance(e, ev.EarlyStopped)]
         assert len(stops) == 1
         plot = app.query_one(TrainPane).plot

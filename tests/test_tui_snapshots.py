@@ -21,6 +21,7 @@ from lal_core.flags import RunRequest
 from lal_tui.app import LalApp
 from lal_tui.messages import CorpusInfo, CorpusStats, TrainEvent
 from lal_tui.panes.sample import SamplePane
+from lal_tui.panes.train import REDRAW_SECONDS
 from lal_tui.screens.confirm import QuitScreen
 from lal_tui.settings import Settings
 
@@ -207,7 +208,7 @@ def test_train_pane(snap_app, snap_compare):
         await pilot.press("2")
         for event in synthetic_run():
             pilot.app.post_message(TrainEvent(event))
-        await pilot.pause(0.5)
+        await pilot.pause(REDRAW_SECONDS + 0.5)
 
     assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
 

@@ -9,6 +9,7 @@ problem if there is one, so the app refuses to train) and the app keeps them.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, replace
 
 from textual import on, work
@@ -190,6 +191,11 @@ class SetupPane(VerticalScroll):
         if event.worker.group != "probe":
             return
         if event.state == WorkerState.SUCCESS:
+            # torch and mlx just imported some 200,000 objects that live as long as the app. A
+            # full collection walked them all: 180 ms of a 2-core machine that also trains, a
+            # frame late and a key waiting. Frozen, later collections leave them out (the app
+            # unfreezes them when it ends).
+            gc.freeze()
             backends: list[BackendInfo] = event.worker.result
             self.query_one("#backends", Static).update("\n".join(b.line for b in backends))
             self.devices = {b.name: b.devices for b in backends}

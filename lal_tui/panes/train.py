@@ -2,7 +2,8 @@
 
 The pane shows the run the app follows (`lal_tui.followed`): started here, elsewhere, live or
 finished. Its events arrive through the app's message handlers, the run's whole log first, and
-are only recorded here; a 10 Hz timer draws what changed, and only while the pane is on screen.
+are only recorded here; a timer draws what changed once a second, and only while the pane is on
+screen (at once when it comes on screen).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from lal_core.events import (
 from lal_tui.widgets.format import duration
 from lal_tui.widgets.loss_plot import LossPlot, downsample
 
-REDRAW_SECONDS = 0.25  # at most 4 redraws a second: the run shares the cores
+# A redraw of the pane costs the dashboard ~25 ms of CPU, taken from the run on a machine of few
+# cores: once a second kept the run within a few percent of `lal train` (bench/tui_latency.py).
+REDRAW_SECONDS = 1.0
 TOKS_SMOOTHING = 0.9
 
 
@@ -134,9 +137,11 @@ class TrainPane(Vertical):
 
     def action_toggle_smoothing(self) -> None:
         self.plot.smoothing = not self.plot.smoothing
+        self.redraw_soon()
 
     def action_toggle_log(self) -> None:
         self.plot.log_scale = not self.plot.log_scale
+        self.redraw_soon()
 
     # -- drawing ------------------------------------------------------------------------------
     def status_text(self) -> str:
@@ -153,6 +158,12 @@ class TrainPane(Vertical):
             f"{self.state} | iter {it} | best val {best} | {toks} tok/s | "
             f"{duration(self.elapsed)} | ETA {duration(eta)} | {self.device}"
         )
+
+    def redraw_soon(self) -> None:
+        """Draw what changed after the next refresh (the pane shown, a key pressed), not at the
+        next tick."""
+        self.dirty = True
+        self.call_after_refresh(self.tick)
 
     def tick(self) -> None:
         if not (self.dirty or self.plot.dirty) or not self.is_on_screen:

@@ -2,8 +2,8 @@
 
 Replotting on every step message swamps the app once a run is fast (plot cost grows with the
 points drawn), so `LossPlot` only records points as they arrive and sets `dirty`; its owner
-calls `redraw()` from a ~10 Hz timer while the plot is visible. Each redraw draws at most a few
-points per column, averaged from the full history.
+calls `redraw()` from a timer (once a second) while the plot is visible. Each redraw draws at
+most a few points per column, averaged from the full history.
 """
 
 from __future__ import annotations
