@@ -18,8 +18,8 @@ def add_int8_head_switch(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-int8-head",
         action="store_true",
-        help="keep the output head in bfloat16 (torch, on a CPU without native bf16, samples "
-        "with an int8 head by default)",
+        help="keep the output head in bfloat16 (torch on a CPU samples with an int8 head by "
+        "default)",
     )
 
 

@@ -1,4 +1,4 @@
-"""An int8 copy of the output head, for sampling on CPUs without native bf16.
+"""An int8 copy of the output head, for sampling on CPUs.
 
 A one-token sampling step reads every weight once, and the head, x @ wte^T with wte (V, C), is
 most of them: 6.4M of tiny's 7.2M. On an AVX2 CPU a bf16 matrix-vector product is converted in

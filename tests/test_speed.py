@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import warnings
@@ -376,15 +377,36 @@ def test_int8_head_serves_a_batch_of_samples_as_each_alone():
 
 
 @int8_kernel_here
-def test_int8_head_is_the_default_where_bf16_is_emulated(monkeypatch):
-    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: False)
+@pytest.mark.parametrize("native_bf16", [False, True])
+def test_int8_head_is_the_default_on_cpus(monkeypatch, native_bf16):
+    # measured faster where bf16 is emulated and where it is native (bench/README.md)
+    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: native_bf16)
     assert TorchBackend(SHORT, device="cpu").int8_head
     assert not TorchBackend(SHORT, device="cpu", int8_head=False).int8_head
     assert not TorchBackend(SHORT, device="cpu", infer_dtype="float16").int8_head
-    monkeypatch.setattr(precision, "cpu_has_fast_bf16", lambda: True)
-    assert not TorchBackend(SHORT, device="cpu").int8_head
     with pytest.raises(ConfigError, match="bfloat16"):
         TorchBackend(SHORT, device="cpu", infer_dtype="float32", int8_head=True)
+
+
+@pytest.mark.parametrize("controls", [Controls(temperature=0), Controls(top_k=20)])
+def test_one_token_steps_without_onednn_draw_what_onednn_draws(monkeypatch, controls):
+    # The fast path (torch's own kernels for a one-token step) against the plain one (oneDNN's),
+    # same bf16 weights: the same greedy tokens and the same seeded samples.
+    b = peaked(SHORT, infer_dtype="bfloat16", int8_head=False)
+    prompt = random_tokens((5,), seed=4).tolist()
+    steps, without_onednn = [], torch_sampling.without_onednn
+
+    def counted():
+        steps.append(torch.backends.mkldnn.enabled)
+        return without_onednn()
+
+    monkeypatch.setattr(torch_sampling, "without_onednn", counted)
+    before = torch.backends.mkldnn.enabled
+    fast = Generation(b, prompt, 10, controls, 2, seed=11).run()
+    assert len(steps) == 9 and torch.backends.mkldnn.enabled == before  # and it is back after
+    monkeypatch.setattr(torch_sampling, "without_onednn", contextlib.nullcontext)
+    plain = Generation(b, prompt, 10, controls, 2, seed=11).run()
+    assert [s.tokens for s in fast] == [s.tokens for s in plain]
 
 
 def test_prompts_run_in_float32_where_16bit_matmuls_are_emulated(monkeypatch):

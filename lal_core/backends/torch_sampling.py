@@ -2,8 +2,8 @@
 is drawn from (the draw itself is `lal_core.sampling`'s, the same for every backend).
 
 A one-token step reads every weight once and does little arithmetic on it, so it runs on a
-16-bit copy of the weights (`infer_dtype`), and where that copy's output head would be the
-slowest part (a CPU without native bf16) it reads the head as int8 rows instead (`Int8Head`).
+16-bit copy of the weights (`infer_dtype`); on a CPU it reads the head as int8 rows instead
+(`Int8Head`), and runs without oneDNN (`without_onednn`).
 A prompt's forward is compute-bound: it uses the 16-bit copy only where 16-bit matmuls are
 native (`prompt_dtype`), else the float32 weights. Each is a `DecodeWeights`: a model and the
 head its logits come from. The model is `lal_core.model.GPT`, unchanged; only the last
@@ -12,6 +12,7 @@ position's logits are computed. Measurements behind these choices: bench/README.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +44,16 @@ class DecodeWeights:
         """The logits (B, V) after the last of idx's positions: the head runs on that one only."""
         x = self.model.hidden_states(idx, cache)  # (B, T, C)
         return self.head(x[:, -1])  # (B, V)
+
+
+def without_onednn() -> contextlib.AbstractContextManager:
+    """torch's matmuls without oneDNN: its bf16 matrix-vector products cost some 30 us each
+    above their work (AMX Xeon, 2 threads: 38 us for tiny's 128 x 384, where torch's own kernel
+    takes 12), and a one-token step has 4 per layer. The flag is the process's: a one-token
+    step is short, and nothing else in a sampling process runs matmuls meanwhile."""
+    return torch.backends.mkldnn.flags(
+        enabled=False, deterministic=None, allow_tf32=None, fp32_precision=None
+    )
 
 
 def sixteen_bit_copy(model: GPT, dtype: torch.dtype) -> GPT:
@@ -84,11 +95,16 @@ class TorchSampler:
 
     def ready(self) -> None:
         """The prompt's and the one-token steps' weights made now (the copies `weights` keeps
-        until the weights change): they were most of a first token's wait. (Running a dummy
-        prompt and step as well, to make the kernels, gained 0-3 ms more: not kept.)"""
+        until the weights change): they were most of a first token's wait. Then a one-token
+        prompt and step, so that a generation's first step does not pay for each op's first
+        call (tiny: 6.5 ms against 1.2 for later steps)."""
         with torch.inference_mode():
             self.weights(self.prompt_dtype)
             self.weights(self.infer_dtype)
+        self.start(1)
+        self.prefill(np.zeros((1, 1), dtype=np.int64))
+        self.extend(np.zeros(1, dtype=np.int64))
+        self._cache = self._next = None
 
     def weights(self, dtype: str) -> DecodeWeights:
         """The weights in `dtype`: the float32 module itself, or a copy kept until the weights
@@ -103,14 +119,19 @@ class TorchSampler:
             self._weights[dtype] = DecodeWeights(model, head)
         return self._weights[dtype]
 
-    def _context(self):
-        """Where every sampling computation runs: on the CPU few intra-op threads, on CUDA the
-        attention kernels of DECODE_ATTENTION."""
+    def _context(self, one_token: bool = False) -> contextlib.AbstractContextManager:
+        """Where every sampling computation runs: on the CPU few intra-op threads (and a
+        one-token step without oneDNN), on CUDA the attention kernels of DECODE_ATTENTION."""
         if self.device.type == "cuda":
             return sdpa_kernel(DECODE_ATTENTION)
-        if self.threads is not None:
-            return intra_op_threads(self.threads)
-        return intra_op_threads(1 if TRAINING.busy() else self._threads)
+        threads = self.threads
+        if threads is None:
+            threads = 1 if TRAINING.busy() else self._threads
+        context = contextlib.ExitStack()
+        context.enter_context(intra_op_threads(threads))
+        if one_token:
+            context.enter_context(without_onednn())
+        return context
 
     def start(self, rows: int) -> None:
         self.rows = rows
@@ -137,7 +158,7 @@ class TorchSampler:
         if self._next is None:
             self._next = torch.zeros((self.rows, 1), dtype=torch.long, device=self.device)
         self._next.copy_(torch.from_numpy(tokens).view(-1, 1))  # (rows, 1), reused
-        with self._context():
+        with self._context(one_token=True):
             return self._decode_weights().last_logits(self._next, self._cache)
 
     def _decode_weights(self) -> DecodeWeights:
