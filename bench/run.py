@@ -52,6 +52,7 @@ the figures to compare. Training settings that cannot run well here are skipped 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import os
 import resource
@@ -76,7 +77,7 @@ from lal_core.backends.torch_backend import TorchBackend  # noqa: E402
 from lal_core.config import ModelConfig, TrainConfig, get_model_config  # noqa: E402
 from lal_core.controls import Controls  # noqa: E402
 from lal_core.flops import flops_per_token, measure_matmul_flops  # noqa: E402
-from lal_core.precision import cpu_has_fast_bf16  # noqa: E402
+from lal_core.precision import compile_available, cpu_has_fast_bf16  # noqa: E402
 from lal_core.sampling import Generation, generate_ids  # noqa: E402
 from lal_core.trainer import evaluate  # noqa: E402
 
@@ -151,11 +152,11 @@ def reference_step(cfg: ModelConfig, state: dict, batch: int, device: str = "cpu
     return step
 
 
-def lal_step(setting: Setting | None = None, **options) -> Callable:
-    """A builder for lal's TorchBackend with the given fast-path options."""
+def lal_step(setting: Setting | None = None, device: str = "cpu", **options) -> Callable:
+    """A builder for lal's TorchBackend on `device` with the given fast-path options."""
 
     def build(cfg: ModelConfig, state: dict, batch: int) -> Step:
-        backend = TorchBackend(cfg, seed=0, device="cpu", **options)
+        backend = TorchBackend(cfg, seed=0, device=device, **options)
         backend.load_state_dict(state)
         backend.setup_training(TrainConfig(batch_size=batch))  # compiles, if compiling
         if setting is not None:
@@ -170,13 +171,15 @@ def lal_step(setting: Setting | None = None, **options) -> Callable:
 
 
 def torch_settings(args) -> list[Setting]:
+    on = {"device": args.device}
     no_bf16 = (
         ""
-        if cpu_has_fast_bf16() or args.force_bf16
+        if args.device != "cpu" or cpu_has_fast_bf16() or args.force_bf16
         else "no native bf16 on this CPU (see the matmul figures above); --force-bf16 runs it"
     )
     no_compile = "--quick / --no-compile-rows" if args.quick or args.no_compile_rows else ""
-    base = {"dtype": "float32", "compile": False}
+    no_compile = no_compile or compile_available(torch.device(args.device))[1]
+    base = {"dtype": "float32", "compile": False, **on}
     rows = [
         Setting(
             "lal eager fp32 (SDPA), plain loss", lal_step(fused=False, chunked_loss=False, **base)
@@ -185,15 +188,15 @@ def torch_settings(args) -> list[Setting]:
         Setting("  + fused AdamW", lal_step(fused=True, **base)),
         Setting(
             "  + bf16 autocast",
-            lal_step(fused=True, dtype="bfloat16", compile=False),
+            lal_step(fused=True, dtype="bfloat16", compile=False, **on),
             skip=no_bf16,
         ),
     ]
     compiled = Setting("  + torch.compile (fp32)", None, skip=no_compile)
-    compiled.build = lal_step(setting=compiled, fused=True, dtype="float32", compile=True)
+    compiled.build = lal_step(setting=compiled, fused=True, dtype="float32", compile=True, **on)
     rows.append(compiled)
-    defaults = TorchBackend(get_model_config("tiny"), device="cpu")
-    rows.append(Setting(f"lal defaults ({defaults.describe()})", lal_step()))
+    defaults = TorchBackend(get_model_config("tiny"), device=args.device)
+    rows.append(Setting(f"lal defaults ({defaults.describe()})", lal_step(**on)))
     return rows
 
 
@@ -238,11 +241,15 @@ BACKEND_SETTINGS: dict[str, Callable[[argparse.Namespace], list[Setting]]] = {
 }
 
 
-def bench_training(name: str, settings: list[Setting], steps: int, batch: int) -> list[tuple]:
-    """(label, tokens/s or None, skip reason, compile seconds) per row, the reference first."""
+def bench_training(
+    name: str, settings: list[Setting], steps: int, batch: int, device: str = "cpu"
+) -> list[tuple]:
+    """(label, tokens/s or None, skip reason, compile seconds) per row, the reference first
+    (on `device`, as lal's torch rows)."""
     cfg = get_model_config(name)
     state = TorchBackend(cfg, seed=0, compile=False).state_dict()
-    rows = [Setting(REFERENCE, reference_step)] + settings
+    reference = functools.partial(reference_step, device=device)
+    rows = [Setting(REFERENCE, reference)] + settings
     steppers = {}
     for s in rows:
         if not s.skip:
@@ -452,6 +459,13 @@ def main() -> None:
     parser.add_argument("--no-compile-rows", action="store_true", help="skip the compile rows")
     parser.add_argument("--force-bf16", action="store_true", help="time bf16 even if emulated")
     parser.add_argument(
+        "--device",
+        default="cpu",
+        help="the torch rows of the train section (and its reference) on this device: mps on a "
+        "Mac gives the SPEC's PyTorch MPS against MLX table with --backends torch mlx (the "
+        "other sections stay on the CPU)",
+    )
+    parser.add_argument(
         "--mlx-steps", type=int, default=None, help="timed MLX steps (default 2; --quick 1)"
     )
     parser.add_argument(
@@ -479,7 +493,7 @@ def main() -> None:
         settings = [s for b in args.backends for s in BACKEND_SETTINGS[b](args)]
         for name in args.configs:
             cfg = get_model_config(name)
-            rows = bench_training(name, settings, steps, B)
+            rows = bench_training(name, settings, steps, B, args.device)
             # The MFU peak: the best matmul rate seen so far. Under load a single reading is
             # low (and MFU high), so measure again after each config's steps.
             fp32 = max(fp32, measure_matmul_flops.__wrapped__("cpu", "float32"))
@@ -490,13 +504,16 @@ def main() -> None:
                     print(f"{'':<6} {'-':>9} {'':>7} {'':>5}   {label}: skipped, {skip}")
                     continue
                 util = tok_s * flops_per_token(cfg) / fp32
+                util = f"{util:>5.0%}" if args.device == "cpu" else ""  # the CPU's peak
                 extra = f" (compiled in {compile_s:.0f} s)" if compile_s else ""
-                print(f"{'':<6} {tok_s:>9,.0f} {tok_s / ref:>6.2f}x {util:>5.0%}   {label}{extra}")
+                print(f"{'':<6} {tok_s:>9,.0f} {tok_s / ref:>6.2f}x {util:>5}   {label}{extra}")
                 if label.startswith("lal defaults"):
                     default_rate[name] = tok_s
             # The most any implementation of this model's FLOPs can reach here: every FLOP at
             # the peak matmul rate. A ratio to the reference above this row's is out of reach.
             limits = [("fp32", fp32)] + ([("bf16", bf16)] if cpu_has_fast_bf16() else [])
+            if args.device != "cpu":
+                limits = []  # the peaks measured are the CPU's
             for kind, peak in limits:
                 limit = peak / flops_per_token(cfg)
                 print(
