@@ -60,11 +60,11 @@ class LalApp(Dashboard):
         # Textual's and the engine's objects live as long as the app: left out of every later
         # collection (the backends' are frozen once the Setup pane's probe has imported them)
         gc.freeze()
+        if not self.is_headless:
+            signals.install(self.jobs, self.exit)
 
     def on_unmount(self) -> None:
         gc.unfreeze()  # collectable again, as at exit (nanobind reports objects never freed)
-        if not self.is_headless:
-            signals.install(self.jobs, self.exit)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "train":

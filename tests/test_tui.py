@@ -11,6 +11,7 @@ clean stops with checkpoints saved. Real child processes: tests/test_tui_runs.py
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -299,6 +300,20 @@ async def test_quit_can_leave_the_run_running(settings, threads):
     run.request_stop("test")  # what `lal stop` does
     launch.thread.join(60)
     assert run.read().status == "stopped"
+
+
+@pytest.mark.asyncio
+async def test_a_dashboard_on_a_terminal_takes_sigterm_and_sighup_once_mounted(
+    settings, threads, monkeypatch
+):
+    # run_test is headless (no terminal: no handlers); on a terminal they are in place as soon
+    # as the app is mounted, and go with the app's event loop
+    monkeypatch.setattr(LalApp, "is_headless", property(lambda app: False))
+    app = LalApp(settings, launcher=threads)
+    async with app.run_test(size=SIZE):
+        loop = asyncio.get_running_loop()
+        assert loop.remove_signal_handler(signal.SIGTERM)  # True: one was there
+        assert loop.remove_signal_handler(signal.SIGHUP)
 
 
 @pytest.mark.asyncio
