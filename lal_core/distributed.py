@@ -79,6 +79,12 @@ class Ranks:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t.tolist()
 
+    def dropout_seed(self, seed: int, step: int) -> int:
+        """The seed of this rank's dropout masks at optimizer step `step`: from the run's seed,
+        the step and the rank alone, so a resume draws them again without saved generators,
+        and each rank its own (their rows are other sequences)."""
+        return seed + step + self.rank * 1_000_003
+
     def any(self, flag: bool) -> bool:
         """True on every rank if it is true on any (a collective: every rank must ask)."""
         if not self.joined:

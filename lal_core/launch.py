@@ -28,7 +28,7 @@ from pathlib import Path
 
 from lal_core.console import EXIT_ERROR, EXIT_INTERRUPTED
 from lal_core.errors import LalError
-from lal_core.runs import find_run, new_run_id, read_entry
+from lal_core.runs import find_run, new_run_id, read_entry, runs_root
 
 LAUNCHED = "LAL_RANKS_LAUNCHED"  # set for ranks started by `lal train --nproc`
 
@@ -52,7 +52,7 @@ def launch_ranks(
     backend: str,
     run_id: str | None,
     resume: str | None,
-    runs_root: Path | None,
+    runs_dir: Path | None,
     config: str = "tiny",
 ) -> int:
     """Run `lal train ARGV` as `nproc` ranks of `backend` here; the exit status for `lal train
@@ -60,12 +60,12 @@ def launch_ranks(
     the end."""
     args = without_nproc(argv)
     if resume is None and run_id is None:
-        run_id = new_run_id(config, backend, _root(runs_root))
+        run_id = new_run_id(config, backend, runs_root(runs_dir))
         args += ["--run-id", run_id]
     command = [sys.executable, "-m", "lal_core.cli", "train", *args]
     os.environ[LAUNCHED] = "1"  # the ranks leave a lost rank for this process to say
     launch = _mlx_launch if backend == "mlx" else _torchrun
-    return _ending(resume or run_id, runs_root, launch(command, nproc))
+    return _ending(resume or run_id, runs_dir, launch(command, nproc))
 
 
 def _torchrun(command: list[str], nproc: int) -> str:
@@ -153,10 +153,10 @@ def _exit_said(code: int) -> str:
     return f"status {code}"
 
 
-def _ending(ref: str | None, runs_root: Path | None, failure: str) -> int:
+def _ending(ref: str | None, runs_dir: Path | None, failure: str) -> int:
     """The exit status, from how run.json says the run ended (ranks print their own lines)."""
     try:
-        run = find_run(str(ref), runs_root)
+        run = find_run(str(ref), runs_dir)
     except LalError:  # no run folder: the ranks refused to start, and said why
         return EXIT_ERROR
     entry = read_entry(run)
@@ -175,9 +175,3 @@ def _ending(ref: str | None, runs_root: Path | None, failure: str) -> int:
             file=sys.stderr,
         )
     return EXIT_ERROR
-
-
-def _root(runs_root: Path | None) -> Path:
-    from lal_core import paths
-
-    return Path(runs_root) if runs_root is not None else paths.runs_dir()

@@ -64,7 +64,7 @@ class RunDir:
     ) -> RunDir:
         """A new run folder: a fresh id, or `run_id` (a folder that holds nothing but logs yet:
         the dashboard names the folder first, to send the run's console output there)."""
-        root = Path(root) if root is not None else paths.runs_dir()
+        root = runs_root(root)
         root.mkdir(parents=True, exist_ok=True)
         if run_id is None:
             run_id = new_run_id(config_name, backend, root)
@@ -319,10 +319,15 @@ def read_entry(run: RunDir) -> RunEntry:
     return RunEntry(run.path, record, live_status(record, writer), writer=writer)
 
 
+def runs_root(root: Path | str | None = None) -> Path:
+    """The folder runs live in: `root`, or the default (`paths.runs_dir`)."""
+    return Path(root) if root is not None else paths.runs_dir()
+
+
 def list_runs(root: Path | None = None) -> list[RunEntry]:
     """Every folder under root with a run.json, oldest first; damaged ones included, so they
     can be found and deleted."""
-    root = Path(root) if root is not None else paths.runs_dir()
+    root = runs_root(root)
     if not root.is_dir():
         return []
     runs = [read_entry(RunDir(f)) for f in root.iterdir() if (f / "run.json").is_file()]
@@ -334,7 +339,7 @@ def find_run(ref: str | Path | RunDir | None, root: Path | None = None) -> RunDi
     taken as it is."""
     if isinstance(ref, RunDir):
         return ref
-    root = Path(root) if root is not None else paths.runs_dir()
+    root = runs_root(root)
     if ref in (None, ""):
         runs = [r for r in list_runs(root) if not r.damaged]
         if not runs:

@@ -181,11 +181,9 @@ class MLXBackend(Backend):
             self._step = self._make_step()
         self.model.train()
         self.optimizer.learning_rate = lr
-        # Dropout draws from a key fixed by the seed and the step count, so a resumed run
-        # (which restores the step count) draws the same masks as an unbroken one.
-        # Ranks other than 0 draw their own masks (their rows are other sequences).
-        step = int(self.optimizer.step.item())
-        mx.random.seed(self._seed + step + self.ranks.rank * 1_000_003)
+        # Dropout draws from a key fixed by the seed, the step count and the rank, so a resumed
+        # run (which restores the step count) draws the same masks as an unbroken one.
+        mx.random.seed(self.ranks.dropout_seed(self._seed, int(self.optimizer.step.item())))
         # MLX arrays are values: holding the old weights and moments costs no copy, and lets a
         # step with a non-finite gradient be undone after the fact.
         before = (self.model.parameters(), tree_map(lambda a: a, self.optimizer.state))

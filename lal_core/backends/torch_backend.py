@@ -268,11 +268,8 @@ class TorchBackend(Backend):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.sampler.weights_changed()  # a sampling copy would be stale
-        if self.ranks.rank:
-            # Ranks other than 0 draw their own dropout masks (their rows are other sequences),
-            # from the seed, the rank and the step count: a resume draws them again without
-            # their generators' state (rank 0's is in the saved state).
-            torch.manual_seed(self._seed * 1_000_003 + self.ranks.rank * 7919 + self._steps())
+        if self.ranks.rank:  # rank 0's generator state is in the saved state; the others':
+            torch.manual_seed(self.ranks.dropout_seed(self._seed, self._steps()))
         self.optimizer.zero_grad(set_to_none=True)
         loss = self._accumulate(x, y)
         if self._scaler is not None:
