@@ -207,6 +207,23 @@ def test_settings_text_sets_the_controls():
 
 
 @pytest.mark.parametrize("infer_dtype", ["float32", "bfloat16"])
+def test_the_threads_a_generation_gets_change_no_figure(decisive, infer_dtype):
+    # How many threads sampling takes follows the machine's load (`sampling_threads`): the
+    # tokens and their probabilities must not (a greedy pick's is under the full softmax).
+    state = decisive.state_dict()
+    drawn = []
+    for threads in (1, 2):
+        b = make_backend(
+            "torch", SHORT, seed=0, device="cpu", infer_dtype=infer_dtype, decode_threads=threads
+        )
+        b.load_state_dict(state)
+        prompt = [5, 9, 11]
+        greedy = list(generate_ids(b, prompt, 20, temperature=0))
+        drawn.append((greedy, list(generate_ids(b, prompt, 20, 0.9, 20, seed=3))))
+    assert drawn[0] == drawn[1]
+
+
+@pytest.mark.parametrize("infer_dtype", ["float32", "bfloat16"])
 def test_readying_for_sampling_at_load_changes_no_token(decisive, infer_dtype):
     """`ready_for_sampling` makes the inference copy at load time: what is drawn afterwards is
     what a backend that makes it at the first token draws."""

@@ -191,7 +191,12 @@ class TorchSampler:
                     logits > 0, logits / repetition_penalty, logits * repetition_penalty
                 )
                 logits = torch.where(self._seen, lowered, logits)
-            lse = torch.logsumexp(logits.float(), dim=-1).cpu().numpy() if with_lse else None
+            lse = None
+            if with_lse:
+                # One thread: split over two, the float32 sum over the vocabulary rounds
+                # otherwise, and the threads a generation gets follow the machine's load.
+                with intra_op_threads(1):
+                    lse = torch.logsumexp(logits.float(), dim=-1).cpu().numpy()
             if top_k is None or top_k >= logits.shape[-1]:
                 return Candidates(logits.float().cpu().numpy(), None, lse)
             # The k are picked in the logits' own dtype (converting all of them first doubled
