@@ -5,13 +5,15 @@ Plainly: loss = F.cross_entropy(x @ W^T, targets, ignore_index=-1). That materia
 tiny at batch 16, 2048 x 50,257 floats = 411 MB each, more than the rest of the step's memory
 together, and on a CPU a good part of the step goes to page faults on that fresh memory.
 
-Instead, for each chunk of rows: its logits into one reused buffer, softmax in place, the
-chunk's loss, and right away its gradients (d loss / d logits = (softmax - onehot) / n),
-grad_x_c = g @ W and grad_W += g^T @ x_c. Backward then only scales the stored gradients. Same
-FLOPs as the plain loss (the backward matmuls move into forward), a fraction of the memory. A
-chunk is LOSS_CHUNK_ROWS rows (512, in lal_core/config.py: a 103 MB buffer for GPT-2's
-vocabulary). tests/test_speed.py checks loss and gradients against the plain formula. Where it
-pays and where the plain loss does (compiled, on CUDA): bench/README.md.
+Instead, for each chunk of rows: its logits into one reused buffer, turned into their softmax
+in place (one fused kernel), the target's probability read for the loss, and right away the
+gradients: d loss / d logits = (softmax - onehot) / n, so grad_x_c = g @ W and
+grad_W += g^T @ x_c, with the 1/n and the ignored rows applied on the small (rows, C) side.
+Backward then only scales the stored gradients. Same FLOPs as the plain loss (the backward
+matmuls move into forward), a fraction of the memory, and the vocabulary-wide elementwise work
+is the softmax's single pass. A chunk is LOSS_CHUNK_ROWS rows (in lal_core/config.py).
+tests/test_speed.py checks loss and gradients against the plain formula. Where it pays and
+where the plain loss does (compiled, on CUDA): bench/README.md.
 """
 
 from __future__ import annotations
@@ -50,62 +52,87 @@ def _reused(name: str, shape: tuple[int, ...], dtype: torch.dtype, device) -> to
     return buf
 
 
+def _softmax_(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dim, written over the logits on a CPU: its kernel reads each row
+    before it writes it, and a second buffer would cost a pass over memory (aten's out= form;
+    torch.softmax has none). A 16-bit input is computed in float32 and rounded once."""
+    if logits.device.type == "cpu":
+        return torch.ops.aten._softmax.out(logits, -1, False, out=logits)
+    return torch.softmax(logits, dim=-1)
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, targets, chunk, needs_grad):
-        N, V = x.shape[0], weight.shape[0]
+        (N, C), V = x.shape, weight.shape[0]
         device = x.device
-        # Under autocast the matmuls run in its 16-bit type; softmax and sums stay float32.
+        # Under autocast the matmuls run in its 16-bit type; the loss and gradients sum in
+        # float32. Gradients are rounded to the 16-bit type for their matmuls anyway, so their
+        # softmax is taken in it (computed in float32, rounded once); a loss alone (an eval,
+        # what runs are judged by) takes its softmax in float32.
         autocast_on = torch.is_autocast_enabled(device.type)
         dtype = torch.get_autocast_dtype(device.type) if autocast_on else x.dtype
-        sixteen = dtype != torch.float32
         with torch.autocast(device.type, enabled=False):
             xs, w = x.to(dtype), weight.to(dtype)
+            # x_c @ W^T from a contiguous W^T: twice as fast in bf16 (AMX), no slower in fp32.
+            wt = _reused("weight_t", (C, V), dtype, device).copy_(w.t())
             counted = targets != -1
             n = counted.sum().clamp(min=1)
-            safe = targets.clamp(min=0).unsqueeze(0)  # (1, N): -1 -> 0, masked out below
-            grad_x = torch.empty(x.shape, device=device, dtype=x.dtype) if needs_grad else None
-            grad_w = torch.zeros_like(weight) if needs_grad else None
-            # The logits are held transposed, (V, rows), a column per row of x: MKL computes
-            # W @ x_c^T faster than x_c @ W^T, and the gradient products read that layout as
-            # fast (measured: bench/README.md).
-            cols = min(chunk, N)
-            buffer = _reused("logits", (V, cols), torch.float32, device)
-            # 16 bits: the matmuls write into 16-bit buffers, copied to and from float32.
-            low = _reused("logits16", (V, cols), dtype, device) if sixteen else None
-            low_w = _reused("grad_w16", w.shape, dtype, device) if sixteen and needs_grad else None
-            total = torch.zeros((), device=device, dtype=torch.float32)
+            safe = targets.clamp(min=0)  # (N,): -1 -> 0, masked out below
+            # A row's target as an index into its chunk's flattened probabilities (on a CPU,
+            # scatter along the 50,257-wide rows walks the whole chunk: 30 ms).
+            at = torch.arange(min(chunk, N), device=device) * V  # (rows,)
+            p_target = torch.empty(N, device=device, dtype=torch.float32)
+            buffer = _reused("probs", (min(chunk, N), V), dtype, device)
+            exact = None
+            if dtype != torch.float32 and not needs_grad:
+                exact = _reused("exact", buffer.shape, torch.float32, device)
+            if needs_grad:
+                grad_x = torch.empty(x.shape, device=device, dtype=x.dtype)
+                grad_w = torch.zeros_like(weight)
+                low_w = (
+                    None if dtype == weight.dtype else _reused("grad_w16", w.shape, dtype, device)
+                )
+                kept = xs * counted.unsqueeze(1).to(dtype)  # ignored rows add nothing to grad_w
+                row_factor = (counted / n).unsqueeze(1)  # (N, 1): 1/n, or 0 where ignored
             for s in range(0, N, chunk):
-                xc, rows = xs[s : s + chunk], min(chunk, N - s)
-                target = safe[:, s : s + chunk]  # (1, rows)
-                logits = buffer[:, :rows]  # (V, rows), float32
-                if sixteen:  # the product in 16 bits, the softmax in float32
-                    logits.copy_(torch.mm(w, xc.t(), out=low[:, :rows]))
-                else:
-                    torch.mm(w, xc.t(), out=logits)
-                # loss = logsumexp(logits) - logits[target], computed stably, in place.
-                logits.sub_(logits.amax(dim=0, keepdim=True))
-                target_logit = logits.gather(0, target).squeeze(0)  # (rows,)
-                sums = logits.exp_().sum(dim=0)  # logits now hold exp(logits - max)
-                keep = counted[s : s + chunk]
-                total += ((sums.log() - target_logit) * keep).sum()
+                xc = xs[s : s + chunk]  # (rows, C)
+                rows = xc.shape[0]
+                logits = torch.mm(xc, wt, out=buffer[:rows])  # (rows, V)
+                if exact is not None:
+                    logits = exact[:rows].copy_(logits)
+                probs = _softmax_(logits)  # (rows, V)
+                flat, target = probs.view(-1), at[:rows] + safe[s : s + chunk]
+                p = flat[target]  # (rows,): each row's probability of its target
+                p_target[s : s + chunk] = p
                 if needs_grad:
-                    # d loss / d logits = (softmax - onehot) * keep / n
-                    #                   = (exp(logits - max) - sums * onehot) * keep / (n * sums):
-                    # the row factors on the small side, one pass over the buffer instead of two.
-                    logits.scatter_add_(0, target, -sums.unsqueeze(0))
-                    g = logits.mul_(keep / (n * sums))  # ignored rows get no gradient
-                    if sixteen:
-                        g = low[:, :rows].copy_(g)
-                        grad_x[s : s + chunk] = torch.mm(g.t(), w)  # (rows, C): small
-                        grad_w += torch.mm(g, xc, out=low_w)
-                    else:  # write into place, no new memory
-                        torch.mm(g.t(), w, out=grad_x[s : s + chunk])
-                        grad_w.addmm_(g, xc)
-        ctx.save_for_backward(grad_x, grad_w)
-        return total / n
+                    flat[target] = p - 1  # d loss / d logits = softmax - onehot (times 1/n)
+                    grad_x[s : s + chunk] = torch.mm(probs, w) * row_factor[s : s + chunk]
+                    if low_w is None:
+                        grad_w.addmm_(probs.t(), kept[s : s + chunk])
+                    else:  # summed in float32, each chunk's product rounded once
+                        grad_w += torch.mm(probs.t(), kept[s : s + chunk], out=low_w)
+            losses = torch.where(counted, -p_target.log(), 0.0)  # (N,)
+            _exact_where_underflowed(losses, p_target, counted, xs, w, safe, dtype)
+            if needs_grad:
+                grad_w /= n
+        ctx.save_for_backward(grad_x if needs_grad else None, grad_w if needs_grad else None)
+        return losses.sum() / n
 
     @staticmethod
     def backward(ctx, grad_loss):
         grad_x, grad_w = ctx.saved_tensors
         return grad_x * grad_loss, grad_w * grad_loss, None, None, None
+
+
+def _exact_where_underflowed(losses, p_target, counted, xs, w, safe, dtype) -> None:
+    """A target's probability under the smallest normal float (a loss over 87) has lost its
+    digits or is 0: those rows' losses are recomputed from their logits. Rare (a diverging
+    run) and so cheap; on a GPU the check costs one sync per call."""
+    lost = counted & (p_target < torch.finfo(dtype).tiny)
+    if not bool(lost.any()):
+        return
+    rows = lost.nonzero().squeeze(1)
+    logits = torch.mm(xs[rows], w.t()).float()  # (k, V)
+    target_logit = logits.gather(1, safe[rows].unsqueeze(1)).squeeze(1)
+    losses[rows] = torch.logsumexp(logits, dim=1) - target_logit

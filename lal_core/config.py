@@ -95,13 +95,14 @@ def saved_activation_bytes(cfg: ModelConfig, batch_size: int) -> int:
     return 4 * cfg.n_layer * batch_size * cfg.block_size * cfg.n_embd * 16
 
 
-# Rows of the chunked loss at a time (lal_core/chunked_loss.py): 512 x 50,257 floats is a
-# 103 MB buffer, reused every chunk and every step.
+# Rows of the chunked loss at a time (lal_core/chunked_loss.py): 512 x 50,257 values is a
+# 103 MB buffer in float32 (51 MB in bf16), reused every chunk and every step. 256 and 1,024
+# rows trained tiny and small no faster (bf16, AMX Xeon; bench/README.md).
 LOSS_CHUNK_ROWS = 512
-# Without gradients (an eval) a chunk needs only its loss: 64 rows keep the (V, 64) buffer in
-# the CPU's caches through the softmax's passes. The eval's loss at half the time of 512 rows
-# (tiny, bf16, one core; bench/README.md).
-EVAL_LOSS_CHUNK_ROWS = 64
+# Without gradients (an eval) a chunk needs only its loss, and fewer rows keep more of it in
+# the CPU's caches: 128 rows took tiny's eval loss 10-30% less time than 64 or 512 (bf16 and
+# float32, AMX Xeon; bench/README.md).
+EVAL_LOSS_CHUNK_ROWS = 128
 
 # Above this, training recomputes each block's activations in backward instead of keeping
 # them (off CUDA; see `lal_core.precision.default_recompute`).
@@ -120,7 +121,8 @@ def estimate_training_memory(cfg: ModelConfig, batch_size: int) -> int:
     - 20 bytes a parameter: weights, gradients, AdamW's two moments, the update's temporaries;
     - the activations the blocks keep for backward, or, past RECOMPUTE_ABOVE_BYTES, each
       block's input and one block's worth; and two blocks' worth while backward runs;
-    - the chunked loss: a 512-row logits buffer and the head's and the rows' gradients;
+    - the chunked loss: a 512-row logits buffer, the head transposed, its gradient and the
+      rows' gradients;
     - about 0.75 GB of runtime (torch itself, the corpus).
     It is an estimate, not a promise (checked against bench/run.py: bench/README.md).
     """
@@ -130,7 +132,7 @@ def estimate_training_memory(cfg: ModelConfig, batch_size: int) -> int:
     one_block = kept // cfg.n_layer
     if activations_need_recompute(cfg, batch_size):
         kept = 4 * cfg.n_layer * tokens * C + one_block
-    loss = 4 * (LOSS_CHUNK_ROWS * V + V * C + tokens * C)
+    loss = 4 * (LOSS_CHUNK_ROWS * V + 2 * V * C + tokens * C)
     return 20 * count_parameters(cfg) + kept + 2 * one_block + loss + 750_000_000
 
 

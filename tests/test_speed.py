@@ -79,6 +79,33 @@ def test_chunked_loss_under_autocast_matches_the_plain_loss(dtype):
     torch.testing.assert_close(cw, gw, atol=2e-4, rtol=2e-2)
 
 
+def test_the_chunked_eval_loss_under_autocast_takes_its_softmax_in_float32():
+    # Without gradients the loss is all there is: it must be the plain loss of the 16-bit
+    # logits to float32 accuracy, not to the 16-bit probabilities' 3 digits.
+    torch.manual_seed(0)
+    x, w = torch.randn(200, 16), torch.randn(3000, 16)
+    t = torch.randint(0, 3000, (200,))
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = F.cross_entropy(F.linear(x, w).float(), t)
+        chunked = linear_cross_entropy(x, w, t, chunk=64)
+    assert abs(plain.item() - chunked.item()) < 1e-5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_target_whose_probability_underflows_keeps_its_true_loss(dtype):
+    # exp(-120) is below the smallest float: read from the softmax, the loss would be inf.
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    w = torch.tensor([[60.0, 0.0], [-60.0, 0.0], [0.0, 1.0]])
+    t = torch.tensor([1, 2])  # row 0's target is 120 below its best logit
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype != torch.float32):
+        plain = F.cross_entropy(F.linear(x, w).float(), t)
+        chunked = linear_cross_entropy(x, w, t)
+    (gx,) = torch.autograd.grad(chunked, x)
+    assert torch.isfinite(chunked) and abs(chunked.item() - plain.item()) < 1e-4 * plain.item()
+    assert chunked.item() > 60  # (120 + a small one) / 2
+    assert torch.isfinite(gx).all()
+
+
 def test_chunked_loss_with_every_target_ignored_is_zero_not_nan():
     x, w = torch.randn(4, 8, requires_grad=True), torch.randn(20, 8)
     loss = linear_cross_entropy(x, w, torch.full((4,), -1))
