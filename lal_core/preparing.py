@@ -39,7 +39,7 @@ import numpy as np
 
 from lal_core.datasets import INDEX, Dataset, datasets_dir, open_dataset
 from lal_core.errors import DataError
-from lal_core.tokenizer import ENCODING_NAME, EOT_TOKEN, get_tokenizer
+from lal_core.tokenizer import ENCODING_NAME, EOT_TOKEN, encode_array, get_tokenizer
 
 SHARD_TOKENS = 1 << 27  # 128M tokens, 256 MB a shard
 PIECE_BYTES = 1 << 22  # text is read and encoded about 4 MB at a time
@@ -154,9 +154,8 @@ def _jobs(files: list[Path]) -> Iterator[Job]:
 
 def tokenise_job(job: Job) -> tuple[np.ndarray, int]:
     """A job's tokens (uint16; JSONL documents joined by EOT_TOKEN) and the documents in them.
-    Run by a worker process: the text, and the list of Python ints tiktoken returns, are made
-    and unmade there, not under the main process's GIL."""
-    encode = get_tokenizer().encode_ordinary
+    Run by a worker process: the text is made and unmade there, not under the main process's
+    GIL."""
     if job.lines is None:
         with open(job.path, "rb") as f:
             f.seek(job.start)
@@ -168,7 +167,7 @@ def tokenise_job(job: Job) -> tuple[np.ndarray, int]:
                 f"{job.path} is not UTF-8 text (byte {job.start + exc.start}); convert it or "
                 "take it out of the source"
             ) from None
-        tokens = np.asarray(encode(text), dtype=np.uint16) if text else np.zeros(0, "u2")
+        tokens = encode_array(text)
         return tokens, job.documents if len(tokens) else 0
     parts: list[np.ndarray] = []
     for number, line in enumerate(job.lines.split(b"\n"), job.first_line):
@@ -186,7 +185,7 @@ def tokenise_job(job: Job) -> tuple[np.ndarray, int]:
         if text:
             if parts:
                 parts.append(np.array([EOT_TOKEN], dtype=np.uint16))
-            parts.append(np.asarray(encode(text), dtype=np.uint16))
+            parts.append(encode_array(text))
     documents = (len(parts) + 1) // 2
     return (np.concatenate(parts) if parts else np.zeros(0, "u2")), documents
 

@@ -1,8 +1,9 @@
+import numpy as np
 import pytest
 
 from lal_core import tokenizer
 from lal_core.errors import TokenizerError
-from lal_core.tokenizer import StreamDecoder, decode, encode
+from lal_core.tokenizer import StreamDecoder, decode, encode, encode_array
 
 
 def test_hello_world():
@@ -12,6 +13,21 @@ def test_hello_world():
 
 def test_special_token_text_is_plain_text():
     assert decode(encode("<|endoftext|>")) == "<|endoftext|>"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "Hello world",
+        "a <|endoftext|> inside, and <|endofprompt|>",  # plain text, as encode has it
+        "日本語 emoji 🎉 naïve\n\n  spaces\tand tabs " * 50,
+        "a lone surrogate \ud800 from a JSON escape",  # tiktoken's buffer path refuses it
+    ],
+)
+def test_encode_array_gives_encodes_tokens(text):
+    tokens = encode_array(text)
+    assert tokens.dtype == np.uint16 and tokens.tolist() == encode(text)
 
 
 @pytest.mark.parametrize(
