@@ -2,6 +2,7 @@
 training on the CPU against one process.
 
     uv run python bench/scale.py --sections prepare ddp [--mb 1000] [--steps 30]
+    uv run python bench/scale.py --sections nccl [--config small] [--steps 60]   # on a GPU
 
 prepare: a generated corpus of --mb megabytes (files of 10 MB of TinyShakespeare, each shifted
     so no two are the same) tokenised by `lal prepare` (a worker process a core) and by a
@@ -11,6 +12,9 @@ ddp: tiny at batch 16, `lal train --nproc 2` (2 ranks x 1 thread, gloo) against 
     (1 process x 2 threads): median tokens/s of the steps after the first 5. On a CPU the two
     ranks share the cores one process would use, so this measures DDP's overhead, not a
     speed-up.
+nccl (a CUDA machine; not in the defaults): `lal train --device cuda` under a bare torchrun
+    with one rank (NCCL at world size 1) against plain `lal train`, small by default, with the
+    line the run printed that names its process group.
 
 Needs TinyShakespeare (LAL_DATA or data/tinyshakespeare/input.txt) and the tokenizer.
 """
@@ -105,14 +109,22 @@ def bench_prepare(mb: int) -> None:
 
 
 def _train_rate(args: list[str], env: dict, runs: Path) -> float:
+    return _train(args, env, runs)[0]
+
+
+def _train(
+    args: list[str], env: dict, runs: Path, launcher: tuple[str, ...] = ()
+) -> tuple[float, str]:
+    """(median tokens/s of the steps after the first 5, what `lal train` printed), run as
+    `python [LAUNCHER] -m lal_core.cli train ARGS`."""
     corpus = str(resolve_corpus())
     run_id = f"r{time.monotonic_ns()}"
-    cmd = [sys.executable, "-m", "lal_core.cli", "train", *args, "--data", corpus]
+    cmd = [sys.executable, *launcher, "-m", "lal_core.cli", "train", *args, "--data", corpus]
     cmd += ["--runs-dir", str(runs), "--run-id", run_id]
-    subprocess.run(cmd, check=True, capture_output=True, env=env, cwd=ROOT)
+    done = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=ROOT)
     rows = [json.loads(line) for line in (runs / run_id / "metrics.jsonl").open()]
     rates = [r["tok_s"] for r in rows if r["type"] == "step"][5:]
-    return statistics.median(rates)
+    return statistics.median(rates), done.stdout + done.stderr
 
 
 def bench_ddp(steps: int) -> None:
@@ -128,16 +140,39 @@ def bench_ddp(steps: int) -> None:
     print(f"2 ranks / 1 process: {two / one:.2f}x (the cores are the same: this is DDP's cost)")
 
 
+def bench_nccl(steps: int, config: str, device: str = "cuda") -> None:
+    """On one GPU: `lal train` under a bare torchrun, one rank (DistributedDataParallel over
+    NCCL at world size 1; `--nproc 1` would not launch torchrun) against plain `lal train`.
+    Multi-GPU scaling is argued, not measured, here."""
+    recipe = ["--config", config, "--device", device, "--max-iters", str(steps)]
+    recipe += ["--eval-interval", "100000"]
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = Path(tmp)
+        plain, _ = _train(recipe, dict(os.environ), runs)
+        torchrun = ("-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1")
+        ddp, said = _train(recipe, dict(os.environ), runs, torchrun)
+    header = next((line for line in said.splitlines() if " x micro-batch " in line), "(none)")
+    print(f"\n## NCCL at world size 1: {config}, batch 16, one GPU (tokens/s, median of the steps)")
+    print(f"the DDP run said: {header.strip()}")
+    print("| | tokens/s |\n|---|---|")
+    print(f"| lal train | {plain:,.0f} |")
+    print(f"| lal train under torchrun, 1 rank | {ddp:,.0f} |")
+    print(f"torchrun / plain: {ddp / plain:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", nargs="+", default=["prepare", "ddp"])
     parser.add_argument("--mb", type=int, default=1000, help="corpus size for prepare")
-    parser.add_argument("--steps", type=int, default=30, help="training steps for ddp")
+    parser.add_argument("--steps", type=int, default=30, help="training steps for ddp, nccl")
+    parser.add_argument("--config", default="small", help="the config for nccl")
     args = parser.parse_args()
     if "prepare" in args.sections:
         bench_prepare(args.mb)
     if "ddp" in args.sections:
         bench_ddp(args.steps)
+    if "nccl" in args.sections:
+        bench_nccl(args.steps, args.config)
 
 
 if __name__ == "__main__":
