@@ -113,7 +113,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
                     else:  # summed in float32, each chunk's product rounded once
                         grad_w += torch.mm(probs.t(), kept[s : s + chunk], out=low_w)
             losses = torch.where(counted, -p_target.log(), 0.0)  # (N,)
-            _exact_where_underflowed(losses, p_target, counted, xs, w, safe, dtype)
+            _exact_where_underflowed(losses, p_target, counted, xs, w, safe, chunk)
             if needs_grad:
                 grad_w /= n
         ctx.save_for_backward(grad_x if needs_grad else None, grad_w if needs_grad else None)
@@ -125,14 +125,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
         return grad_x * grad_loss, grad_w * grad_loss, None, None, None
 
 
-def _exact_where_underflowed(losses, p_target, counted, xs, w, safe, dtype) -> None:
-    """A target's probability under the smallest normal float (a loss over 87) has lost its
-    digits or is 0: those rows' losses are recomputed from their logits. Rare (a diverging
-    run) and so cheap; on a GPU the check costs one sync per call."""
-    lost = counted & (p_target < torch.finfo(dtype).tiny)
+def _exact_where_underflowed(losses, p_target, counted, xs, w, safe, chunk) -> None:
+    """A target's probability under the smallest normal float (in float32 and bf16, a loss
+    over 87) has lost its digits or is 0: those rows' losses are recomputed from their logits,
+    `chunk` rows at a time. Rare (a diverging run) and so cheap; on a GPU the check costs one
+    sync per call."""
+    lost = counted & (p_target < torch.finfo(xs.dtype).tiny)
     if not bool(lost.any()):
         return
-    rows = lost.nonzero().squeeze(1)
-    logits = torch.mm(xs[rows], w.t()).float()  # (k, V)
-    target_logit = logits.gather(1, safe[rows].unsqueeze(1)).squeeze(1)
-    losses[rows] = torch.logsumexp(logits, dim=1) - target_logit
+    lost_rows = lost.nonzero().squeeze(1)
+    for rows in lost_rows.split(chunk):
+        logits = torch.mm(xs[rows], w.t()).float()  # (k, V)
+        target_logit = logits.gather(1, safe[rows].unsqueeze(1)).squeeze(1)
+        losses[rows] = torch.logsumexp(logits, dim=1) - target_logit

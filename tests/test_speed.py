@@ -94,15 +94,15 @@ def test_the_chunked_eval_loss_under_autocast_takes_its_softmax_in_float32():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_a_target_whose_probability_underflows_keeps_its_true_loss(dtype):
     # exp(-120) is below the smallest float: read from the softmax, the loss would be inf.
-    x = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]], requires_grad=True)
     w = torch.tensor([[60.0, 0.0], [-60.0, 0.0], [0.0, 1.0]])
-    t = torch.tensor([1, 2])  # row 0's target is 120 below its best logit
+    t = torch.tensor([1, 2, 0])  # rows 0 and 2: the target 120 below the best logit
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype != torch.float32):
         plain = F.cross_entropy(F.linear(x, w).float(), t)
-        chunked = linear_cross_entropy(x, w, t)
+        chunked = linear_cross_entropy(x, w, t, chunk=1)  # recomputed a row at a time
     (gx,) = torch.autograd.grad(chunked, x)
     assert torch.isfinite(chunked) and abs(chunked.item() - plain.item()) < 1e-4 * plain.item()
-    assert chunked.item() > 60  # (120 + a small one) / 2
+    assert chunked.item() > 80  # (120 + a small one + 120) / 3
     assert torch.isfinite(gx).all()
 
 
