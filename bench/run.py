@@ -512,8 +512,7 @@ def main() -> None:
             # The most any implementation of this model's FLOPs can reach here: every FLOP at
             # the peak matmul rate. A ratio to the reference above this row's is out of reach.
             limits = [("fp32", fp32)] + ([("bf16", bf16)] if cpu_has_fast_bf16() else [])
-            if args.device != "cpu":
-                limits = []  # the peaks measured are the CPU's
+            limits = limits if args.device == "cpu" else []  # the peaks measured are the CPU's
             for kind, peak in limits:
                 limit = peak / flops_per_token(cfg)
                 print(

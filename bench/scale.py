@@ -108,10 +108,6 @@ def bench_prepare(mb: int) -> None:
         print(f"lal prepare / loop: {float(mbs) / loop_mbs:.2f}x")
 
 
-def _train_rate(args: list[str], env: dict, runs: Path) -> float:
-    return _train(args, env, runs)[0]
-
-
 def _train(
     args: list[str], env: dict, runs: Path, launcher: tuple[str, ...] = ()
 ) -> tuple[float, str]:
@@ -131,8 +127,8 @@ def bench_ddp(steps: int) -> None:
     recipe = ["--config", "tiny", "--max-iters", str(steps), "--eval-interval", "100000"]
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp)
-        one = _train_rate(recipe, {**os.environ, "OMP_NUM_THREADS": "2"}, runs)
-        two = _train_rate([*recipe, "--nproc", "2"], {**os.environ, "OMP_NUM_THREADS": "1"}, runs)
+        one, _ = _train(recipe, {**os.environ, "OMP_NUM_THREADS": "2"}, runs)
+        two, _ = _train([*recipe, "--nproc", "2"], {**os.environ, "OMP_NUM_THREADS": "1"}, runs)
     print("\n## Data parallel on the CPU: tiny, batch 16 (tokens/s, median of the steps)")
     print("| | tokens/s |\n|---|---|")
     print(f"| 1 process x 2 threads | {one:,.0f} |")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 
 import torch
+import torch.nn.functional as F
 
 from lal_core.config import EVAL_LOSS_CHUNK_ROWS, LOSS_CHUNK_ROWS
 
@@ -136,5 +137,4 @@ def _exact_where_underflowed(losses, p_target, counted, xs, w, safe, chunk) -> N
     lost_rows = lost.nonzero().squeeze(1)
     for rows in lost_rows.split(chunk):
         logits = torch.mm(xs[rows], w.t()).float()  # (k, V)
-        target_logit = logits.gather(1, safe[rows].unsqueeze(1)).squeeze(1)
-        losses[rows] = torch.logsumexp(logits, dim=1) - target_logit
+        losses[rows] = F.cross_entropy(logits, safe[rows], reduction="none")
