@@ -1,12 +1,18 @@
-"""The PyTorch backend's training step: a step whose gradient is not finite is skipped whole.
+"""The PyTorch backend's training step: a step whose gradient is not finite is skipped whole;
+on a CPU, a step's large tensors reuse the memory the last step freed.
 
 The MLX twin is `test_non_finite_gradient_skips_the_update` in tests/test_mlx.py.
 """
 
+import ctypes
 import math
+import platform
+import resource
+import sys
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import MICRO, random_tokens
 from lal_core.backends.torch_backend import TorchBackend
@@ -95,3 +101,26 @@ def test_float16_overflow_is_skipped_by_the_loss_scaler():
     assert_same(backend.state_dict(), weights)
     assert_same(adamw_state(backend), adamw)
     assert backend.optimizer_state()["scaler.scale"][0] < scale
+
+
+def faults_of_a_block_again(mb: int = 96) -> int:
+    """Page faults taken filling a block of `mb` MB right after one of that size was freed."""
+    torch.empty(mb << 18).fill_(1.0)  # mb << 18 float32 = mb MB, freed at once
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    torch.empty(mb << 18).fill_(1.0)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="glibc's malloc settings",
+)
+def test_cpu_training_reuses_freed_memory_instead_of_faulting_it_in_again():
+    pages = (96 << 20) // resource.getpagesize()
+    # glibc as it starts: a block this large is mapped apart, unmapped when freed, and the next
+    # one faulted in page by page (set here, as an earlier test may have trained already).
+    libc = ctypes.CDLL(None)
+    assert libc.mallopt(-3, 128 << 10) and libc.mallopt(-1, 128 << 10)  # mmap, trim thresholds
+    assert faults_of_a_block_again() > pages // 2
+    trained_once("float32")  # setup_training on the CPU
+    assert faults_of_a_block_again() < pages // 10

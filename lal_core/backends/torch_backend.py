@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from lal_core.backends.base import Backend, passes
+from lal_core.backends.cpu_memory import keep_freed_memory
 from lal_core.backends.cpu_threads import TRAINING
 from lal_core.backends.torch_sampling import TorchSampler
 from lal_core.backends.torch_training import TrainingLoss
@@ -194,6 +195,8 @@ class TorchBackend(Backend):
         return ""
 
     def setup_training(self, train_cfg: TrainConfig) -> None:
+        if self.device == "cpu":
+            keep_freed_memory()  # each step's large tensors reuse the last step's memory
         # Weight decay on matrices and embeddings only; biases and LayerNorm gains are exempt.
         params = [p for p in self.model.parameters() if p.requires_grad]
         groups = [
