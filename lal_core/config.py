@@ -95,6 +95,17 @@ def saved_activation_bytes(cfg: ModelConfig, batch_size: int) -> int:
     return 4 * cfg.n_layer * batch_size * cfg.block_size * cfg.n_embd * 16
 
 
+def attention_weight_bytes(cfg: ModelConfig, batch_size: int) -> int:
+    """Bytes of attention weights the blocks keep for backward with dropout on: each layer's
+    softmax, dropout mask and dropped weights, (B, nh, T, T) float32 each, as attention with
+    dropout runs unfused (counted with saved-tensor hooks). Without dropout the fused kernel
+    keeps none of them. Medium at batch 16 keeps 3.2 GB of them, more than its (B, T, C)
+    activations."""
+    if cfg.dropout == 0:
+        return 0
+    return 12 * cfg.n_layer * batch_size * cfg.n_head * cfg.block_size**2
+
+
 # Rows of the chunked loss at a time (lal_core/chunked_loss.py): 512 x 50,257 values is a
 # 103 MB buffer in float32 (51 MB in bf16), reused every chunk and every step. 256 and 1,024
 # rows trained tiny and small no faster (bf16, AMX Xeon; bench/README.md).
@@ -110,8 +121,11 @@ RECOMPUTE_ABOVE_BYTES = 4 * 2**30
 
 
 def activations_need_recompute(cfg: ModelConfig, batch_size: int) -> bool:
-    """Whether the blocks would keep more than RECOMPUTE_ABOVE_BYTES for backward: where the
-    engine recomputes them instead (off CUDA), and what the memory estimate assumes."""
+    """Whether the blocks' (B, T, C) activations would take more than RECOMPUTE_ABOVE_BYTES:
+    where the engine recomputes them in backward instead (off CUDA), and what the memory
+    estimate assumes. The attention weights dropout keeps are not counted here: with them,
+    medium at batch 16 would recompute, 1.47x slower for 4 GB less (bf16, AMX Xeon: 6.7 s a
+    step at 7.9 GB peak against 9.8 s at 3.9 GB)."""
     return saved_activation_bytes(cfg, batch_size) > RECOMPUTE_ABOVE_BYTES
 
 
@@ -119,8 +133,9 @@ def estimate_training_memory(cfg: ModelConfig, batch_size: int) -> int:
     """Rough peak bytes for training with the engine's CPU defaults, in float32, for
     `batch_size` sequences per forward pass (the micro batch, where gradients accumulate):
     - 20 bytes a parameter: weights, gradients, AdamW's two moments, the update's temporaries;
-    - the activations the blocks keep for backward, or, past RECOMPUTE_ABOVE_BYTES, each
-      block's input and one block's worth; and two blocks' worth while backward runs;
+    - the activations the blocks keep for backward (attention weights with dropout
+      included), or, past RECOMPUTE_ABOVE_BYTES, each block's input and one block's worth;
+      and two blocks' worth while backward runs;
     - the chunked loss: a 512-row logits buffer, the head transposed, its gradient and the
       rows' gradients;
     - about 0.75 GB of runtime (torch itself, the corpus).
@@ -130,8 +145,11 @@ def estimate_training_memory(cfg: ModelConfig, batch_size: int) -> int:
     tokens = batch_size * cfg.block_size
     kept = saved_activation_bytes(cfg, batch_size)
     one_block = kept // cfg.n_layer
+    attention = attention_weight_bytes(cfg, batch_size)
     if activations_need_recompute(cfg, batch_size):
-        kept = 4 * cfg.n_layer * tokens * C + one_block
+        kept = 4 * cfg.n_layer * tokens * C + one_block + attention // cfg.n_layer
+    else:
+        kept += attention
     loss = 4 * (LOSS_CHUNK_ROWS * V + 2 * V * C + tokens * C)
     return 20 * count_parameters(cfg) + kept + 2 * one_block + loss + 750_000_000
 
