@@ -18,8 +18,10 @@ Sections, each a table:
           with the plain loss, + chunked loss, + fused AdamW, + bf16 autocast, + compile,
           the defaults) against the reference (its training step), with ratios and
           model-FLOPs utilisation.
-          All settings start from the same weights; their steps interleave round-robin, so
-          load drifts hit all alike; medians. A last row per config gives the limit: the
+          All settings start from the same weights; lal's steps interleave round-robin, so
+          load drifts hit all alike; medians. The reference runs first, alone in a process of
+          its own (`reference_alone`: page faults, which it takes many of, cost more here
+          while other processes hold memory). A last row per config gives the limit: the
           tokens/s with every FLOP at the measured fp32 matmul peak (and bf16's, where it is
           native), and so the largest ratio to the reference any implementation could reach.
   sample  sampling at batch 1: tokens/s and time to first token, lal with the KV cache, the
@@ -52,8 +54,6 @@ the figures to compare. Training settings that cannot run well here are skipped 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import functools
 import importlib.util
 import multiprocessing
 import os
@@ -154,31 +154,32 @@ def reference_step(cfg: ModelConfig, state: dict, batch: int, device: str = "cpu
     return step
 
 
-def reference_apart(cfg: ModelConfig, state: dict, batch: int, device: str = "cpu") -> Step:
-    """The reference row's step run in a process of its own, as users run the original code:
-    lal's training keeps freed memory for the next step in its process
-    (lal_core/backends/cpu_memory.py), which would speed the original up too (tiny: 2,319 ->
-    3,473 tok/s, its 411 MB of logits no longer faulted in every step). The steps still
-    alternate with lal's, one process working at a time."""
-    context = multiprocessing.get_context("spawn")  # no fork of a process with torch threads
-    ours, theirs = context.Pipe()
-    worker = context.Process(
-        target=_reference_worker, args=(theirs, cfg, state, batch, device), daemon=True
-    )
-    worker.start()
-
-    def step(x, y):
-        ours.send((x, y))
-        return ours.recv()
-
-    return step
+def reference_alone(
+    cfg: ModelConfig, state: dict, batch: int, steps: int, device: str = "cpu"
+) -> list[float]:
+    """Seconds of each timed step of the reference, run as users run the original code: in a
+    process of its own, with nothing of lal's resident. So not interleaved with lal's rows but
+    before they are built: on these VMs a page fault costs more while other processes hold
+    memory, and the original faults in 411 MB of logits every step (tiny alone: 2,292 tok/s;
+    with 6 GB held by another process: 1,199). In lal's process it also ran faster, as lal's
+    training keeps freed memory for the next step (lal_core/backends/cpu_memory.py)."""
+    context = multiprocessing.get_context("spawn")  # a fresh process, no fork of torch threads
+    with context.Pool(1) as pool:
+        return pool.apply(_time_reference, (cfg, state, batch, steps, device))
 
 
-def _reference_worker(conn, cfg: ModelConfig, state: dict, batch: int, device: str) -> None:
+def _time_reference(cfg: ModelConfig, state: dict, batch: int, steps: int, device: str):
     step = reference_step(cfg, state, batch, device)
-    with contextlib.suppress(EOFError):  # the table is done: the bench let its end go
-        while True:
-            conn.send(step(*conn.recv()))
+    rng = np.random.default_rng(0)  # the batches bench_training's rows take
+    times = []
+    for i in range(steps + 1):  # the first step warms up and is not counted
+        x = rng.integers(0, cfg.vocab_size, (batch, cfg.block_size))
+        y = rng.integers(0, cfg.vocab_size, (batch, cfg.block_size))
+        t0 = time.perf_counter()
+        step(x, y)
+        if i:
+            times.append(time.perf_counter() - t0)
+    return times
 
 
 def lal_step(setting: Setting | None = None, device: str = "cpu", **options) -> Callable:
@@ -277,15 +278,16 @@ def bench_training(
     (on `device`, as lal's torch rows)."""
     cfg = get_model_config(name)
     state = TorchBackend(cfg, seed=0, compile=False).state_dict()
-    reference = functools.partial(reference_apart, device=device)
-    rows = [Setting(REFERENCE, reference)] + settings
+    reference_times = reference_alone(cfg, state, batch, steps, device)
+    rows = [Setting(REFERENCE, build=None)] + settings
     steppers = {}
-    for s in rows:
+    for s in rows[1:]:
         if not s.skip:
             steppers[s.label] = s.build(cfg, state, batch)
     limit = {s.label: min(steps, s.max_steps or steps) for s in rows}
     rng = np.random.default_rng(0)
     times: dict[str, list[float]] = {label: [] for label in steppers}
+    times[REFERENCE] = reference_times
     for i in range(steps + 1):  # the first step of each warms up and is not counted
         x = rng.integers(0, cfg.vocab_size, (batch, cfg.block_size))
         y = rng.integers(0, cfg.vocab_size, (batch, cfg.block_size))
