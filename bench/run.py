@@ -170,16 +170,23 @@ def reference_alone(
 
 def _time_reference(cfg: ModelConfig, state: dict, batch: int, steps: int, device: str):
     step = reference_step(cfg, state, batch, device)
-    rng = np.random.default_rng(0)  # the batches bench_training's rows take
     times = []
-    for i in range(steps + 1):  # the first step warms up and is not counted
-        x = rng.integers(0, cfg.vocab_size, (batch, cfg.block_size))
-        y = rng.integers(0, cfg.vocab_size, (batch, cfg.block_size))
+    for i, x, y in _batches(cfg, batch, steps):
         t0 = time.perf_counter()
         step(x, y)
         if i:
             times.append(time.perf_counter() - t0)
     return times
+
+
+def _batches(cfg: ModelConfig, batch: int, steps: int):
+    """(i, x, y) for the steps every row takes, the same for all: step 0 warms up and is not
+    timed."""
+    rng = np.random.default_rng(0)
+    for i in range(steps + 1):
+        x = rng.integers(0, cfg.vocab_size, (batch, cfg.block_size))
+        y = rng.integers(0, cfg.vocab_size, (batch, cfg.block_size))
+        yield i, x, y
 
 
 def lal_step(setting: Setting | None = None, device: str = "cpu", **options) -> Callable:
@@ -272,25 +279,25 @@ BACKEND_SETTINGS: dict[str, Callable[[argparse.Namespace], list[Setting]]] = {
 
 
 def bench_training(
-    name: str, settings: list[Setting], steps: int, batch: int, device: str = "cpu"
+    name: str,
+    settings: list[Setting],
+    steps: int,
+    batch: int,
+    device: str = "cpu",
+    with_reference: bool = True,
 ) -> list[tuple]:
     """(label, tokens/s or None, skip reason, compile seconds) per row, the reference first
-    (on `device`, as lal's torch rows)."""
+    (on `device`, as lal's torch rows) unless `with_reference` is off."""
     cfg = get_model_config(name)
     state = TorchBackend(cfg, seed=0, compile=False).state_dict()
-    reference_times = reference_alone(cfg, state, batch, steps, device)
-    rows = [Setting(REFERENCE, build=None)] + settings
-    steppers = {}
-    for s in rows[1:]:
-        if not s.skip:
-            steppers[s.label] = s.build(cfg, state, batch)
-    limit = {s.label: min(steps, s.max_steps or steps) for s in rows}
-    rng = np.random.default_rng(0)
-    times: dict[str, list[float]] = {label: [] for label in steppers}
-    times[REFERENCE] = reference_times
-    for i in range(steps + 1):  # the first step of each warms up and is not counted
-        x = rng.integers(0, cfg.vocab_size, (batch, cfg.block_size))
-        y = rng.integers(0, cfg.vocab_size, (batch, cfg.block_size))
+    rows, times = list(settings), {}
+    if with_reference:  # timed before lal's rows are built: see reference_alone
+        rows.insert(0, Setting(REFERENCE, build=None))
+        times[REFERENCE] = reference_alone(cfg, state, batch, steps, device)
+    steppers = {s.label: s.build(cfg, state, batch) for s in settings if not s.skip}
+    limit = {s.label: min(steps, s.max_steps or steps) for s in settings}
+    times.update({label: [] for label in steppers})
+    for i, x, y in _batches(cfg, batch, steps):
         for label, step in steppers.items():
             if i > limit[label]:
                 continue
@@ -641,7 +648,8 @@ def main() -> None:
             for batch in sorted({2, B}):
                 rate = default_rate.get(name) if batch == B else None
                 if rate is None:  # not timed by the train section: time a few default steps
-                    rate = bench_training(name, [Setting("d", lal_step())], 2, batch)[1][1]
+                    default = [Setting("d", lal_step())]
+                    rate = bench_training(name, default, 2, batch, with_reference=False)[0][1]
                 eval_s, every, frac = bench_eval(name, batch, batch * cfg.block_size / rate)
                 print(
                     f"{name:<6} batch {batch:<3} eval {eval_s:.1f} s every {every} steps: "
