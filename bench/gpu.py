@@ -40,10 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import run  # noqa: E402
 from reference import NaiveGPT  # noqa: E402
 
-from lal_core.backends.torch_backend import TorchBackend  # noqa: E402
-from lal_core.config import ModelConfig, TrainConfig, get_model_config  # noqa: E402
-from lal_core.flops import default_peak_flops, flops_per_token  # noqa: E402
-from lal_core.sampling import generate_ids  # noqa: E402
+from lal_core.backends.torch.backend import TorchBackend  # noqa: E402
+from lal_core.backends.torch.device import default_peak_flops
+from lal_core.generation.sampling import generate_ids  # noqa: E402
+from lal_core.model.config import ModelConfig, get_model_config
+from lal_core.model.cost import flops_per_token  # noqa: E402
+from lal_core.model.recipe import TrainConfig  # noqa: E402
 
 Step = run.Step
 DEVICE = torch.device("cuda")

@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-from lal_core.config import ModelConfig
+from lal_core.model.config import ModelConfig
 
 
 class NaiveAttention(nn.Module):

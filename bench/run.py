@@ -75,13 +75,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from reference import NaiveGPT  # noqa: E402
 
 from lal_core.backends import make_backend  # noqa: E402
-from lal_core.backends.torch_backend import TorchBackend  # noqa: E402
-from lal_core.config import ModelConfig, TrainConfig, get_model_config  # noqa: E402
-from lal_core.controls import Controls  # noqa: E402
-from lal_core.flops import flops_per_token, measure_matmul_flops  # noqa: E402
-from lal_core.precision import compile_available, cpu_has_fast_bf16  # noqa: E402
-from lal_core.sampling import Generation, generate_ids  # noqa: E402
-from lal_core.trainer import evaluate  # noqa: E402
+from lal_core.backends.torch.backend import TorchBackend  # noqa: E402
+from lal_core.backends.torch.device import measure_matmul_flops  # noqa: E402
+from lal_core.backends.torch.precision import compile_available, cpu_has_fast_bf16  # noqa: E402
+from lal_core.generation.controls import Controls  # noqa: E402
+from lal_core.generation.sampling import Generation, generate_ids  # noqa: E402
+from lal_core.model.config import ModelConfig, get_model_config
+from lal_core.model.cost import flops_per_token
+from lal_core.model.recipe import TrainConfig  # noqa: E402
+from lal_core.training.evals import evaluate  # noqa: E402
 
 Step = Callable[[np.ndarray, np.ndarray], float]
 
@@ -241,7 +243,7 @@ def mlx_step(compile: bool) -> Callable:
     """A builder for lal's MLXBackend (its default device: the GPU on a Mac, else the CPU)."""
 
     def build(cfg: ModelConfig, state: dict, batch: int) -> Step:
-        from lal_core.backends.mlx_backend import MLXBackend
+        from lal_core.backends.mlx.backend import MLXBackend
 
         backend = MLXBackend(cfg, seed=0, compile=compile)
         backend.load_state_dict(state)

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from lal_core.data import resolve_corpus  # noqa: E402
+from lal_core.data.corpus import resolve_corpus  # noqa: E402
 
 _LOOP = """
 import resource, sys, time
@@ -56,7 +56,7 @@ print(total / seconds / 1e6, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss 
 
 _PREPARE = """
 import resource, sys, time
-from lal_core.preparing import prepare
+from lal_core.data.prepare import prepare
 t0 = time.perf_counter()
 dataset = prepare(sys.argv[1], name="bench", show_progress=False)
 seconds = time.perf_counter() - t0

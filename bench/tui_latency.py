@@ -40,11 +40,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from textual import events  # noqa: E402
 
-from lal_core.config import TrainConfig, get_model_config  # noqa: E402
-from lal_core.events import StepDone  # noqa: E402
-from lal_core.flags import RunRequest, request_argv  # noqa: E402
-from lal_core.follow import RunFollower  # noqa: E402
-from lal_core.runs import RunDir  # noqa: E402
+from lal_core.cli.flags import request_argv  # noqa: E402
+from lal_core.model.config import get_model_config  # noqa: E402
+from lal_core.model.recipe import TrainConfig
+from lal_core.runs.events import StepDone  # noqa: E402
+from lal_core.runs.folder import RunDir  # noqa: E402
+from lal_core.runs.follow import RunFollower  # noqa: E402
+from lal_core.training.request import RunRequest
 from lal_tui import engine_jobs  # noqa: E402
 from lal_tui.app import LalApp  # noqa: E402
 from lal_tui.launcher import ProcessLauncher  # noqa: E402

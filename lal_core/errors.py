@@ -33,6 +33,11 @@ class DeviceError(LalError):
     """A device or backend that is not available on this machine."""
 
 
+class RankLost(LalError):
+    """Another rank of a distributed run is gone (it died or was killed): this rank cannot go
+    on. The run is left as it was at its last saved state (it reads as interrupted)."""
+
+
 def describe_failure(exc: BaseException) -> str:
     """One line for an exception that ended a run: a LalError as it is, anything else with its
     type (a bug), Ctrl-C as "interrupted"."""

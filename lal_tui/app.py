@@ -21,8 +21,8 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from lal_core.errors import LalError
-from lal_core.events import EvalDone, RunFailed, RunFinished, RunStarted
-from lal_core.runs import RunDir
+from lal_core.runs.events import EvalDone, RunFailed, RunFinished, RunStarted
+from lal_core.runs.folder import RunDir
 from lal_tui import signals
 from lal_tui.args import parse_settings
 from lal_tui.commands import dashboard_commands

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from lal_core.console import EXIT_USAGE, OneLineParser
+from lal_core.cli.console import EXIT_USAGE, OneLineParser
+from lal_core.cli.flags import add_run_flags, run_request
 from lal_core.errors import LalError
-from lal_core.flags import add_run_flags, run_request
-from lal_core.follow import live_run
+from lal_core.runs.follow import live_run
 from lal_tui.settings import Settings
 
 

@@ -24,7 +24,7 @@ from textual.timer import Timer
 from textual.widgets import TabbedContent, TabPane
 
 from lal_core.errors import LalError
-from lal_core.runs import RunDir, delete_run
+from lal_core.runs.folder import RunDir, delete_run
 from lal_tui import engine_jobs
 from lal_tui.jobs import JobRunner
 from lal_tui.messages import (

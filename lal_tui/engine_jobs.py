@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lal_core.errors import LalError
-from lal_core.events import RunFailed, RunFinished, StopRequest
-from lal_core.flags import RunRequest
-from lal_core.follow import POLL_SECONDS, RunFollower
-from lal_core.runs import RunDir
+from lal_core.runs.events import RunFailed, RunFinished, StopRequest
+from lal_core.runs.folder import RunDir
+from lal_core.runs.follow import POLL_SECONDS, RunFollower
+from lal_core.training.request import RunRequest
 from lal_tui import messages as msg
 from lal_tui.jobs import Job, Post
 from lal_tui.launcher import RUN_NICENESS, Launch
@@ -103,7 +103,7 @@ class ModelCache:
         self._model: object = None
 
     def get(self, path: Path, backend: str, device: str | None) -> object:
-        from lal_core.sampling import load_for_sampling
+        from lal_core.generation.sampling import load_for_sampling
 
         key = (str(path), path.stat().st_mtime_ns, backend, device)
         with self._lock:
@@ -117,9 +117,9 @@ def sampling(request: SampleRequest, where: RunRequest, models: ModelCache) -> J
     several samples, one SampleEnded as each sample ends instead, then SampleFigures."""
 
     def job(post: Post, stop: StopRequest) -> int:
-        from lal_core.controls import Controls
-        from lal_core.runs import resolve_checkpoint
-        from lal_core.sampling import Generation, check_tokens
+        from lal_core.generation.controls import Controls
+        from lal_core.generation.sampling import Generation, check_tokens
+        from lal_core.runs.folder import resolve_checkpoint
 
         r = request
         controls = Controls(r.temperature, r.top_k).check()
@@ -155,16 +155,16 @@ def sampling(request: SampleRequest, where: RunRequest, models: ModelCache) -> J
 def sample_figures(checkpoint: Path, samples: list) -> str:
     """The samples' quality figures in one line (memorisation where the run's corpus is at
     hand)."""
-    from lal_core.evaluation import run_corpus
+    from lal_core.data.tokenizer import encode
     from lal_core.quality.report import figures_of
     from lal_core.quality.verbatim import VerbatimIndex
-    from lal_core.tokenizer import encode
+    from lal_core.training.request import record_corpus
 
     index = None
     run = RunDir(checkpoint.parent)
     if run.run_json.is_file():
         try:
-            index = VerbatimIndex.for_corpus(run_corpus(run.read()))
+            index = VerbatimIndex.for_corpus(record_corpus(run.read()))
         except LalError:
             index = None  # the corpus is gone: the figures without memorisation
     f = figures_of([encode(s.text) for s in samples], index)
@@ -245,8 +245,8 @@ def answering(
     sft: "after")."""
 
     def job(post: Post, stop: StopRequest) -> None:
-        from lal_core.runs import resolve_checkpoint
-        from lal_core.sampling import load_for_sampling
+        from lal_core.generation.sampling import load_for_sampling
+        from lal_core.runs.folder import resolve_checkpoint
         from lal_core.sft import chat
 
         for kind in kinds:
@@ -265,7 +265,7 @@ def counting(path: str | None) -> Job:
     """Tokenise the corpus (or read its cached tokens) and post its size."""
 
     def job(post: Post, stop: StopRequest) -> None:
-        from lal_core.data import load_corpus, resolve_corpus
+        from lal_core.data.corpus import load_corpus, resolve_corpus
 
         corpus = load_corpus(resolve_corpus(path, download=False))
         stats = msg.CorpusStats(corpus.path, len(corpus.tokens), len(corpus.train), len(corpus.val))
@@ -278,7 +278,7 @@ def saving_picture(paths: Sequence[Path]) -> Job:
     """Draw the runs' loss curves (matplotlib) into curves.png in the first run's folder."""
 
     def job(post: Post, stop: StopRequest) -> None:
-        from lal_core.plot import default_picture, read_curves, save_picture
+        from lal_core.export.plot import default_picture, read_curves, save_picture
 
         runs = [RunDir(p) for p in paths]
         post(msg.PictureSaved(save_picture(read_curves(runs), default_picture(runs[0]))))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
-from lal_core.flags import RunRequest
+from lal_core.training.request import RunRequest
 from lal_tui import engine_jobs
 from lal_tui.jobs import JobRunner
 from lal_tui.launcher import Launch, ask_to_stop, cannot_stop

@@ -23,7 +23,7 @@ from textual.message import Message
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from lal_core.errors import describe_failure as describe_error
-from lal_core.events import RunFailed, StopRequest
+from lal_core.runs.events import RunFailed, StopRequest
 from lal_tui.messages import EngineError, EngineEvent, JobEnded
 
 Post = Callable[[Message], object]

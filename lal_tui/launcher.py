@@ -25,12 +25,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from lal_core.cli.flags import request_argv
 from lal_core.errors import CheckpointError, LalError, describe_failure
-from lal_core.event_log import event_time
-from lal_core.events import StopRequest
-from lal_core.flags import RunRequest, request_argv
-from lal_core.run_lock import Owner
-from lal_core.runs import LOG_FILES, RunDir, remote_host
+from lal_core.runs.events import StopRequest, event_time
+from lal_core.runs.folder import LOG_FILES, RunDir, remote_host
+from lal_core.runs.lock import Owner
+from lal_core.training.request import RunRequest
 
 TAIL_BYTES = 64 * 1024  # enough of a log's end to hold its last whole line
 # A run started here yields the cores to the dashboard when it has a key to answer (on two
@@ -223,24 +223,22 @@ class ThreadLauncher:
         self.launches: list[ThreadLaunch] = []
 
     def train(self, request: RunRequest) -> Launch:
-        from lal_core.trainer import Trainer
+        from lal_core.training.train import Trainer
 
         run = reserve(request)
 
         def work(stop: StopRequest) -> object:
-            options = request.trainer_options()
-            return Trainer(
-                request.model_config, request.train_config, run_id=run.run_id, stop=stop, **options
-            ).run_training()
+            return Trainer(request, run_id=run.run_id, stop=stop).run_training()
 
         return self._start(run.path, "train", work)
 
     def resume(self, path: Path, runs_dir: Path | None) -> Launch:
-        from lal_core.trainer import Trainer
+        from lal_core.training.train import Trainer
 
-        return self._start(
-            path, "train", lambda stop: Trainer.resume(path, runs_dir, stop=stop).run_training()
-        )
+        def work(stop: StopRequest) -> object:
+            return Trainer.resume(path, runs_dir=runs_dir, stop=stop).run_training()
+
+        return self._start(path, "train", work)
 
     def fine_tune(self, path: Path, where: RunRequest) -> Launch:
         from lal_core.sft import run_sft

@@ -15,7 +15,7 @@ from typing import Any
 from textual.message import Message
 from textual.worker import Worker
 
-from lal_core.events import Event
+from lal_core.runs.events import Event
 
 
 @dataclass

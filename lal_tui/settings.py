@@ -13,8 +13,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from lal_core.config import MODEL_CONFIGS, ModelConfig
-from lal_core.flags import DEFAULT_CONFIG, RunRequest
+from lal_core.cli.flags import DEFAULT_CONFIG
+from lal_core.model.config import MODEL_CONFIGS, ModelConfig
+from lal_core.training.request import RunRequest
 
 
 @dataclass(frozen=True)

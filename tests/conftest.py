@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lal_core import events as ev
-from lal_core.config import ModelConfig, TrainConfig
-from lal_core.controls import Controls
+from lal_core.generation.controls import Controls
+from lal_core.model.config import ModelConfig
+from lal_core.model.recipe import TrainConfig
+from lal_core.runs import events as ev
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

@@ -11,10 +11,12 @@ from conftest import FAST, MICRO, assert_one_line_error, call_main, random_token
 from lal_core import sft
 from lal_core.backends import make_backend, mlx_available
 from lal_core.backends.base import passes
-from lal_core.config import TrainConfig, get_model_config
 from lal_core.errors import ConfigError
-from lal_core.runs import RunDir
-from lal_core.trainer import Trainer, train
+from lal_core.model.config import get_model_config
+from lal_core.model.recipe import TrainConfig
+from lal_core.runs.folder import RunDir
+from lal_core.training.request import RunRequest
+from lal_core.training.train import Trainer, train
 
 NEEDS_MLX = pytest.mark.skipif(not mlx_available(), reason="no mlx")
 
@@ -90,20 +92,24 @@ def test_a_run_with_a_micro_batch_trains_as_without_and_resumes_with_another(
     cfg = replace(FAST, batch_size=4, max_iters=8)
     options = {"dtype": "float32", "compile": False}
     runs = tmp_path / "runs"
-    plain = train(MICRO, cfg, data=small_corpus, runs_root=runs, backend_options=options)
+    plain = train(RunRequest(MICRO, cfg, data=small_corpus, runs_dir=runs, backend_options=options))
     micro = train(
-        MICRO,
-        replace(cfg, micro_batch=1),
-        data=small_corpus,
-        runs_root=runs,
-        backend_options=options,
+        RunRequest(
+            MICRO,
+            replace(cfg, micro_batch=1),
+            data=small_corpus,
+            runs_dir=runs,
+            backend_options=options,
+        )
     )
     a, b = RunDir(plain.run_dir).evals(), RunDir(micro.run_dir).evals()
     assert [e.iteration for e in a] == [e.iteration for e in b]
     assert np.allclose([e.val_loss for e in a], [e.val_loss for e in b], atol=1e-4, rtol=0)
     assert RunDir(micro.run_dir).read().train_config.micro_batch == 1
     # A resume may run with another micro batch: it changes how, not what, the run learns.
-    resumed = Trainer.resume(micro.run_dir.name, runs, max_iters=12, micro_batch=2).run_training()
+    resumed = Trainer.resume(
+        micro.run_dir.name, runs_dir=runs, max_iters=12, micro_batch=2
+    ).run_training()
     assert resumed.status == "completed"
     assert RunDir(micro.run_dir).read().train_config.micro_batch == 2
 

@@ -16,8 +16,9 @@ from safetensors.numpy import save_file
 from conftest import MICRO, assert_one_line_error, call_main
 from lal_core import cli
 from lal_core.backends import make_backend
-from lal_core.checkpoint import save_weights
-from lal_core.config import ModelConfig, TrainConfig
+from lal_core.model.config import ModelConfig
+from lal_core.model.recipe import TrainConfig
+from lal_core.runs.checkpoints import save_weights
 
 
 def tree(*roots: Path) -> dict[str, str]:
@@ -180,7 +181,7 @@ def test_mlx_missing(files, monkeypatch, capsys):
 
 @pytest.mark.slow
 def test_no_space_left_keeps_the_previous_checkpoint(files, monkeypatch, capsys):
-    import lal_core.checkpoint as checkpoint
+    import lal_core.runs.checkpoints as checkpoint
 
     run = files["run"]
     before = (run / "best.safetensors").read_bytes()

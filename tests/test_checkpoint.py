@@ -9,11 +9,12 @@ from safetensors import SafetensorError
 from safetensors.numpy import save_file
 
 from conftest import random_tokens
-from lal_core import checkpoint
 from lal_core.backends import make_backend
-from lal_core.checkpoint import STATE_FILE, load_state, load_weights, save_state, save_weights
-from lal_core.config import ModelConfig, TrainConfig
 from lal_core.errors import CheckpointError
+from lal_core.model.config import ModelConfig
+from lal_core.model.recipe import TrainConfig
+from lal_core.runs import checkpoints, files
+from lal_core.runs.checkpoints import STATE_FILE, load_state, load_weights, save_state, save_weights
 
 
 @pytest.fixture
@@ -164,7 +165,7 @@ def test_failed_write_keeps_the_old_file(failure, kind, previous, tmp_path, micr
         calls.append(args)
         return replacement(*args, **kwargs)
 
-    monkeypatch.setattr(checkpoint if name == "save_file" else checkpoint.os, name, failing)
+    monkeypatch.setattr(checkpoints if name == "save_file" else files.os, name, failing)
     with pytest.raises(CheckpointError) as info:
         save(path)
     monkeypatch.undo()
@@ -186,4 +187,4 @@ def test_failed_write_keeps_the_old_file(failure, kind, previous, tmp_path, micr
 
 def test_checkpoint_gets_normal_permissions(saved):
     _, path = saved
-    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~checkpoint._UMASK
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~files._UMASK

@@ -5,9 +5,9 @@ import shutil
 import pytest
 
 from conftest import assert_one_line_error, call_main, run_cli
+from lal_core.backends.torch.device import default_device
 from lal_core.cli import main
-from lal_core.device import default_device
-from lal_core.runs import RunDir
+from lal_core.runs.folder import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_num_samples_prints_each_with_the_seed_that_draws_it_alone(
 ):
     # Rows of a batch equal rows drawn alone in float32; in bf16 a batch may round otherwise
     # (how depends on the CPU and its thread count), so this checks the seeds in float32.
-    import lal_core.backends.torch_backend as torch_backend
+    import lal_core.backends.torch.backend as torch_backend
 
     monkeypatch.setattr(torch_backend, "default_infer_dtype", lambda device: "float32")
     args = ["sample", "--prompt", "ROMEO:", "--tokens", "12", "--top-p", "0.95"]

@@ -1,14 +1,9 @@
 import pytest
 
-from lal_core.config import (
-    MODEL_CONFIGS,
-    ModelConfig,
-    TrainConfig,
-    count_parameters,
-    get_model_config,
-)
 from lal_core.errors import ConfigError
-from lal_core.model import GPT
+from lal_core.model.config import MODEL_CONFIGS, ModelConfig, count_parameters, get_model_config
+from lal_core.model.gpt import GPT
+from lal_core.model.recipe import TrainConfig
 
 
 @pytest.mark.parametrize(
@@ -43,7 +38,7 @@ def test_default_eval_cadence_is_kept_in_sequences():
 
 
 def test_eval_batch_holds_at_least_the_micro_batch_and_2048_tokens():
-    from lal_core.config import eval_batch_size
+    from lal_core.model.recipe import eval_batch_size
 
     tiny, lal = get_model_config("tiny"), get_model_config("lal")
     assert eval_batch_size(tiny, 2) == 16 and eval_batch_size(lal, 2) == 4

@@ -18,12 +18,14 @@ import pytest
 import torch
 
 from conftest import MICRO, next_token_kl, random_tokens, run_cli, stop_after
-from lal_core import events as ev
-from lal_core.backends.torch_backend import TorchBackend
-from lal_core.checkpoint import load_weights
-from lal_core.config import TrainConfig, get_model_config
-from lal_core.sampling import generate_ids
-from lal_core.trainer import Trainer, train
+from lal_core.backends.torch.backend import TorchBackend
+from lal_core.generation.sampling import generate_ids
+from lal_core.model.config import get_model_config
+from lal_core.model.recipe import TrainConfig
+from lal_core.runs import events as ev
+from lal_core.runs.checkpoints import load_weights
+from lal_core.training.request import RunRequest
+from lal_core.training.train import Trainer, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 
@@ -154,7 +156,7 @@ def test_compiled_cuda_checkpoint_loads_into_an_eager_cpu_model(
     small_corpus, micro_cfg, exact_fp32
 ):
     cfg = TrainConfig(max_iters=6, eval_interval=3, batch_size=4)
-    result = train(micro_cfg, cfg, device="cuda", data=small_corpus)
+    result = train(RunRequest(micro_cfg, cfg, device="cuda", data=small_corpus))
     info = json.loads((result.run_dir / "run.json").read_text())
     assert info["device"] == "cuda"
     tensors, cfg = load_weights(result.run_dir / "final.safetensors")
@@ -175,13 +177,11 @@ def stopped_and_resumed(model_cfg, corpus, **backend_options):
     """A CUDA run stopped after step 7, then resumed to the end."""
     stop = ev.StopRequest()
     first = Trainer(
-        model_cfg,
-        RESUME_CFG,
-        device="cuda",
-        data=corpus,
+        RunRequest(
+            model_cfg, RESUME_CFG, device="cuda", data=corpus, backend_options=backend_options
+        ),
         on_event=stop_after(7, stop),
         stop=stop,
-        backend_options=backend_options,
     ).run_training()
     assert first.status == "stopped"
     return Trainer.resume(first.run_dir).run_training()
@@ -201,7 +201,9 @@ def test_stopped_cuda_run_resumes_and_completes(small_corpus, micro_cfg):
 def test_eager_cuda_run_stopped_and_resumed_ends_bit_identical(small_corpus, micro_cfg):
     model_cfg = replace(micro_cfg, dropout=0.1)
     eager = {"compile": False}
-    straight = train(model_cfg, RESUME_CFG, device="cuda", data=small_corpus, backend_options=eager)
+    straight = train(
+        RunRequest(model_cfg, RESUME_CFG, device="cuda", data=small_corpus, backend_options=eager)
+    )
     resumed = stopped_and_resumed(model_cfg, small_corpus, **eager)
     a, _ = load_weights(straight.run_dir / "final.safetensors")
     b, _ = load_weights(resumed.run_dir / "final.safetensors")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from lal_core import data
+from lal_core.data import corpus as data
 from lal_core.errors import DataError
 
 

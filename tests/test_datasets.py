@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, call_main
-from lal_core import preparing
-from lal_core.config import TrainConfig
-from lal_core.data import load_corpus
-from lal_core.datasets import find_dataset, open_dataset
+from lal_core.data import prepare as preparing
+from lal_core.data.corpus import find_dataset, load_corpus, open_dataset
+from lal_core.data.prepare import prepare
+from lal_core.data.tokenizer import EOT_TOKEN, encode
 from lal_core.errors import DataError
-from lal_core.preparing import prepare
-from lal_core.runs import RunDir
-from lal_core.tokenizer import EOT_TOKEN, encode
-from lal_core.trainer import Trainer
+from lal_core.model.recipe import TrainConfig
+from lal_core.runs.folder import RunDir
+from lal_core.training.request import RunRequest
+from lal_core.training.train import Trainer
 
 
 def joined(documents: list[str]) -> list[int]:
@@ -84,7 +84,7 @@ def test_training_reads_a_dataset_by_name_and_records_its_identity(
     assert corpus.sha256 == dataset.sha256 and len(corpus.tokens) == len(dataset.tokens)
     assert len(corpus.train) + len(corpus.val) == len(corpus.tokens)
     cfg = TrainConfig(max_iters=2, eval_interval=2, batch_size=2)
-    result = Trainer(micro_cfg, cfg, data="mine").run_training()
+    result = Trainer(RunRequest(micro_cfg, cfg, data="mine")).run_training()
     record = RunDir(result.run_dir).read()
     assert result.status == "completed" and record.data.sha256 == dataset.sha256
     assert record.data.path == str(dataset.folder.resolve())

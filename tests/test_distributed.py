@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from conftest import assert_one_line_error, call_main, run_cli, wait_for
-from lal_core.checkpoint import load_weights
-from lal_core.config import TrainConfig
-from lal_core.distributed import Ranks
+from lal_core.backends.distributed import Ranks
 from lal_core.errors import ConfigError
-from lal_core.runs import RunDir, find_run, read_entry
+from lal_core.model.recipe import TrainConfig
+from lal_core.runs.checkpoints import load_weights
+from lal_core.runs.folder import RunDir, find_run, read_entry
 
 # No dropout: 2 ranks draw other masks than 1 process (each rank its own).
 RECIPE = ["--batch-size", "4", "--eval-interval", "5", "--dtype", "float32", "--lr", "3e-3"]

@@ -10,9 +10,10 @@ from dataclasses import replace
 import pytest
 
 from conftest import FAST, MICRO, assert_one_line_error, call_main
-from lal_core.runs import RunDir
-from lal_core.tokenizer import encode
-from lal_core.trainer import train
+from lal_core.data.tokenizer import encode
+from lal_core.runs.folder import RunDir
+from lal_core.training.request import RunRequest
+from lal_core.training.train import train
 
 LINE = re.compile(
     r"on (?P<text>.+): loss (?P<loss>[\d.]+), perplexity (?P<ppl>[\d.]+) over "
@@ -34,7 +35,7 @@ def trained(small_corpus, tmp_path_factory) -> RunDir:
     their iterations); tests get a copy."""
     root = tmp_path_factory.mktemp("eval-runs")
     cfg = replace(FAST, patience=100)
-    return RunDir(train(MICRO, cfg, data=small_corpus, runs_root=root).run_dir)
+    return RunDir(train(RunRequest(MICRO, cfg, data=small_corpus, runs_dir=root)).run_dir)
 
 
 @pytest.fixture

@@ -7,13 +7,15 @@ import numpy as np
 import pytest
 
 from conftest import MICRO
-from lal_core import events as ev
 from lal_core.backends import make_backend
-from lal_core.config import TrainConfig, eval_batch_size
-from lal_core.data import load_corpus, val_windows
-from lal_core.evaluation import score
-from lal_core.runs import RunDir
-from lal_core.trainer import Trainer, read_state_header
+from lal_core.data.corpus import load_corpus, val_windows
+from lal_core.model.recipe import TrainConfig, eval_batch_size
+from lal_core.quality.scoring import score
+from lal_core.runs import events as ev
+from lal_core.runs.checkpoints import read_state_header
+from lal_core.runs.folder import RunDir
+from lal_core.training.request import RunRequest
+from lal_core.training.train import Trainer
 
 
 def test_val_windows_spread_a_capped_count_evenly():
@@ -42,7 +44,9 @@ def test_a_stop_during_an_eval_abandons_it_and_a_resume_runs_it(backend, short_c
         return plain_eval(x, y)
 
     model.eval_loss = eval_loss
-    result = Trainer(MICRO, cfg, backend=model, data=short_corpus, stop=stop).run_training()
+    result = Trainer(
+        RunRequest(MICRO, cfg, backend=model, data=short_corpus), stop=stop
+    ).run_training()
     run = RunDir(result.run_dir)
     # The eval at 0 took one pass of train windows and one of val: the eval's own batch of
     # 64 windows (2,048 tokens), not the training batch of 2.
@@ -66,7 +70,7 @@ def test_a_stop_during_an_eval_abandons_it_and_a_resume_runs_it(backend, short_c
 def test_eval_tokens_caps_what_an_eval_scores(small_corpus):
     cfg = TrainConfig(max_iters=4, eval_interval=2, batch_size=2, eval_tokens=320)
     seen = []
-    result = Trainer(MICRO, cfg, data=small_corpus, on_event=seen.append).run_training()
+    result = Trainer(RunRequest(MICRO, cfg, data=small_corpus), on_event=seen.append).run_training()
     record = RunDir(result.run_dir).read()
     assert record.data.eval_tokens == 320 < record.data.val_tokens  # recorded in run.json
     started = next(e for e in seen if isinstance(e, ev.RunStarted))

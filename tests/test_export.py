@@ -14,14 +14,15 @@ import pytest
 
 from conftest import FAST, MICRO, assert_one_line_error, call_main
 from lal_core.backends import make_backend
-from lal_core.checkpoint import save_weights
-from lal_core.plot import Curves, figure
-from lal_core.records import EvalRecord, RunRecord, StepRecord
-from lal_core.runs import RunDir
-from lal_core.sampling import generate_ids
+from lal_core.data.tokenizer import encode
+from lal_core.export.plot import Curves, figure
+from lal_core.generation.sampling import generate_ids
+from lal_core.runs.checkpoints import save_weights
+from lal_core.runs.folder import RunDir
+from lal_core.runs.records import EvalRecord, RunRecord, StepRecord
 from lal_core.sft.chat_format import chat_prompt
-from lal_core.tokenizer import encode
-from lal_core.trainer import train
+from lal_core.training.request import RunRequest
+from lal_core.training.train import train
 
 
 def checkpoint(folder: Path, cfg=MICRO, sft: bool = False, seed: int = 0) -> tuple[Path, object]:
@@ -156,7 +157,7 @@ def test_export_refuses_a_folder_in_use_and_a_foreign_file(tmp_path, capsys):
 @pytest.mark.slow
 def test_export_of_a_run_takes_its_best_checkpoint_and_says_which(tmp_path, capsys, small_corpus):
     cfg = replace(FAST, max_iters=4)
-    run = train(MICRO, cfg, data=small_corpus).run_dir
+    run = train(RunRequest(MICRO, cfg, data=small_corpus)).run_dir
     result = call_main(capsys, "export", run.name, "-o", str(tmp_path / "hf"))
     assert result.returncode == 0 and str(run / "best.safetensors") in result.stdout
     config = json.loads((tmp_path / "hf" / "config.json").read_text())
@@ -178,7 +179,8 @@ def png_size(path: Path) -> tuple[int, int]:
 @pytest.fixture
 def two_runs(small_corpus) -> list[RunDir]:
     return [
-        RunDir(train(MICRO, replace(FAST, seed=seed), data=small_corpus).run_dir) for seed in (0, 1)
+        RunDir(train(RunRequest(MICRO, replace(FAST, seed=seed), data=small_corpus)).run_dir)
+        for seed in (0, 1)
     ]
 
 

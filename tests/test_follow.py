@@ -13,19 +13,20 @@ import threading
 import pytest
 
 from conftest import FAST, LONG, MICRO, wait_for
-from lal_core import events as ev
 from lal_core.cli import main
-from lal_core.event_log import event_from_json, event_to_json
-from lal_core.follow import RunFollower, live_run
-from lal_core.records import ProcessInfo
-from lal_core.run_lock import RunBusy
-from lal_core.runs import RunDir, list_runs
-from lal_core.trainer import Trainer, train
+from lal_core.runs import events as ev
+from lal_core.runs.events import event_from_json, event_to_json
+from lal_core.runs.folder import RunDir, list_runs
+from lal_core.runs.follow import RunFollower, live_run
+from lal_core.runs.lock import RunBusy
+from lal_core.runs.records import ProcessInfo
+from lal_core.training.request import RunRequest
+from lal_core.training.train import Trainer, train
 
 
 def test_the_follower_yields_what_the_trainer_emitted(short_corpus, isolated_home):
     emitted: list = []
-    result = train(MICRO, FAST, data=short_corpus, on_event=emitted.append)
+    result = train(RunRequest(MICRO, FAST, data=short_corpus), on_event=emitted.append)
     followed = list(RunFollower(RunDir(result.run_dir)).events())
     assert followed == emitted  # the same events, in the same order, with the same values
     assert [type(e) for e in followed].count(ev.StepDone) == FAST.max_iters
@@ -33,7 +34,7 @@ def test_the_follower_yields_what_the_trainer_emitted(short_corpus, isolated_hom
 
 
 def test_a_half_written_last_line_waits_for_its_end(short_corpus, isolated_home):
-    result = train(MICRO, FAST, data=short_corpus)
+    result = train(RunRequest(MICRO, FAST, data=short_corpus))
     log = RunDir(result.run_dir).metrics_path
     whole = log.read_bytes()
     lines = whole.splitlines(keepends=True)
@@ -53,7 +54,7 @@ def run_in_thread(short_corpus):
 
     def start() -> tuple[threading.Thread, list]:
         emitted: list = []
-        trainer = Trainer(MICRO, LONG, data=short_corpus, on_event=emitted.append)
+        trainer = Trainer(RunRequest(MICRO, LONG, data=short_corpus), on_event=emitted.append)
         thread = threading.Thread(target=trainer.run_training, daemon=True)
         thread.start()
         started.append((trainer, thread))
@@ -94,7 +95,7 @@ def test_a_live_run_is_followed_stopped_from_outside_and_resumed(run_in_thread, 
 
 
 def test_a_second_writer_is_refused_and_changes_nothing(short_corpus, isolated_home, capsys):
-    stopped = Trainer(MICRO, FAST, data=short_corpus, stop=ev.StopRequest())
+    stopped = Trainer(RunRequest(MICRO, FAST, data=short_corpus), stop=ev.StopRequest())
     stopped.stop.set("test")
     run = RunDir(stopped.run_training().run_dir)
 
@@ -117,7 +118,7 @@ def test_a_second_writer_is_refused_and_changes_nothing(short_corpus, isolated_h
 
 
 def test_watch_prints_a_finished_runs_log_and_returns(short_corpus, isolated_home, capsys):
-    result = train(MICRO, FAST, data=short_corpus)
+    result = train(RunRequest(MICRO, FAST, data=short_corpus))
     assert main(["watch", result.run_dir.name]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"run {result.run_dir.name} | config micro")

@@ -13,16 +13,19 @@ import numpy as np
 import pytest
 
 from conftest import EACH_CONTROL, random_tokens
-from lal_core import backends, paths
-from lal_core import events as ev
+from lal_core import backends
 from lal_core.backends import make_backend
-from lal_core.checkpoint import load_weights, save_weights
 from lal_core.cli import main
-from lal_core.config import MODEL_CONFIGS, ModelConfig, TrainConfig
-from lal_core.controls import Controls
 from lal_core.errors import ConfigError, DeviceError
-from lal_core.sampling import Generation, generate_ids, load_for_sampling, stream
-from lal_core.trainer import Trainer, train
+from lal_core.generation.controls import Controls
+from lal_core.generation.sampling import Generation, generate_ids, load_for_sampling, stream
+from lal_core.model.config import MODEL_CONFIGS, ModelConfig
+from lal_core.model.recipe import TrainConfig
+from lal_core.runs import events as ev
+from lal_core.runs.checkpoints import load_weights, save_weights
+from lal_core.runs.folder import runs_root
+from lal_core.training.request import RunRequest
+from lal_core.training.train import Trainer, train
 
 # Every config's layer shape (width, heads), one layer deep, eight positions: what parity needs.
 # The wide ones with a 2,048-token vocabulary: the layers are what differ between configs, and
@@ -183,7 +186,7 @@ def test_stopped_and_resumed_run_ends_bit_identical(micro_cfg, shakespeare, tmp_
     corpus.write_text(shakespeare.read_text()[:6_000])
     model_cfg = replace(micro_cfg, dropout=0.1)
     cfg = TrainConfig(max_iters=6, eval_interval=3, batch_size=2, lr=2e-3, warmup_iters=2)
-    straight = train(model_cfg, cfg, backend="mlx", data=corpus)
+    straight = train(RunRequest(model_cfg, cfg, backend="mlx", data=corpus))
 
     stop = ev.StopRequest()
 
@@ -191,7 +194,9 @@ def test_stopped_and_resumed_run_ends_bit_identical(micro_cfg, shakespeare, tmp_
         if isinstance(event, ev.StepDone) and event.iteration == 4:
             stop.set("test")
 
-    first = Trainer(model_cfg, cfg, "mlx", data=corpus, on_event=stop_at_4, stop=stop)
+    first = Trainer(
+        RunRequest(model_cfg, cfg, backend="mlx", data=corpus), on_event=stop_at_4, stop=stop
+    )
     assert first.run_training().status == "stopped"
     resumed = Trainer.resume(first.run.path).run_training()
     assert resumed.status == "completed" and resumed.iteration == cfg.max_iters
@@ -330,7 +335,7 @@ def test_cli_samples_a_torch_run_with_mlx(micro_cfg, shakespeare, tmp_path, caps
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(shakespeare.read_text()[:10_000])
     cfg = TrainConfig(max_iters=8, eval_interval=8, batch_size=4, lr=3e-3, warmup_iters=2)
-    result = train(micro_cfg, cfg, backend="torch", data=corpus)
+    result = train(RunRequest(micro_cfg, cfg, backend="torch", data=corpus))
     capsys.readouterr()
     args = ["sample", result.run_dir.name, "--backend", "mlx", "--prompt", "ROMEO:"]
     assert main([*args, "--temperature", "0", "--tokens", "15"]) == 0
@@ -380,7 +385,7 @@ def test_an_option_mlx_cannot_honour_is_a_one_line_error(flags, options, small_c
     code = main(["train", "--backend", "mlx", "--data", str(small_corpus), *flags])
     err = capsys.readouterr().err
     assert code == 1 and f"{option} does not apply to the mlx backend" in err
-    assert err.count("\n") == 1 and not list(paths.runs_dir().glob("*"))
+    assert err.count("\n") == 1 and not list(runs_root().glob("*"))
     assert make_backend("mlx", SHORT, compile=False).compile is False  # one it has: honoured
 
 

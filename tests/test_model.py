@@ -7,9 +7,9 @@ from torch.nn import functional as F
 
 from conftest import random_tokens
 from lal_core.backends import make_backend
-from lal_core.backends.torch_training import TrainingLoss
-from lal_core.config import get_model_config
-from lal_core.model import GPT
+from lal_core.backends.torch.training_loss import TrainingLoss
+from lal_core.model.config import get_model_config
+from lal_core.model.gpt import GPT
 
 
 def test_untrained_loss_is_uniform_guessing():
@@ -75,7 +75,7 @@ def test_ignored_targets_count_for_nothing(micro_cfg):
 
 
 def test_backend_state_dict_has_canonical_names(micro_cfg):
-    from lal_core.checkpoint import expected_shapes
+    from lal_core.runs.checkpoints import expected_shapes
 
     state = make_backend("torch", micro_cfg).state_dict()
     assert {k: v.shape for k, v in state.items()} == expected_shapes(micro_cfg)

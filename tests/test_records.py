@@ -6,12 +6,12 @@ import json
 import pytest
 
 from conftest import MICRO
-from lal_core import events as ev
 from lal_core.cli import main
-from lal_core.config import TrainConfig
 from lal_core.errors import CheckpointError
-from lal_core.records import FORMAT_VERSION, EvalRecord, RunRecord, SFTRecord, StepRecord
-from lal_core.runs import RunDir, find_run, list_runs
+from lal_core.model.recipe import TrainConfig
+from lal_core.runs import events as ev
+from lal_core.runs.folder import RunDir, find_run, list_runs
+from lal_core.runs.records import FORMAT_VERSION, EvalRecord, RunRecord, SFTRecord, StepRecord
 
 # run.json as lal wrote it before the records were typed (format 1), with an SFT entry.
 FORMAT_1 = {

@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 from conftest import FAST, MICRO, assert_one_line_error, call_main
-from lal_core.data import load_corpus
+from lal_core.data.corpus import load_corpus
+from lal_core.data.tokenizer import encode
 from lal_core.quality.metrics import distinct, find_loop, repeated_share
 from lal_core.quality.report_file import read_report
 from lal_core.quality.verbatim import VerbatimIndex, suffix_array
-from lal_core.runs import RunDir
-from lal_core.tokenizer import encode
-from lal_core.trainer import train
+from lal_core.runs.folder import RunDir
+from lal_core.training.request import RunRequest
+from lal_core.training.train import train
 
 
 # -- figures on constructed texts --------------------------------------------------------------
@@ -78,7 +79,9 @@ def test_shuffled_and_held_out_text_are_neither_memorised_nor_loops(index):
 def trained(small_corpus, tmp_path_factory) -> RunDir:
     root = tmp_path_factory.mktemp("report-runs")
     return RunDir(
-        train(MICRO, replace(FAST, patience=100), data=small_corpus, runs_root=root).run_dir
+        train(
+            RunRequest(MICRO, replace(FAST, patience=100), data=small_corpus, runs_dir=root)
+        ).run_dir
     )
 
 

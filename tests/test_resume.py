@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 
 from conftest import stop_after
-from lal_core import events as ev
-from lal_core.checkpoint import load_weights
-from lal_core.config import TrainConfig
 from lal_core.errors import LalError
-from lal_core.runs import RunDir
-from lal_core.trainer import Trainer, train
+from lal_core.model.recipe import TrainConfig
+from lal_core.runs import events as ev
+from lal_core.runs.checkpoints import load_weights
+from lal_core.runs.folder import RunDir
+from lal_core.training.request import RunRequest
+from lal_core.training.train import Trainer, train
 
 CFG = TrainConfig(max_iters=16, eval_interval=5, batch_size=2, lr=2e-3, warmup_iters=3)
 # Eager everywhere (the default on the CPU). Compiled CUDA kernels reduce in a varying order,
@@ -29,16 +30,13 @@ def test_stop_and_resume_ends_bit_identical(micro_cfg, small_corpus, stop_step):
     model_cfg = replace(
         micro_cfg, dropout=0.1
     )  # dropout draws from torch's RNG: it must resume too
-    straight = train(model_cfg, CFG, data=small_corpus, backend_options=EAGER)
+    straight = train(RunRequest(model_cfg, CFG, data=small_corpus, backend_options=EAGER))
 
     stop = ev.StopRequest()
     first = Trainer(
-        model_cfg,
-        CFG,
-        data=small_corpus,
+        RunRequest(model_cfg, CFG, data=small_corpus, backend_options=EAGER),
         on_event=stop_after(stop_step, stop),
         stop=stop,
-        backend_options=EAGER,
     ).run_training()
     record = RunDir(first.run_dir).read()
     assert record.backend_options == EAGER and record.status == "stopped"
@@ -64,7 +62,7 @@ def test_stop_and_resume_ends_bit_identical(micro_cfg, small_corpus, stop_step):
 @pytest.mark.slow
 def test_completed_run_is_not_resumed_without_more_iterations(micro_cfg, small_corpus):
     cfg = replace(CFG, max_iters=4, eval_interval=2)
-    result = train(micro_cfg, cfg, data=small_corpus)
+    result = train(RunRequest(micro_cfg, cfg, data=small_corpus))
     with pytest.raises(LalError, match="already completed"):
         Trainer.resume(result.run_dir)
     longer = Trainer.resume(result.run_dir, max_iters=6).run_training()
@@ -75,7 +73,7 @@ def test_resume_refuses_a_changed_corpus(micro_cfg, tmp_path, small_corpus):
     corpus = tmp_path / "mine.txt"
     corpus.write_text(small_corpus.read_text())
     stop = ev.StopRequest()
-    run = Trainer(micro_cfg, CFG, data=corpus, on_event=stop_after(2, stop), stop=stop)
+    run = Trainer(RunRequest(micro_cfg, CFG, data=corpus), on_event=stop_after(2, stop), stop=stop)
     result = run.run_training()
     corpus.write_text(small_corpus.read_text() + "\nMORE TEXT\n")
     with pytest.raises(LalError, match="changed"):
@@ -86,7 +84,7 @@ def test_resume_refuses_a_changed_corpus(micro_cfg, tmp_path, small_corpus):
 def test_run_json_cannot_redirect_writes(micro_cfg, small_corpus, isolated_home):
     stop = ev.StopRequest()
     result = Trainer(
-        micro_cfg, CFG, data=small_corpus, on_event=stop_after(2, stop), stop=stop
+        RunRequest(micro_cfg, CFG, data=small_corpus), on_event=stop_after(2, stop), stop=stop
     ).run_training()
     info = json.loads((result.run_dir / "run.json").read_text())
     info["run_id"] = "../../escaped"

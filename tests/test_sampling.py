@@ -3,11 +3,11 @@ import pytest
 
 from conftest import EACH_CONTROL, ScriptedBackend, random_tokens
 from lal_core.backends import make_backend
-from lal_core.config import ModelConfig
-from lal_core.controls import Controls
+from lal_core.data.tokenizer import encode
 from lal_core.errors import ConfigError
-from lal_core.sampling import Generation, generate_ids, nucleus, stream
-from lal_core.tokenizer import encode
+from lal_core.generation.controls import Controls
+from lal_core.generation.sampling import Generation, generate_ids, nucleus, stream
+from lal_core.model.config import ModelConfig
 
 SHORT = ModelConfig("short", n_layer=2, n_head=2, n_embd=32, block_size=16)
 

@@ -1,7 +1,6 @@
 import pytest
 
-from lal_core.config import TrainConfig
-from lal_core.schedule import lr_at
+from lal_core.model.recipe import TrainConfig, lr_at
 
 
 def test_warmup_then_cosine():

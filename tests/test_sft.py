@@ -12,16 +12,16 @@ import torch
 from conftest import ScriptedBackend
 from lal_core import sft
 from lal_core.backends import make_backend, mlx_available
-from lal_core.checkpoint import load_weights, save_weights
 from lal_core.cli import main
+from lal_core.data.tokenizer import decode, encode
 from lal_core.errors import DataError
-from lal_core.events import CheckpointSaved, RunFailed, SFTEpochDone, StepDone, StopRequest
-from lal_core.follow import RunFollower
+from lal_core.generation.sampling import load_for_sampling
 from lal_core.quality.report_file import read_report
-from lal_core.records import RunRecord
-from lal_core.runs import RunDir, process_info
-from lal_core.sampling import load_for_sampling
-from lal_core.tokenizer import decode, encode
+from lal_core.runs.checkpoints import load_weights, save_weights
+from lal_core.runs.events import CheckpointSaved, RunFailed, SFTEpochDone, StepDone, StopRequest
+from lal_core.runs.folder import RunDir, process_info
+from lal_core.runs.follow import RunFollower
+from lal_core.runs.records import RunRecord
 
 END = sft.END_MARK
 LOG = "sft_metrics.jsonl"
@@ -85,7 +85,7 @@ def tuned(tmp_path_factory, chat_cfg):
 
 # -- the mask ----------------------------------------------------------------------------------
 def test_prompt_targets_change_neither_loss_nor_gradients_answer_targets_do(chat_cfg):
-    from lal_core.model import GPT
+    from lal_core.model.gpt import GPT
 
     pair = sft.builtin_pairs()[0]
     ex = sft.make_example(pair, chat_cfg.block_size)
@@ -243,7 +243,7 @@ def test_stop_request_ends_between_batches(chat_cfg):
 def test_a_non_finite_loss_ends_sft_in_one_line_and_writes_nothing(
     isolated_home, chat_cfg, monkeypatch
 ):
-    from lal_core.backends.torch_backend import TorchBackend
+    from lal_core.backends.torch.backend import TorchBackend
 
     run = make_run(isolated_home / "checkpoints", chat_cfg)
     before = {p.name: sha(p) for p in run.path.iterdir()}

@@ -18,10 +18,10 @@ import pytest
 
 from conftest import call_main, wait_for
 from lal_core import cli
-from lal_core.checkpoint import STATE_FILE, load_state, load_weights
-from lal_core.config import ModelConfig
-from lal_core.follow import RunFollower
-from lal_core.runs import RunDir, read_entry
+from lal_core.model.config import ModelConfig
+from lal_core.runs.checkpoints import STATE_FILE, load_state, load_weights
+from lal_core.runs.folder import RunDir, read_entry
+from lal_core.runs.follow import RunFollower
 
 # `lal ARGS` with a patch run first: the patch stands for a moment in the process's life that
 # timing alone would hit only by luck.
@@ -54,7 +54,7 @@ os.replace, os.rename = _killing_before(os.replace), _killing_before(os.rename)
 # process by exiting at once.
 HOLD_THE_STOP = """
 import signal, time
-from lal_core import events
+from lal_core.runs import events
 _signal, _in_handler, _held = signal.signal, [], []
 def _marking(handler):
     def marked(signum, frame):

@@ -15,28 +15,30 @@ import torch
 from torch.nn import functional as F
 
 from conftest import MICRO, next_token_kl, random_tokens
-from lal_core import int8_head, precision
-from lal_core.backends import cpu_threads, make_backend, torch_backend, torch_sampling
-from lal_core.backends.torch_backend import TorchBackend
-from lal_core.backends.torch_training import TrainingLoss
-from lal_core.checkpoint import load_weights, save_weights
-from lal_core.chunked_loss import linear_cross_entropy
-from lal_core.config import (
-    ModelConfig,
-    TrainConfig,
+from lal_core.backends import make_backend
+from lal_core.backends.torch import backend as torch_backend
+from lal_core.backends.torch import cpu_threads, int8_head, precision
+from lal_core.backends.torch import sampler as torch_sampling
+from lal_core.backends.torch.backend import TorchBackend
+from lal_core.backends.torch.chunked_loss import linear_cross_entropy
+from lal_core.backends.torch.device import measure_matmul_flops
+from lal_core.backends.torch.int8_head import Int8Head, int8_head_works
+from lal_core.backends.torch.precision import compile_available
+from lal_core.backends.torch.training_loss import TrainingLoss
+from lal_core.errors import ConfigError
+from lal_core.generation.controls import Controls
+from lal_core.generation.sampling import Generation, generate_ids
+from lal_core.model.config import ModelConfig, count_parameters, get_model_config
+from lal_core.model.cost import (
     attention_weight_bytes,
-    count_parameters,
     estimate_training_memory,
-    get_model_config,
+    flops_per_token,
+    mfu,
     saved_activation_bytes,
 )
-from lal_core.controls import Controls
-from lal_core.errors import ConfigError
-from lal_core.flops import flops_per_token, measure_matmul_flops, mfu
-from lal_core.int8_head import Int8Head, int8_head_works
-from lal_core.model import GPT
-from lal_core.precision import compile_available
-from lal_core.sampling import Generation, generate_ids
+from lal_core.model.gpt import GPT
+from lal_core.model.recipe import TrainConfig
+from lal_core.runs.checkpoints import load_weights, save_weights
 
 SHORT = ModelConfig("short", n_layer=2, n_head=2, n_embd=32, block_size=16)
 

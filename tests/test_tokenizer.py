@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from lal_core import tokenizer
+from lal_core.data import tokenizer
+from lal_core.data.tokenizer import StreamDecoder, decode, encode, encode_array
 from lal_core.errors import TokenizerError
-from lal_core.tokenizer import StreamDecoder, decode, encode, encode_array
 
 
 def test_hello_world():

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from conftest import MICRO, random_tokens
-from lal_core.backends.cpu_memory import set_malloc_thresholds
-from lal_core.backends.torch_backend import TorchBackend
-from lal_core.config import TrainConfig
+from lal_core.backends.torch.backend import TorchBackend
+from lal_core.backends.torch.cpu_memory import set_malloc_thresholds
+from lal_core.model.recipe import TrainConfig
 
 LR = 1e-3
 BATCHES = [

@@ -2,14 +2,16 @@ import threading
 
 import pytest
 
-from lal_core import events as ev
-from lal_core.checkpoint import load_weights
-from lal_core.config import TrainConfig
-from lal_core.data import load_corpus
-from lal_core.device import default_device
-from lal_core.runs import RunDir
-from lal_core.sampling import load_for_sampling
-from lal_core.trainer import Trainer, evaluate, train
+from lal_core.backends.torch.device import default_device
+from lal_core.data.corpus import load_corpus
+from lal_core.generation.sampling import load_for_sampling
+from lal_core.model.recipe import TrainConfig
+from lal_core.runs import events as ev
+from lal_core.runs.checkpoints import load_weights
+from lal_core.runs.folder import RunDir
+from lal_core.training.evals import evaluate
+from lal_core.training.request import RunRequest
+from lal_core.training.train import Trainer, train
 
 # The loop is written once; these tests run it on both backends. MLX's Linux CPU wheel runs
 # this model about 30x slower than torch here, and every eval covers the whole val split, so its
@@ -44,7 +46,7 @@ def test_short_run_lowers_the_loss(backend, micro_cfg, small_corpus, shakespeare
     if chars:
         corpus = tmp_path / "short.txt"
         corpus.write_text(shakespeare.read_text()[:chars])
-    result = train(micro_cfg, cfg, backend=backend, data=corpus, on_event=seen.append)
+    result = train(RunRequest(micro_cfg, cfg, backend=backend, data=corpus), on_event=seen.append)
     evals = [e for e in seen if isinstance(e, ev.EvalDone)]
     assert [e.iteration for e in evals] == [0, cfg.eval_interval, cfg.max_iters]
     assert evals[0].val_loss > 10.5
@@ -91,7 +93,7 @@ def test_early_stopping_and_best_checkpoint(micro_cfg, tmp_path, shakespeare):
     corpus_path.write_text("the cat sat on the mat.\n" * cats + text[:chars])
     corpus = load_corpus(corpus_path)
     seen = []
-    result = train(micro_cfg, cfg, backend=backend, data=corpus, on_event=seen.append)
+    result = train(RunRequest(micro_cfg, cfg, backend=backend, data=corpus), on_event=seen.append)
     evals = [e for e in seen if isinstance(e, ev.EvalDone)]
     stops = [e for e in seen if isinstance(e, ev.EarlyStopped)]
     assert result.status == "early_stopped" and len(stops) == 1
@@ -120,7 +122,7 @@ def test_stop_request_from_another_thread(micro_cfg, small_corpus):
                 threading.Thread(target=stop.set).start()
 
     cfg = TrainConfig(max_iters=500, eval_interval=100, batch_size=2)
-    trainer = Trainer(micro_cfg, cfg, data=small_corpus, on_event=on_event, stop=stop)
+    trainer = Trainer(RunRequest(micro_cfg, cfg, data=small_corpus), on_event=on_event, stop=stop)
     result = trainer.run_training()
     assert result.status == "stopped"
     assert 5 <= len(steps) <= 7  # the stop lands at the next step boundary
@@ -130,26 +132,30 @@ def test_stop_request_from_another_thread(micro_cfg, small_corpus):
 
 
 def test_a_compiling_run_says_so_before_the_wait(micro_cfg, small_corpus, monkeypatch):
-    from lal_core.backends.torch_backend import TorchBackend
+    from lal_core.backends.torch.backend import TorchBackend
 
     seen, at_compile = [], []
     # Compiling takes a minute on a CPU: record what was said when it would start instead.
     monkeypatch.setattr(TorchBackend, "_compile", lambda self, b: at_compile.append(list(seen)))
     cfg = TrainConfig(max_iters=2, eval_interval=2, batch_size=2)
-    run = {"data": small_corpus, "on_event": seen.append}
-    train(micro_cfg, cfg, **run, backend_options={"compile": True})
+    train(
+        RunRequest(micro_cfg, cfg, data=small_corpus, backend_options={"compile": True}),
+        on_event=seen.append,
+    )
     (before,) = at_compile
     assert [type(e) for e in before] == [ev.Preparing] and "compiling" in before[0].line
     assert isinstance(seen[1], ev.RunStarted)
     seen.clear()
-    train(micro_cfg, cfg, **run, backend_options={"compile": False})
+    train(
+        RunRequest(micro_cfg, cfg, data=small_corpus, backend_options={"compile": False}),
+        on_event=seen.append,
+    )
     assert isinstance(seen[0], ev.RunStarted)  # nothing to wait for, nothing to announce
 
 
 def test_non_finite_loss_fails_and_writes_no_checkpoint(micro_cfg, small_corpus, monkeypatch):
-    from lal_core.backends.torch_backend import TorchBackend
-    from lal_core.checkpoint import STATE_FILE
-    from lal_core.trainer import read_state_header
+    from lal_core.backends.torch.backend import TorchBackend
+    from lal_core.runs.checkpoints import STATE_FILE, read_state_header
 
     real_step = TorchBackend.train_step
     taken = []
@@ -162,7 +168,7 @@ def test_non_finite_loss_fails_and_writes_no_checkpoint(micro_cfg, small_corpus,
     monkeypatch.setattr(TorchBackend, "train_step", poisoned)
     seen = []
     cfg = TrainConfig(max_iters=50, eval_interval=10, batch_size=2)
-    result = train(micro_cfg, cfg, data=small_corpus, on_event=seen.append)
+    result = train(RunRequest(micro_cfg, cfg, data=small_corpus), on_event=seen.append)
     assert result.status == "failed" and len(taken) == 13
     (failed,) = [e for e in seen if isinstance(e, ev.RunFailed)]
     assert "nan at iter 12" in failed.message and "\n" not in failed.message

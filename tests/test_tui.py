@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -21,15 +21,17 @@ from textual.worker import WorkerState
 
 from conftest import LONG
 from lal_core import cli
-from lal_core import events as ev
-from lal_core.config import MODEL_CONFIGS, TrainConfig
-from lal_core.controls import Controls
+from lal_core.cli.flags import recipe_flags
 from lal_core.errors import LalError
-from lal_core.flags import RunRequest
-from lal_core.runs import RunDir
-from lal_core.sampling import Generation, load_for_sampling
+from lal_core.generation.controls import Controls
+from lal_core.generation.sampling import Generation, load_for_sampling
+from lal_core.model.config import MODEL_CONFIGS
+from lal_core.model.recipe import TrainConfig
+from lal_core.runs import events as ev
+from lal_core.runs.folder import RunDir
 from lal_core.sft import builtin_pairs, chat_answer, chat_prompt
-from lal_core.trainer import train
+from lal_core.training.request import RunRequest
+from lal_core.training.train import train
 from lal_tui import signals
 from lal_tui.app import LalApp, main
 from lal_tui.args import parse_settings
@@ -53,7 +55,7 @@ def quick_engine(monkeypatch):
     test machine is shared (oversubscribed threads made each step several times slower)."""
     import torch
 
-    import lal_core.backends.torch_backend as torch_backend
+    import lal_core.backends.torch.backend as torch_backend
 
     monkeypatch.setattr(torch_backend, "default_compile", lambda device: False)
     threads = torch.get_num_threads()
@@ -133,7 +135,7 @@ async def wait_until(pilot, condition, timeout: float = 60.0, step: float = 0.05
 
 def trained_run(micro_cfg, corpus: Path, runs_dir: Path, **overrides) -> Path:
     cfg = TrainConfig(**{**FAST.to_dict(), **overrides})
-    return train(micro_cfg, cfg, data=corpus, runs_root=runs_dir).run_dir
+    return train(RunRequest(micro_cfg, cfg, data=corpus, runs_dir=runs_dir)).run_dir
 
 
 # -- training -------------------------------------------------------------------------------------
@@ -626,13 +628,10 @@ async def test_resume_key_continues_a_stopped_run(settings, micro_cfg, tiny_corp
         if isinstance(event, ev.StepDone) and event.iteration == 2:
             stop.set("test")
 
-    from lal_core.trainer import Trainer
+    from lal_core.training.train import Trainer
 
     first = Trainer(
-        micro_cfg,
-        FAST,
-        data=tiny_corpus,
-        runs_root=settings.runs_dir,
+        RunRequest(micro_cfg, FAST, data=tiny_corpus, runs_dir=settings.runs_dir),
         on_event=stop_early,
         stop=stop,
     ).run_training()
@@ -666,13 +665,13 @@ async def test_lal_tui_flags_reach_the_trainer(isolated_home, tiny_corpus, monke
     made: list = []
 
     class Trainer:  # what `t` builds, recorded instead of trained
-        def __init__(self, model_cfg, train_cfg, **options) -> None:
-            made.append((model_cfg, train_cfg, options))
+        def __init__(self, request, **options) -> None:
+            made.append((request, options))
 
         def run_training(self):
             raise LalError("not training in this test")
 
-    monkeypatch.setattr("lal_core.trainer.Trainer", Trainer)
+    monkeypatch.setattr("lal_core.training.train.Trainer", Trainer)
     app = LalApp(settings, launcher=threads)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("t")
@@ -680,23 +679,20 @@ async def test_lal_tui_flags_reach_the_trainer(isolated_home, tiny_corpus, monke
         await pilot.pause(0.2)
         # what the Setup pane shows and reports back is what the flags said
         assert app.settings.request == settings.request
-    ((model_cfg, train_cfg, options),) = made
+    ((request, options),) = made
+    model_cfg, train_cfg = request.model_config, request.train_config
     assert (model_cfg.name, model_cfg.dropout) == ("tiny", 0.2)
     assert (train_cfg.lr, train_cfg.warmup_iters) == (1e-3, 7)  # warmup: not a Setup field
     assert options.pop("stop") and options.pop("run_id").endswith("-tiny-torch")
-    assert options == {
-        "backend": "torch",
-        "device": "cpu",
-        "data": str(tiny_corpus),
-        "runs_root": isolated_home / "runs",
-        "peak_tflops": 12.0,
-        "backend_options": {"dtype": "float32", "compile": False, "recompute": True},
-    }
+    assert options == {}
+    assert (request.backend, request.device, request.data) == ("torch", "cpu", str(tiny_corpus))
+    assert (request.runs_dir, request.peak_tflops) == (isolated_home / "runs", 12.0)
+    assert request.backend_options == {"dtype": "float32", "compile": False, "recompute": True}
 
 
 @pytest.mark.asyncio
 async def test_setup_fields_come_from_train_config(settings, threads):
-    declared = {f.name: f.metadata for f in fields(TrainConfig)}
+    declared = {f.name: {"label": f.label, "help": f.help} for f in recipe_flags()}
     app = LalApp(settings, launcher=threads)
     async with app.run_test(size=SIZE) as pilot:
         children = list(app.query_one("#fields").children)
@@ -732,7 +728,7 @@ def write_damaged_run(runs_dir: Path) -> Path:
 async def test_runs_pane_lists_a_damaged_run_and_deletes_it(
     settings, micro_cfg, tiny_corpus, monkeypatch, threads
 ):
-    from lal_core.runs import RunDir, read_entry
+    from lal_core.runs.folder import RunDir, read_entry
 
     notes = Notes(monkeypatch)
     good = trained_run(micro_cfg, tiny_corpus, settings.runs_dir)
@@ -798,7 +794,7 @@ async def test_e_reports_on_a_run_in_its_own_process_and_again_cancels(
 async def test_s_saves_the_curves_on_screen_as_a_picture_in_the_run_folder(
     settings, micro_cfg, tiny_corpus, monkeypatch, threads
 ):
-    from lal_core.records import RunRecord
+    from lal_core.runs.records import RunRecord
 
     notes = Notes(monkeypatch)
     monkeypatch.setenv("SSH_CONNECTION", "10.0.0.1 50000 10.0.0.2 22")  # a dashboard over SSH

@@ -15,8 +15,9 @@ import sys
 
 import pytest
 
-from lal_core.config import MODEL_CONFIGS, TrainConfig
-from lal_core.flags import RunRequest
+from lal_core.model.config import MODEL_CONFIGS
+from lal_core.model.recipe import TrainConfig
+from lal_core.training.request import RunRequest
 from lal_tui.app import LalApp
 from lal_tui.launcher import ThreadLauncher
 from lal_tui.settings import Settings

@@ -22,11 +22,13 @@ import test_tui
 from test_tui import FAST, SIZE, Notes, job, micro, trained_run, wait_until
 
 from conftest import wait_for
-from lal_core import events as ev
-from lal_core.config import MODEL_CONFIGS, TrainConfig
-from lal_core.flags import request_argv
-from lal_core.runs import RunDir
-from lal_core.trainer import Trainer
+from lal_core.cli.flags import request_argv
+from lal_core.model.config import MODEL_CONFIGS
+from lal_core.model.recipe import TrainConfig
+from lal_core.runs import events as ev
+from lal_core.runs.folder import RunDir
+from lal_core.training.request import RunRequest
+from lal_core.training.train import Trainer
 from lal_tui.app import LalApp, main
 from lal_tui.args import parse_settings
 from lal_tui.launcher import RUN_NICENESS, ProcessLauncher
@@ -70,7 +72,7 @@ async def test_two_dashboards_follow_a_cli_run_and_x_stops_it(settings, micro_cf
             gate.wait(30)
 
     trainer = Trainer(
-        micro_cfg, recipe, data=tiny_corpus, runs_root=settings.runs_dir, on_event=hold
+        RunRequest(micro_cfg, recipe, data=tiny_corpus, runs_dir=settings.runs_dir), on_event=hold
     )
     thread = threading.Thread(target=trainer.run_training, daemon=True)
     thread.start()
@@ -83,7 +85,7 @@ async def test_two_dashboards_follow_a_cli_run_and_x_stops_it(settings, micro_cf
     # it stopped as Ctrl-C would: saved, and it resumes to the end
     path = trainer.run.path
     assert RunDir(path).read().status == "stopped"
-    resumed = Trainer.resume(path, settings.runs_dir).run_training()
+    resumed = Trainer.resume(path, runs_dir=settings.runs_dir).run_training()
     assert resumed.status == "completed" and RunDir(path).read().iteration == 12
 
 

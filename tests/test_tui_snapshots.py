@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from lal_core import events as ev
 from lal_core.backends import BackendInfo
-from lal_core.config import MODEL_CONFIGS, TrainConfig
-from lal_core.flags import RunRequest
+from lal_core.model.config import MODEL_CONFIGS
+from lal_core.model.recipe import TrainConfig
+from lal_core.runs import events as ev
+from lal_core.training.request import RunRequest
 from lal_tui.app import LalApp
 from lal_tui.messages import CorpusInfo, CorpusStats, TrainEvent
 from lal_tui.panes.sample import SamplePane

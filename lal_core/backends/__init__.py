@@ -1,4 +1,15 @@
-"""Backends: PyTorch (always) and MLX (with the `mlx` extra); which this machine has."""
+"""Backends: what differs per framework, behind one interface (`base.Backend`): PyTorch
+(always, `torch/`) and MLX (with the `mlx` extra, `mlx/`); `make_backend` builds one, and
+`available_backends` says which this machine has.
+
+    base.py         the interface: the model's weights, a training step, an eval's loss, the
+                    sampling steps; arrays cross it as numpy
+    distributed.py  data-parallel ranks: torch.distributed (torchrun) or MLX's (mlx.launch)
+    torch/, mlx/    the two backends
+
+May import: errors, model. Importing this package imports no framework: a backend's own
+modules import theirs when it is built.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from lal_core.backends.base import Backend
-from lal_core.config import ModelConfig
 from lal_core.errors import ConfigError, DeviceError
+from lal_core.model.config import ModelConfig
 
 BACKENDS = ("torch", "mlx")
 
@@ -44,14 +55,14 @@ def make_backend(
     """
     options = {k: v for k, v in options.items() if v is not None}
     if name == "torch":
-        from lal_core.backends.torch_backend import TorchBackend
+        from lal_core.backends.torch.backend import TorchBackend
 
         _check_options(TorchBackend, name, options)
         return TorchBackend(cfg, seed=seed, device=device, **options)
     if name == "mlx":
         if not mlx_available():
             raise DeviceError(f"the mlx backend is not installed; run: {MLX_INSTALL}")
-        from lal_core.backends.mlx_backend import MLXBackend
+        from lal_core.backends.mlx.backend import MLXBackend
 
         _check_options(MLXBackend, name, options)
         return MLXBackend(cfg, seed=seed, device=device, **options)
@@ -71,7 +82,7 @@ def available_backends() -> list[BackendInfo]:
     """The backends on this machine and their devices (torch's: the best present first)."""
     import torch
 
-    from lal_core.device import default_device, mps_available
+    from lal_core.backends.torch.device import default_device, mps_available
 
     devices = [d for d in ("cuda", "mps") if d == default_device()] + ["cpu"]
     line = f"torch {torch.__version__}: cpu"

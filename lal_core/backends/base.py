@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from lal_core.config import ModelConfig, TrainConfig
-from lal_core.distributed import ONE_PROCESS, Ranks
+from lal_core.backends.distributed import ONE_PROCESS, Ranks
 from lal_core.errors import ConfigError
+from lal_core.model.config import ModelConfig
+from lal_core.model.recipe import TrainConfig
 
 
 class Backend(ABC):

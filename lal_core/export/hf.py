@@ -23,19 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from lal_core import sampling
-from lal_core.checkpoint import (
-    atomic_folder,
-    expected_shapes,
-    load_weights,
-    read_header,
-    write_tensors,
-)
-from lal_core.config import ModelConfig, count_parameters
+from lal_core.data.tokenizer import EOT_TOKEN
 from lal_core.errors import LalError
 from lal_core.export.tokenizer_files import EOT_TEXT, gpt2_tokenizer_files
+from lal_core.generation import sampling
+from lal_core.model.config import ModelConfig, count_parameters
+from lal_core.runs.checkpoints import expected_shapes, load_weights, read_header, write_tensors
+from lal_core.runs.files import atomic_folder
 from lal_core.sft.chat_format import ASSISTANT_MARK, END_MARK, SYSTEM_LINE, SYSTEM_MARK
-from lal_core.tokenizer import EOT_TOKEN
 
 LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm's default, which lal's model uses; GPT-2's as well
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 
-from lal_core.tokenizer import EOT_TOKEN, get_tokenizer
+from lal_core.data.tokenizer import EOT_TOKEN, get_tokenizer
 
 EOT_TEXT = "<|endoftext|>"
 

@@ -30,27 +30,27 @@ from typing import Any
 
 import numpy as np
 
-from lal_core import data as data_mod
 from lal_core.backends import Backend
-from lal_core.controls import Controls
+from lal_core.data import corpus as data_mod
+from lal_core.data.tokenizer import decode, encode
 from lal_core.errors import ConfigError, LalError
-from lal_core.evaluation import (
+from lal_core.generation.controls import Controls
+from lal_core.generation.sampling import Generation
+from lal_core.quality.metrics import distinct, find_loop, repeated_share
+from lal_core.quality.report_file import ColumnResult, Figures, QualityReport
+from lal_core.quality.scoring import (
     load_scored,
     record_of,
-    run_corpus,
     run_eval_batch,
     run_val_windows,
 )
-from lal_core.events import StopRequest
-from lal_core.pretraining import window_loss
-from lal_core.quality.metrics import distinct, find_loop, repeated_share
-from lal_core.quality.report_file import ColumnResult, Figures, QualityReport
 from lal_core.quality.verbatim import VerbatimIndex
-from lal_core.sampling import Generation
+from lal_core.runs.events import StopRequest
 from lal_core.sft.chat import answer_controls
 from lal_core.sft.chat import closed as answer_closed
 from lal_core.sft.chat_format import HELD_OUT_QUESTIONS, builtin_pairs, chat_prompt, load_pairs
-from lal_core.tokenizer import decode, encode
+from lal_core.training.evals import window_loss
+from lal_core.training.request import record_corpus
 
 PROMPTS = 5  # text mode: prompts, each the start of a val paragraph
 PROMPT_TOKENS = 8
@@ -294,7 +294,7 @@ def plan_columns(
     run's checkpoints (best, final, sft); backends: None for each run's own; settings: changes
     to `controls` (`Controls.with_settings`), '' for none.
     """
-    from lal_core.runs import find_run
+    from lal_core.runs.folder import find_run
 
     refs = list(refs) or [None]
     checkpoints: list[tuple[Path, str, str]] = []  # (file, its name, its run's backend)
@@ -338,7 +338,7 @@ def report_corpus(columns: Sequence[Column], data: str | None = None) -> data_mo
                 f"{checkpoint} is not in a run folder, so it has no corpus; "
                 "give the text to compare with: --data PATH"
             )
-        corpus = run_corpus(record)
+        corpus = record_corpus(record)
         corpora[corpus.sha256] = corpus
     if len(corpora) > 1:
         raise LalError("these runs trained on different texts; give one with --data PATH")

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lal_core.checkpoint import atomic_write, read_json, write_json
 from lal_core.errors import CheckpointError
-from lal_core.records import read_fields, write_fields
-from lal_core.runs import RunDir
+from lal_core.runs.files import atomic_write, read_json, write_json
+from lal_core.runs.folder import RunDir
+from lal_core.runs.records import read_fields, write_fields
 
 REPORT_FILE = "report.json"
 FORMAT = 1

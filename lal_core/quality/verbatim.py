@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lal_core.data import Corpus
-from lal_core.tokenizer import decode
+from lal_core.data.corpus import Corpus
+from lal_core.data.tokenizer import decode
 
 NGRAM = 8
 

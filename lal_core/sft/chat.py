@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from lal_core.backends import Backend
-from lal_core.controls import Controls
 from lal_core.errors import ConfigError
-from lal_core.events import StopRequest
-from lal_core.sampling import DEFAULT_CONTROLS, Generation, Sample
+from lal_core.generation.controls import Controls
+from lal_core.generation.sampling import DEFAULT_CONTROLS, Generation, Sample
+from lal_core.runs.events import StopRequest
 from lal_core.sft.chat_format import chat_prompt
 
 # Where an answer ends: at `<|`, the start of any marker, or at `|end|`, the end marker's body.

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lal_core.data.tokenizer import EOT_TOKEN, StreamDecoder, encode
 from lal_core.errors import ConfigError, DataError
-from lal_core.tokenizer import EOT_TOKEN, StreamDecoder, encode
 
 SYSTEM_MARK, USER_MARK, ASSISTANT_MARK, END_MARK = (
     "<|system|>",

@@ -6,11 +6,12 @@ epochs on ten question-answer pairs (each repeated five times) the model has lea
 still Shakespeare-flavoured text from pre-training, rarely the right answer, and never for a
 question it was not shown. Knowledge comes from pre-training; SFT only teaches how to reply.
 
-The steps run through the same loop as pre-training (`lal_core.loop`): one place for stop
-requests, a non-finite loss, timing, step events and checkpoint writes. What is SFT's own is
-`FineTuning`: its batches (chat examples with masked targets, `chat_format`), its epochs and the
-masked loss of each (SFTEpochDone), its constant lr, no evals or early stop, and its output:
-`sft.safetensors` alone (best and final stay as they were) and the `sft` entry of run.json.
+The steps run through the same loop as pre-training (`lal_core.training.train.run_steps`):
+one place for stop requests, a non-finite loss, timing and step events. What is SFT's own is
+`FineTuning`, its plan: its batches (chat examples with masked targets, `chat_format`), its
+epochs and the masked loss of each (SFTEpochDone), its constant lr, no evals or early stop,
+and its output: `sft.safetensors` alone (best and final stay as they were) and the `sft` entry
+of run.json.
 
 Its recipe: AdamW from `Backend.setup_training` (betas 0.9/0.95, weight decay 0.1, clipping at
 1.0) at a constant lr of 3e-4 (pre-training's peak; with only 65 steps a lower one barely moves
@@ -26,29 +27,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from lal_core import events as ev
 from lal_core.backends import Backend, make_backend
-from lal_core.checkpoint import load_weights
-from lal_core.config import TrainConfig
 from lal_core.errors import CheckpointError, ConfigError, DataError
-from lal_core.loop import (
-    Checkpoints,
-    Clock,
-    EventCallback,
-    Job,
-    Step,
-    format_elapsed,
-    run_started,
-    run_steps,
-    setup_training,
-    writing,
-)
-from lal_core.records import SFTRecord
-from lal_core.runs import RunDir, find_run
+from lal_core.model.recipe import TrainConfig
+from lal_core.runs import events as ev
+from lal_core.runs.checkpoints import load_weights
+from lal_core.runs.events import EventCallback
+from lal_core.runs.folder import RunDir, find_run
+from lal_core.runs.records import SFTRecord
 from lal_core.sft.chat_format import (
     BUILTIN_REPEAT,
     DEFAULT_SEED,
@@ -58,6 +47,15 @@ from lal_core.sft.chat_format import (
     load_pairs,
     make_batch,
     make_examples,
+)
+from lal_core.training.train import (
+    Clock,
+    Plan,
+    Step,
+    format_elapsed,
+    run_started,
+    run_steps,
+    set_up,
 )
 
 DEFAULT_EPOCHS = 5
@@ -107,21 +105,23 @@ class SFTSettings:
         ).validate()
 
 
-class FineTuning(Job):
-    """SFT's part of the step loop: epochs of shuffled chat batches at a constant lr, the
-    masked loss per epoch; with a run folder, its `sft` record and RunFinished at the end."""
+class FineTuning(Plan):
+    """SFT's plan for the step loop: epochs of shuffled chat batches at a constant lr, the
+    masked loss per epoch; with a run folder, sft.safetensors, its `sft` record and RunFinished
+    at the end."""
 
     def __init__(
         self,
         examples: Sequence[Example],
         settings: SFTSettings,
         emit: EventCallback,
-        run: RunDir | None = None,
+        *,
+        run: RunDir | None = None,  # where sft.safetensors goes (None: nothing is written)
         record: SFTRecord | None = None,  # with `run`: what run.json's `sft` will say
-        checkpoints: Checkpoints | None = None,  # with `run`: where sft.safetensors goes
+        backend: Backend | None = None,  # what it trains (with `run`: whose weights are saved)
     ) -> None:
         self.examples, self.settings, self.emit = examples, settings, emit
-        self.run, self.record, self.checkpoints = run, record, checkpoints
+        self.run, self.record, self.backend = run, record, backend
         self.rng = np.random.default_rng(settings.seed)
         self.clock = Clock()
         self.iteration = 0
@@ -184,33 +184,28 @@ class FineTuning(Job):
         x, y, _ = self.batch
         return Step(iteration=self.iteration, x=x, y=y, lr=self.settings.lr)
 
-    def step_done(self, step: Step, loss: float, seconds: float) -> None:
+    def after_step(self, step: Step, loss: float, seconds: float) -> None:
         assert self.batch is not None
         n = self.batch[2]
         self.total += loss * n
         self.counted += n
         self.iteration += 1
 
-    def stopped(self) -> None:
-        if self.counted:  # the epoch in progress, as far as it went
-            self.end_epoch(stopped=True)
-
-    def failed(self, step: Step, loss: float) -> str:
+    def failure(self, step: Step, loss: float) -> str:
+        self.skipped_total += self.skipped  # a failed fine-tune writes nothing
         return (
             f"SFT loss became {loss} at step {step.iteration} (epoch {self.epoch}); "
             "nothing was saved; try a lower --lr"
         )
 
-    def output(self) -> tuple[str, dict[str, Any]] | None:
+    def finish(self, status: str) -> Path | None:
+        if status == "stopped" and self.counted:  # the epoch in progress, as far as it went
+            self.end_epoch(stopped=True)
+        self.skipped_total += self.skipped
         if self.run is None or self.record is None:
             return None
         meta = {k: getattr(self.record, k) for k in _SETTINGS_KEYS}
-        return "sft", {"sft": meta, "base": "best"}
-
-    def finish(self, status: str, message: str = "") -> None:
-        self.skipped_total += self.skipped
-        if status == "failed" or self.run is None or self.record is None:
-            return  # a failed fine-tune writes nothing
+        saved = self.save_checkpoint("sft", sft=meta, base="best")
         elapsed = self.clock()
         self.record = _finished(self.record, status, self, elapsed)
         self.run.update(sft=self.record)
@@ -218,7 +213,7 @@ class FineTuning(Job):
         words = "finished" if status == "completed" else "stopped on request after"
         line = (
             f"sft {words} {len(self.losses)} epochs in {format_elapsed(elapsed)}; "
-            f"masked loss {last}; saved {self.run.checkpoint('sft')}"
+            f"masked loss {last}; saved {saved}"
         )
         self.emit(
             ev.RunFinished(
@@ -231,6 +226,7 @@ class FineTuning(Job):
                 line=line,
             )
         )
+        return saved
 
 
 _SETTINGS_KEYS = ("epochs", "batch_size", "lr", "seed", "pairs", "n_pairs", "examples")
@@ -268,8 +264,7 @@ def _tune(
     job: FineTuning,
     stop: ev.StopRequest | None,
 ) -> SFTResult:
-    s = job.settings
-    setup_training(backend, s.train_config(), job.emit)
+    set_up(backend, job.settings.train_config(), job.emit)
     end = run_steps(backend, job, stop or ev.StopRequest())
     return SFTResult(
         end.status,
@@ -300,7 +295,7 @@ def fine_tune(
     ends the run between batches."""
     settings = SFTSettings(epochs, batch_size, lr, seed, micro_batch).validate()
     _check_examples(examples, backend.cfg.block_size)
-    job = FineTuning(examples, settings, on_event or (lambda event: None))
+    job = FineTuning(examples, settings, on_event or (lambda event: None), backend=backend)
     return _tune(backend, job, stop)
 
 
@@ -338,7 +333,7 @@ def run_sft(
     rundir = find_run(run, runs_root)
     stop = stop or ev.StopRequest()
     # refused in one line while the run trains (or fine-tunes)
-    with writing(rundir, "sft", stop, on_event) as emit:
+    with rundir.writing("sft", stop, on_event) as emit:
         model = _base_model(rundir, backend, device, seed)
         return _fine_tune_run(rundir, model, settings, _pairs(pairs, repeat), emit, stop)
 
@@ -373,7 +368,7 @@ def _fine_tune_run(
     )
     steps = s.epochs * math.ceil(len(examples) / s.batch_size)
     emit(run_started(rundir, model, "sft", steps, header))
-    job = FineTuning(examples, settings, emit, rundir, record, Checkpoints(rundir, model, emit))
+    job = FineTuning(examples, settings, emit, run=rundir, record=record, backend=model)
     return _tune(model, job, stop)
 
 

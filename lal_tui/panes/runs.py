@@ -24,7 +24,7 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 from textual_plotext import PlotextPlot
 
-from lal_core.runs import RunDir, RunEntry
+from lal_core.runs.folder import RunDir, RunEntry
 from lal_tui.widgets.loss_plot import Series, VLine, draw
 from lal_tui.widgets.run_picker import read_runs
 

@@ -22,13 +22,13 @@ from textual.message import Message
 from textual.widgets import Input, Label, Select, Static
 
 from lal_core.errors import LalError
-from lal_core.runs import CHECKPOINT_KINDS
-from lal_core.sampling import (
+from lal_core.generation.sampling import (
     DEFAULT_PROMPT,
     DEFAULT_TEMPERATURE,
     DEFAULT_TOKENS,
     DEFAULT_TOP_K,
 )
+from lal_core.runs.folder import CHECKPOINT_KINDS
 from lal_tui.engine_jobs import SampleRequest
 from lal_tui.widgets.run_picker import RunPicker
 

@@ -1,6 +1,6 @@
 """Setup pane: pick a config and a backend, edit the training settings, check the corpus.
 
-The fields are TrainConfig's own (`lal_core.flags.recipe_fields`: label, type and help), plus
+The fields are TrainConfig's own (`lal_core.cli.flags.recipe_flags`: label, type and help), plus
 the model's dropout. Every edit is checked as it is typed with the engine's own checks
 (`TrainConfig.validate`, `ModelConfig.validate`); the first problem shows under the fields.
 The pane never writes the settings: it posts what it shows (`SettingsChanged`, with the
@@ -20,9 +20,11 @@ from textual.widgets import DataTable, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
 from lal_core.backends import BACKENDS, BackendInfo, available_backends
-from lal_core.config import TrainConfig, count_parameters, estimate_training_memory
+from lal_core.cli.flags import RecipeFlag, recipe_flags
 from lal_core.errors import LalError
-from lal_core.flags import recipe_fields
+from lal_core.model.config import DEFAULT_DROPOUT, count_parameters
+from lal_core.model.cost import estimate_training_memory
+from lal_core.model.recipe import TrainConfig
 from lal_tui.settings import Settings
 from lal_tui.widgets.format import human_bytes, params
 
@@ -40,37 +42,13 @@ SHOWN = (
 AUTO = "auto"  # the device Select's "let the engine choose"
 
 
-@dataclass(frozen=True)
-class FieldSpec:
-    """One field of the pane: a TrainConfig field, or the model's dropout."""
-
-    name: str
-    label: str
-    kind: type  # int or float
-    help: str
-
-    def parse(self, text: str) -> int | float:
-        text = text.strip()
-        try:
-            return self.kind(text)
-        except ValueError:
-            what = "an integer" if self.kind is int else "a number"
-            raise LalError(f"{self.label} must be {what}, got {text!r}") from None
+DROPOUT = RecipeFlag("dropout", "dropout", float, DEFAULT_DROPOUT, "the model's dropout, in [0, 1)")
 
 
-def setup_fields(shown: tuple[str, ...] = SHOWN) -> list[FieldSpec]:
-    """The fields named in `shown`, labelled and typed as TrainConfig declares them."""
-    specs = {
-        f.name: FieldSpec(
-            f.name,
-            f.metadata["label"],
-            float if f.type in ("float", float) else int,
-            f.metadata["help"],
-        )
-        for f in recipe_fields()
-    }
-    specs["dropout"] = FieldSpec("dropout", "dropout", float, "the model's dropout, in [0, 1)")
-    return [specs[name] for name in shown]
+def setup_fields(shown: tuple[str, ...] = SHOWN) -> list[RecipeFlag]:
+    """The fields named in `shown`, labelled and typed as the recipe's flags are."""
+    flags = {f.name: f for f in recipe_flags()} | {"dropout": DROPOUT}
+    return [flags[name] for name in shown]
 
 
 def probe_backends() -> list[BackendInfo]:

@@ -21,7 +21,7 @@ from textual.widgets import Input, Label, Select, Static
 from textual_plotext import PlotextPlot
 
 from lal_core.errors import LalError
-from lal_core.events import (
+from lal_core.runs.events import (
     CheckpointSaved,
     Event,
     Preparing,
@@ -31,9 +31,9 @@ from lal_core.events import (
     SFTEpochDone,
     StepDone,
 )
-from lal_core.runs import RunDir
+from lal_core.runs.folder import RunDir
 from lal_core.sft import (
-    DEFAULT_SEED,  # the same seed before and after: the answers differ by the weights only
+    DEFAULT_SEED,
     HELD_OUT_QUESTION,
     builtin_pairs,
     chat_answer,

@@ -13,7 +13,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, Log, Sparkline, Static
 
-from lal_core.events import (
+from lal_core.runs.events import (
     CheckpointSaved,
     EarlyStopped,
     EvalDone,

@@ -9,7 +9,7 @@ from textual.widget import Widget
 from textual.widgets import Select
 
 from lal_core.errors import LalError
-from lal_core.runs import RunEntry, list_runs
+from lal_core.runs.folder import RunEntry, list_runs
 
 
 def read_runs(widget: Widget, runs_dir: Path | None) -> list[RunEntry]:

@@ -1,0 +1,87 @@
+"""What the command line prints while a run goes, how it stops on a signal, and how a bad
+flag is said (`OneLineParser`, for `lal` and `lal-tui`).
+
+`Printer` prints a run's events as `lal train`, `lal sft` and `lal watch` show them: the
+header, one line per eval (or SFT epoch), how it ended; on a terminal the latest step in place.
+`StopOnSignals` turns Ctrl-C, `kill` and a closed terminal into a stop request: the run ends
+after its step with everything saved; a second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+from lal_core.runs import events as ev
+from lal_core.runs.follow import describe
+
+EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one line (`lal: error: ... (see: lal train --help)`) and exit status 2,
+    instead of argparse's usage block."""
+
+    def error(self, message: str):
+        name = self.prog.split()[0]
+        self.exit(EXIT_USAGE, f"{name}: error: {message} (see: {self.prog} --help)\n")
+
+
+class Printer:
+    """Prints a run's events; steps only on a terminal, in place. A failure is left to the
+    command (one `lal: error:` line) unless `failures` (`lal watch`, which only reads)."""
+
+    def __init__(self, failures: bool = False) -> None:
+        self.live = sys.stderr.isatty()
+        self.failures = failures
+        self.printed = 0
+
+    def __call__(self, event: ev.Event) -> None:
+        if isinstance(event, ev.StepDone):
+            if self.live:
+                mfu = f" | {event.mfu:.0%} MFU" if event.mfu is not None else ""
+                sys.stderr.write(
+                    f"\riter {event.iteration} | loss {event.loss:.4f} | "
+                    f"{event.tokens_per_sec:,.0f} tok/s{mfu} \x1b[K"
+                )
+                sys.stderr.flush()
+            return
+        line = describe(event)
+        if line is None or (isinstance(event, ev.RunFailed) and not self.failures):
+            return
+        if self.live:
+            sys.stderr.write("\r\x1b[K")
+        print(line, flush=True)
+        self.printed += 1
+
+
+class StopOnSignals:
+    """First SIGINT/SIGTERM/SIGHUP: ask the run to stop after this step. Second: exit at once.
+
+    Only the main thread can take signals: elsewhere (a run started from a thread) it does
+    nothing, and the run stops through its StopRequest or stop file."""
+
+    def __init__(self, stop: ev.StopRequest) -> None:
+        self.stop = stop
+        self.previous: dict = {}
+
+    def __enter__(self) -> StopOnSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.stop.is_set():
+            sys.stderr.write("\nlal: stopping now\n")
+            os._exit(EXIT_INTERRUPTED)
+        name = signal.Signals(signum).name
+        self.stop.set(name)
+        sys.stderr.write(f"\nlal: {name}: stopping after this step (again to quit at once)\n")
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)

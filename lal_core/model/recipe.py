@@ -1,0 +1,140 @@
+"""The training recipe: `TrainConfig` (AdamW, warmup and cosine, clipping, evals, early
+stopping) and its learning-rate schedule, `lr_at`.
+
+The figures are the original write-up's (docs/recipe.md, Training), and each field is also a
+flag of `lal train` and `lal-tui` (`lal_core.cli.flags` says what each flag is for).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from lal_core.errors import ConfigError
+from lal_core.model.config import ModelConfig
+
+# The recipe evaluates every 250 steps of 16 sequences. By default the cadence is kept in
+# sequences, not steps: at batch 2 an eval every 250 steps would cost about 30% of the run (its
+# forward passes over 2 x 264 windows against 250 steps of 2), at batch 16 about 5%.
+EVAL_EVERY_SEQUENCES = 4000
+
+# Sequences of an eval's forward pass at least: an eval needs no gradients, so it need not run
+# at a small training batch. 16 of tiny's 128-token windows, fewer of longer ones: one pass holds
+# 2,048 tokens, as a batch-16 tiny training pass does.
+EVAL_PASS_TOKENS = 2048
+
+
+def eval_batch_size(cfg: ModelConfig, micro: int = 1) -> int:
+    """Windows per forward pass of an eval (and `lal eval`, and the report's val loss): at least
+    the training micro batch, and at least EVAL_PASS_TOKENS tokens."""
+    return max(micro, EVAL_PASS_TOKENS // cfg.block_size, 1)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training recipe: AdamW, warmup + cosine, clipping, evals, early stopping."""
+
+    batch_size: int = 16  # sequences per optimizer step
+    micro_batch: int = 0  # sequences per forward pass, gradients accumulated; 0: the whole batch
+    max_iters: int = 5000  # optimizer steps at most
+    lr: float = 3e-4  # peak learning rate
+    min_lr: float = 0.0  # where the cosine ends
+    warmup_iters: int = 100  # steps of linear warmup
+    weight_decay: float = 0.1  # AdamW's, on matrices and embeddings only
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0  # the global gradient norm's limit
+    eval_interval: int = 0  # steps between evals; 0: every EVAL_EVERY_SEQUENCES sequences
+    eval_tokens: int = 40_000  # val tokens an eval scores at most (spread evenly); 0: all
+    patience: int = 4  # evals without a new best before early stopping
+    seed: int = 1337  # weights, batches, dropout
+
+    def validate(self) -> TrainConfig:
+        positive = ("batch_size", "max_iters", "patience")
+        for key in positive:
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 1:
+                raise ConfigError(
+                    f"{key.replace('_', '-')} must be a positive integer, got {value}"
+                )
+        for key in ("eval_interval", "eval_tokens"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or value < 0:
+                raise ConfigError(
+                    f"{key.replace('_', '-')} must be 0 (the default) or a positive integer, "
+                    f"got {value}"
+                )
+        if not isinstance(self.micro_batch, int) or self.micro_batch < 0:
+            raise ConfigError(
+                f"micro-batch must be 0 (the whole batch) or more, got {self.micro_batch}"
+            )
+        if self.batch_size % self.micro:
+            divisors = [d for d in range(1, self.batch_size + 1) if self.batch_size % d == 0]
+            raise ConfigError(
+                f"micro-batch {self.micro_batch} does not divide batch-size {self.batch_size}; "
+                f"use one of {', '.join(map(str, divisors))}"
+            )
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        if not (math.isfinite(self.min_lr) and 0 <= self.min_lr <= self.lr):
+            raise ConfigError(f"min-lr must be between 0 and lr ({self.lr}), got {self.min_lr}")
+        if self.warmup_iters < 0:
+            raise ConfigError(f"warmup-iters must be 0 or more, got {self.warmup_iters}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight-decay must be 0 or more, got {self.weight_decay}")
+        if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
+            raise ConfigError(f"betas must be in [0, 1), got ({self.beta1}, {self.beta2})")
+        if not self.grad_clip > 0:
+            raise ConfigError(f"grad-clip must be positive, got {self.grad_clip}")
+        return self
+
+    @property
+    def micro(self) -> int:
+        """Sequences per forward pass: the micro batch, or the whole batch."""
+        return self.micro_batch or self.batch_size
+
+    def micro_per_rank(self, ranks: int = 1) -> int:
+        """Sequences per forward pass on each of `ranks` ranks: the micro batch, or a rank's
+        whole share of the batch. A one-line ConfigError where the batch does not divide."""
+        if ranks == 1:
+            return self.micro
+        if self.batch_size % ranks:
+            raise ConfigError(
+                f"batch-size {self.batch_size} does not split over {ranks} ranks; use a "
+                f"multiple of {ranks}"
+            )
+        share = self.batch_size // ranks
+        if share % (self.micro_batch or share):
+            divisors = [d for d in range(1, share + 1) if share % d == 0]
+            raise ConfigError(
+                f"micro-batch {self.micro_batch} does not divide a rank's {share} of "
+                f"batch-size {self.batch_size} over {ranks} ranks; use one of "
+                f"{', '.join(map(str, divisors))}"
+            )
+        return self.micro_batch or share
+
+    @property
+    def evals_every(self) -> int:
+        """Steps between evals: the eval interval, or the recipe's cadence in sequences."""
+        return self.eval_interval or max(1, round(EVAL_EVERY_SEQUENCES / self.batch_size))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        data = {"eval_tokens": 0, **data}  # a run from before eval_tokens scored all of val
+        return cls(**{k: v for k, v in data.items() if k in known}).validate()
+
+
+def lr_at(iteration: int, cfg: TrainConfig) -> float:
+    """The learning rate for the optimisation step taken at `iteration` (0-based)."""
+    if iteration < cfg.warmup_iters:
+        # (iteration + 1) so that iteration 0 already moves the weights: 3e-4 / 100 = 3e-6.
+        return cfg.lr * (iteration + 1) / cfg.warmup_iters
+    if iteration >= cfg.max_iters:
+        return cfg.min_lr
+    progress = (iteration - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1.0 + math.cos(math.pi * progress))
