@@ -13,8 +13,9 @@ the way a CPU is, so interleaving buys nothing here):
   compiled, chunked    + torch.compile, with the CPU's chunked loss (kept out of the graph)
   compiled (defaults)  + torch.compile, the plain loss inside the graph: lal's CUDA defaults
 Compile time is shown apart.
-MFU is against the GPU's dense bf16 tensor-core peak (lal_core.flops) for every row, so rows
-compare directly. Peak memory is torch.cuda.max_memory_allocated during the timed steps.
+MFU is against the GPU's dense bf16 tensor-core peak (lal_core.backends.torch.device) for every
+row, so rows compare directly. Peak memory is torch.cuda.max_memory_allocated during the timed
+steps.
 
 Sampling rows: batch 1, top-k 50, tokens/s and time to first token, lal with the KV cache
 (bf16 sampling weights, the default), lal recomputing the window, and the reference. Each is

@@ -1,6 +1,6 @@
 """A naive reference GPT for benchmarks: explicit masked attention, fp32, eager, no KV cache.
 
-Same architecture and canonical weight names as lal_core.model, written the plain way, so the
+Same architecture and canonical weight names as lal_core.model.gpt, written the plain way, so the
 two can be timed against each other on the same weights.
 """
 

@@ -1,6 +1,6 @@
 """Benchmarks: lal's engine against the reference, side by side, in one run.
 
-The reference is the original write-up's code that the SPEC describes
+The reference is the original write-up's code (docs/recipe.md states its recipe)
 (`../shared/reference/original_model.py`, or `$LAL_REFERENCE_DIR/original_model.py`: fp32,
 explicit attention, biases, plain AdamW, no KV cache), what users compare lal with; where it is
 not there, bench/reference.py's naive GPT (lal's architecture written the plain way) stands in,
@@ -164,7 +164,7 @@ def reference_alone(
     before they are built: on these VMs a page fault costs more while other processes hold
     memory, and the original faults in 411 MB of logits every step (tiny alone: 2,292 tok/s;
     with 6 GB held by another process: 1,199). In lal's process it also ran faster, as lal's
-    training keeps freed memory for the next step (lal_core/backends/cpu_memory.py)."""
+    training keeps freed memory for the next step (lal_core/backends/torch/cpu_memory.py)."""
     context = multiprocessing.get_context("spawn")  # a fresh process, no fork of torch threads
     with context.Pool(1) as pool:
         return pool.apply(_time_reference, (cfg, state, batch, steps, device))
@@ -457,7 +457,8 @@ def bench_memory(name: str, who: str, batch: int, steps: int = 2) -> float | Non
 
 # -- eval cost --------------------------------------------------------------------------------
 class _SyntheticCorpus:
-    """The SPEC's split sizes (304,222 train / 33,803 val tokens) of random tokens."""
+    """TinyShakespeare's split sizes (304,222 train / 33,803 val tokens; docs/recipe.md, Data)
+    of random tokens."""
 
     def __init__(self, vocab: int) -> None:
         rng = np.random.default_rng(0)
@@ -502,7 +503,7 @@ def main() -> None:
         "--device",
         default="cpu",
         help="the torch rows of the train section (and its reference) on this device: mps on a "
-        "Mac gives the SPEC's PyTorch MPS against MLX table with --backends torch mlx (the "
+        "Mac gives the write-up's PyTorch MPS against MLX table with --backends torch mlx (the "
         "other sections stay on the CPU)",
     )
     parser.add_argument(

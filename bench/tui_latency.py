@@ -47,10 +47,10 @@ from lal_core.runs.events import StepDone  # noqa: E402
 from lal_core.runs.folder import RunDir  # noqa: E402
 from lal_core.runs.follow import RunFollower  # noqa: E402
 from lal_core.training.request import RunRequest
-from lal_tui import engine_jobs  # noqa: E402
 from lal_tui.app import LalApp  # noqa: E402
-from lal_tui.launcher import ProcessLauncher  # noqa: E402
 from lal_tui.settings import Settings  # noqa: E402
+from lal_tui.work import following  # noqa: E402
+from lal_tui.work.launching import ProcessLauncher  # noqa: E402
 
 
 def training_rate(runs_dir: Path) -> tuple[float, float, int]:
@@ -186,7 +186,7 @@ def ms(values: list[float], what: str = "presses") -> str:
 
 
 def run_both(args) -> tuple:
-    engine_jobs.RunFollower = TimedFollower  # the dashboard's follow job builds this one
+    following.RunFollower = TimedFollower  # the dashboard's follow job builds this one
     launcher = ProcessLauncher()
     with tempfile.TemporaryDirectory() as tmp:
         # lal train before and after the dashboard's run: their mean cancels the machine's drift

@@ -1,6 +1,6 @@
 """The CUDA fast paths, on a real GPU: skipped where there is none (CI), run where one is lent.
 
-The CPU versions of these checks are in test_speed.py; here the same promises are checked with
+The CPU versions of these checks are in test_fast_paths.py; here the same promises are checked with
 CUDA's defaults: bf16 autocast, torch.compile through Triton, fused AdamW on the device, TF32
 matmuls, pinned non-blocking copies and the bf16 sampling copy.
 """

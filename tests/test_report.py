@@ -24,7 +24,7 @@ from lal_core.training.train import train
 
 # -- figures on constructed texts --------------------------------------------------------------
 def test_a_phrase_repeated_is_a_loop_and_plain_text_is_not():
-    spec = encode("Then a man of a man of a man of a man, said he.")  # the SPEC's loop
+    spec = encode("Then a man of a man of a man of a man, said he.")  # the write-up's loop
     assert find_loop(spec) is not None and find_loop(spec).period == 3
     once = encode("Then a man of a man, said he, and went his way to the town.")
     assert find_loop(once) is None

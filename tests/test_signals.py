@@ -33,7 +33,7 @@ sys.exit(main(sys.argv[1:]))
 """
 
 # SIGKILL the process at the nth atomic rename onto a file named `target`: its temp file is
-# written and synced, the rename has not happened (see lal_core.checkpoint.atomic_write).
+# written and synced, the rename has not happened (see lal_core.runs.files.atomic_write).
 KILL_BEFORE_RENAME = """
 import os, signal
 from pathlib import Path

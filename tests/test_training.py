@@ -83,7 +83,7 @@ def test_short_run_lowers_the_loss(backend, micro_cfg, small_corpus, shakespeare
 
 @pytest.mark.slow
 def test_early_stopping_and_best_checkpoint(micro_cfg, tmp_path, shakespeare):
-    # The eval cadence and early stopping are the loop's (lal_core/pretraining.py), the same for
+    # The eval cadence and early stopping are the loop's (lal_core/training/train.py), the same for
     # every backend; MLX runs the loop in the tests above and in test_mlx.py.
     backend = "torch"
     # Train text unlike the val text: a high learning rate soon makes val loss climb.

@@ -32,17 +32,16 @@ from lal_core.runs.folder import RunDir
 from lal_core.sft import builtin_pairs, chat_answer, chat_prompt
 from lal_core.training.request import RunRequest
 from lal_core.training.train import train
-from lal_tui import signals
 from lal_tui.app import LalApp, main
-from lal_tui.args import parse_settings
-from lal_tui.launcher import ThreadLauncher
-from lal_tui.messages import ReportProgress, SampleFinished, TrainEvent
 from lal_tui.panes.runs import RunsPane
 from lal_tui.panes.sample import SamplePane
 from lal_tui.panes.sft import COUNTED_STYLES, MASKED_STYLE, SFTPane
 from lal_tui.panes.train import REDRAW_SECONDS, TrainPane
 from lal_tui.screens.confirm import ConfirmScreen, QuitScreen
-from lal_tui.settings import Settings
+from lal_tui.settings import Settings, parse_settings
+from lal_tui.work import signals
+from lal_tui.work.launching import ThreadLauncher
+from lal_tui.work.messages import ReportProgress, SampleFinished, TrainEvent
 
 SIZE = (100, 30)
 # The dashboard's own short recipe (batch 4: a smoother curve to draw); LONG runs until stopped.
@@ -99,7 +98,7 @@ def micro(settings: Settings, train_config: TrainConfig, **changes) -> Settings:
 
 
 def unique(messages: list) -> list:
-    """Each message once: a hook sees a bubbling message at every widget it passes."""
+    """Each message (or event) once: a hook sees a bubbling message at every widget it passes."""
     return list({id(m): m for m in messages}.values())
 
 
@@ -163,8 +162,8 @@ async def test_train_key_starts_a_run_and_the_plot_follows(settings, monkeypatch
         await job(app, "train").wait()
         await pilot.pause(REDRAW_SECONDS + 0.4)  # the redraw timer's next tick
 
-        started = [e for e in seen if isinstance(e, ev.RunStarted)]
-        evals = [e for e in seen if isinstance(e, ev.EvalDone)]
+        started = [e for e in unique(seen) if isinstance(e, ev.RunStarted)]
+        evals = [e for e in unique(seen) if isinstance(e, ev.EvalDone)]
         assert len(started) == 1 and started[0].model_config.name == "micro"
         assert [e.iteration for e in evals] == [0, 4, 8]
 
@@ -218,7 +217,7 @@ async def test_early_stop_shows_its_marker(settings, micro_cfg, shifted_corpus, 
         await pilot.press("t")
         await job(app, "train").wait()
         await pilot.pause(REDRAW_SECONDS + 0.4)
-        stops = [e for e in seen if isinstance(e, ev.EarlyStopped)]
+        stops = [e for e in unique(seen) if isinstance(e, ev.EarlyStopped)]
         assert len(stops) == 1
         plot = app.query_one(TrainPane).plot
         assert plot.early_stop_iter == stops[0].iteration
@@ -238,7 +237,7 @@ async def test_a_compiling_notice_shows_in_the_train_log(settings, threads):
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("2")
         line = "compiling the model with torch.compile on cpu: a one-time wait"
-        app.post_message(TrainEvent(ev.Preparing(line=line)))
+        app.query_one(TrainPane).post_message(TrainEvent(ev.Preparing(line=line)))
         await pilot.pause(0.2)
         assert line in app.query_one(TrainPane).query_one(Log).lines
 
@@ -320,7 +319,7 @@ async def test_a_dashboard_on_a_terminal_takes_sigterm_and_sighup_once_mounted(
 
 @pytest.mark.asyncio
 async def test_sigterm_and_sighup_end_the_dashboard_and_leave_the_run(settings, threads):
-    # What `kill` and a closed terminal do to the dashboard (lal_tui.signals): it is a viewer;
+    # What `kill` and a closed terminal do to the dashboard (lal_tui.work.signals): it is a viewer;
     # the run is a process of its own (here a thread) and goes on.
     app = LalApp(micro(settings, LONG), launcher=threads)
     left: list[int] = []

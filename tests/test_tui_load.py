@@ -19,9 +19,9 @@ from lal_core.model.config import MODEL_CONFIGS
 from lal_core.model.recipe import TrainConfig
 from lal_core.training.request import RunRequest
 from lal_tui.app import LalApp
-from lal_tui.launcher import ThreadLauncher
 from lal_tui.settings import Settings
 from lal_tui.widgets.key_footer import KeyFooter
+from lal_tui.work.launching import ThreadLauncher
 
 SIZE = (100, 30)
 

@@ -30,11 +30,10 @@ from lal_core.runs.folder import RunDir
 from lal_core.training.request import RunRequest
 from lal_core.training.train import Trainer
 from lal_tui.app import LalApp, main
-from lal_tui.args import parse_settings
-from lal_tui.launcher import RUN_NICENESS, ProcessLauncher
 from lal_tui.panes.train import TrainPane
 from lal_tui.screens.confirm import QuitScreen
-from lal_tui.settings import Settings
+from lal_tui.settings import Settings, parse_settings
+from lal_tui.work.launching import RUN_NICENESS, ProcessLauncher
 
 # test_tui's fixtures: the micro model's settings, a ThreadLauncher, eager one-thread PyTorch
 quick_engine, settings, threads = test_tui.quick_engine, test_tui.settings, test_tui.threads
@@ -247,6 +246,7 @@ async def test_the_launcher_starts_lal_in_a_session_of_its_own(
         assert children[-1].log == RunDir(base).console_log("sft")
         children[-1].fail("the run is busy")
         await app.jobs.worker("sft").wait()
+        await pilot.pause(0.1)
         assert "the run is busy" in notes.errors() and (base / "run.json").is_file()
 
     # a model config `lal train` does not know: one line, nothing started or written

@@ -18,20 +18,21 @@ from lal_core.backends import BackendInfo
 from lal_core.model.config import MODEL_CONFIGS
 from lal_core.model.recipe import TrainConfig
 from lal_core.runs import events as ev
+from lal_core.runs.records import CorpusInfo
 from lal_core.training.request import RunRequest
 from lal_tui.app import LalApp
-from lal_tui.messages import CorpusInfo, CorpusStats, TrainEvent
 from lal_tui.panes.sample import SamplePane
-from lal_tui.panes.train import REDRAW_SECONDS
+from lal_tui.panes.train import REDRAW_SECONDS, TrainPane
 from lal_tui.screens.confirm import QuitScreen
 from lal_tui.settings import Settings
+from lal_tui.work.messages import CorpusCounted, SampleStarted, SampleToken, TrainEvent
 
 # Pictures guard the layout, not behaviour (tests/test_tui.py): the full suite runs them.
 pytestmark = pytest.mark.slow
 
 SIZE = (100, 30)
 CREATED = 1767268800.0  # 2026-01-01 12:00 UTC
-# the SPEC's example run: (iter, train, val)
+# the original write-up's example run (docs/recipe.md, Training): (iter, train, val)
 SPEC_EVALS = [
     (0, 10.8746, 10.8710),
     (250, 4.5904, 5.1055),
@@ -119,10 +120,15 @@ def snap_app(isolated_home, monkeypatch):
     )
 
     def counting(path):
-        stats = CorpusStats(Path("data/tinyshakespeare/input.txt"), 338_025, 304_222, 33_803)
-        return lambda post, stop: post(CorpusInfo(path, stats))
+        info = CorpusInfo(
+            path="data/tinyshakespeare/input.txt",
+            tokens=338_025,
+            train_tokens=304_222,
+            val_tokens=33_803,
+        )
+        return lambda post, stop: post(CorpusCounted(path, info))
 
-    monkeypatch.setattr("lal_tui.engine_jobs.counting", counting)
+    monkeypatch.setattr("lal_tui.work.tasks.counting", counting)
     request = RunRequest(model_config=MODEL_CONFIGS["tiny"], runs_dir=runs)
     yield LalApp(Settings(request=request))
     time.tzset()
@@ -207,8 +213,9 @@ def synthetic_run() -> list:
 def test_train_pane(snap_app, snap_compare):
     async def run_before(pilot):
         await pilot.press("2")
+        pane = pilot.app.query_one(TrainPane)
         for event in synthetic_run():
-            pilot.app.post_message(TrainEvent(event))
+            pane.post_message(TrainEvent(event))
         await pilot.pause(REDRAW_SECONDS + 0.5)
 
     assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
@@ -247,9 +254,10 @@ def test_sample_pane(snap_app, snap_compare):
     async def run_before(pilot):
         await pilot.press("3")
         pane = pilot.app.query_one(SamplePane)
-        pane.begin("ROMEO:", "20260101-120000-tiny-torch/best.safetensors")
+        run = Path("checkpoints/20260101-120000-tiny-torch")
+        pane.begin(SampleStarted(run / "best.safetensors", "ROMEO:"))
         for text, prob in pieces:
-            pane.add_token(text, prob)
+            pane.add_token(SampleToken(text, prob))
         await pilot.press("v", "v")  # the probability view
         await pilot.pause(0.2)
 

@@ -1,10 +1,10 @@
 """What a backend supplies: the parts of training and sampling that depend on the framework.
 
 Everything else (the schedule, batches, eval cadence, early stopping, checkpoints, events,
-logging, stop handling, the sampling loop) is written once, in `lal_core.trainer` and
-`lal_core.sampling`, and drives a `Backend` through these methods. Arrays cross this seam as
-numpy: int64 token batches in, float32 weights out, in the canonical checkpoint layout
-(the PyTorch module names, Linear weights as (out, in)).
+logging, stop handling, the sampling loop) is written once, in `lal_core.model.recipe`,
+`lal_core.training` and `lal_core.generation`, and drives a `Backend` through these methods.
+Arrays cross this seam as numpy: int64 token batches in, float32 weights out, in the canonical
+checkpoint layout (the PyTorch module names, Linear weights as (out, in)).
 """
 
 from __future__ import annotations
@@ -58,9 +58,15 @@ class Backend(ABC):
         """The device's peak FLOP/s that MFU is measured against (None: unknown)."""
         return None
 
+    def training_peak(self, peak_tflops: float | None = None) -> float | None:
+        """FLOP/s for a run's MFU: the user's --peak-tflops, else the device's (`peak_flops`);
+        times the ranks, as the tokens/s it is set against are all the ranks' together."""
+        peak = peak_tflops * 1e12 if peak_tflops else self.peak_flops()
+        return peak * self.ranks.world if peak else peak
+
     # -- training ----------------------------------------------------------------------------
     def use_ranks(self, ranks: Ranks) -> None:
-        """Train as one of `ranks` (data parallel, `lal_core.distributed`); before
+        """Train as one of `ranks` (data parallel, `lal_core.backends.distributed`); before
         setup_training. Ranks started by another framework's launcher are refused."""
         if ranks.joined and ranks.via != self.name:
             launcher = {"torch": "torchrun", "mlx": "mlx.launch"}
@@ -109,7 +115,7 @@ class Backend(ABC):
         where loading waits anyway, not in the first token's."""
 
     # A generation draws `rows` samples of one prompt together, one sequence per row; the loop
-    # that drives these methods, and the draw itself, are `lal_core.sampling`'s.
+    # that drives these methods, and the draw itself, are `lal_core.generation.sampling`'s.
     @abstractmethod
     def start_generation(self, rows: int) -> None:
         """Begin a generation of `rows` sequences (drops the last one's cache and seen tokens)."""
@@ -163,7 +169,7 @@ def passes(
 
 @dataclass(frozen=True)
 class Candidates:
-    """The tokens each row may draw from, as numpy, for `lal_core.sampling.draw`."""
+    """The tokens each row may draw from, as numpy, for `lal_core.generation.sampling.draw`."""
 
     logits: np.ndarray  # (rows, k) float32: after the repetition penalty, before temperature
     ids: np.ndarray | None  # (rows, k) int64 token ids; None: all V tokens, in id order

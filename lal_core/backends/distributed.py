@@ -184,6 +184,17 @@ def join(device: str | None) -> Ranks:
     return Ranks(rank=rank, world=world, local_rank=local, device=where, joined=True)
 
 
+@contextlib.contextmanager
+def joined(device: str | None) -> Iterator[Ranks]:
+    """`with joined(device) as ranks:` this process's Ranks (`join`), the process group left
+    at the end however the block ends."""
+    ranks = join(device)
+    try:
+        yield ranks
+    finally:
+        leave(ranks)
+
+
 def leave(ranks: Ranks) -> None:
     """Leave the process group (at the end of a distributed run; MLX's needs no leaving)."""
     if ranks.joined and ranks.via == "torch":

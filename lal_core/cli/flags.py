@@ -139,14 +139,14 @@ def controls_from(args: argparse.Namespace):
     ).check()
 
 
+_EVAL_EVERY = (
+    f"steps between evals; 0: every {EVAL_EVERY_SEQUENCES:,} sequences trained "
+    f"({EVAL_EVERY_SEQUENCES // 16} steps at batch 16, the recipe's)"
+)
 # What each recipe field is, for `lal train --help` and the dashboard's Setup pane.
 RECIPE_FLAGS = {
     "batch_size": ("batch size", "sequences per optimizer step"),
-    "micro_batch": (
-        "micro batch",
-        "sequences per forward pass, gradients accumulated over batch / micro passes; "
-        "0: the whole batch",
-    ),
+    "micro_batch": ("micro batch", "sequences per forward pass, gradients accumulated; 0: all"),
     "max_iters": ("max iterations", "optimizer steps at most"),
     "lr": ("learning rate", "peak learning rate"),
     "min_lr": ("min lr", "learning rate the cosine decays to"),
@@ -155,11 +155,7 @@ RECIPE_FLAGS = {
     "beta1": ("beta1", "AdamW beta1"),
     "beta2": ("beta2", "AdamW beta2"),
     "grad_clip": ("grad clip", "global gradient-norm clip"),
-    "eval_interval": (
-        "eval interval",
-        f"steps between evals; 0: every {EVAL_EVERY_SEQUENCES:,} sequences trained "
-        f"({EVAL_EVERY_SEQUENCES // 16} steps at batch 16, the recipe's)",
-    ),
+    "eval_interval": ("eval interval", _EVAL_EVERY),
     "eval_tokens": (
         "eval tokens",
         "val tokens an eval scores at most: a larger val split is scored on windows spread "
@@ -318,6 +314,7 @@ def run_request(args: argparse.Namespace, base: TrainConfig | None = None) -> Ru
     """The run the parsed flags ask for: `base` (default: the recipe) with the flags given."""
     given = {f.name: getattr(args, f.name) for f in recipe_flags()}
     train_cfg = replace(base or TrainConfig(), **{k: v for k, v in given.items() if v is not None})
+    options = backend_options(args)
     overrides = {"dropout": args.dropout} if args.dropout is not None else {}
     return RunRequest(
         model_config=get_model_config(args.config or DEFAULT_CONFIG, **overrides),
@@ -326,7 +323,7 @@ def run_request(args: argparse.Namespace, base: TrainConfig | None = None) -> Ru
         device=args.device,
         data=args.data,
         runs_dir=Path(args.runs_dir) if args.runs_dir else None,
-        backend_options=backend_options(args),
+        backend_options=options,
         peak_tflops=args.peak_tflops,
     )
 

@@ -1,5 +1,5 @@
 """`lal prepare`: a text file, a folder of them or a JSONL of documents, tokenised once into a
-dataset that `lal train --data NAME` reads (`lal_core.datasets`)."""
+dataset that `lal train --data NAME` reads (`lal_core.data.corpus`)."""
 
 from __future__ import annotations
 

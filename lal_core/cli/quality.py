@@ -13,12 +13,11 @@ def add_parsers(sub) -> None:
 
     e = sub.add_parser("eval", help="a checkpoint's loss and perplexity on its val split or a text")
     add_checkpoint_flags(e)
+    outside = "needed for a checkpoint outside a run folder"
     e.add_argument(
         "--data",
-        default=None,
         metavar="PATH",
-        help="score the whole of this text instead of the run's val split "
-        "(needed for a checkpoint outside a run folder)",
+        help=f"score all of this text, not the run's val split ({outside})",
     )
     e.add_argument("--backend", default=None, choices=list(backends), help="default: the run's")
     e.add_argument("--device", default=None)
@@ -97,6 +96,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     from lal_core.cli.console import EXIT_INTERRUPTED, StopOnSignals
     from lal_core.quality import report as rp
+    from lal_core.quality import report_file
     from lal_core.quality.report_file import save_report
     from lal_core.runs.events import StopRequest
     from lal_core.runs.folder import RunDir
@@ -134,7 +134,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=1))
     else:
-        print(rp.format_report(report, args.show_samples), end="", flush=True)
+        print(report_file.format_report(report, args.show_samples), end="", flush=True)
     run = RunDir(columns[0].checkpoint.parent)
     if args.no_save:
         return 0

@@ -74,8 +74,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from lal_core.runs.folder import read_entry, remote_host
+    from lal_core.runs.folder import read_entry
     from lal_core.runs.follow import live_run
+    from lal_core.runs.lock import remote_host
 
     run = live_run(args.run, args.runs_dir)
     entry = read_entry(run)

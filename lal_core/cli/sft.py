@@ -29,10 +29,7 @@ def add_parsers(sub) -> None:
     f.add_argument("--epochs", type=positive_int, default=5)
     f.add_argument("--pairs", default=None, help='JSON lines {"question": ..., "answer": ...}')
     f.add_argument(
-        "--repeat",
-        type=positive_int,
-        default=None,
-        help="copies of each pair (default: 5, 1 for --pairs)",
+        "--repeat", type=positive_int, help="copies of each pair (default: 5; 1 for --pairs)"
     )
     f.add_argument("--lr", type=number, default=None, help="constant learning rate (default: 3e-4)")
     f.add_argument("--batch-size", type=positive_int, default=None, help="default: 4")
@@ -109,6 +106,7 @@ def compare_before_after(checkpoint, args: argparse.Namespace, seed: int, stop) 
     the figures; saved as the run's report."""
     from lal_core.errors import LalError
     from lal_core.quality import report as rp
+    from lal_core.quality import report_file
     from lal_core.quality.report_file import save_report
     from lal_core.runs.folder import RunDir
 
@@ -125,8 +123,8 @@ def compare_before_after(checkpoint, args: argparse.Namespace, seed: int, stop) 
         )
     if report is None:
         return EXIT_INTERRUPTED
-    print(rp.format_samples(report), end="\n\n")
-    print(rp.format_report(report), end="", flush=True)
+    print(report_file.format_samples(report), end="\n\n")
+    print(report_file.format_report(report), end="", flush=True)
     with contextlib.suppress(LalError):
         save_report(report, run)
     return 0

@@ -58,10 +58,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         from lal_core.cli.ranks import launch_ranks
 
         return launch_ranks(args, request)
-    ranks = distributed.join(args.device)  # one process, or this rank under a launcher
     stop = StopRequest()
-    told = {"on_event": Printer() if ranks.main else None, "stop": stop, "ranks": ranks}
-    try:
+    with distributed.joined(args.device) as ranks:  # one process, or a rank under a launcher
+        told = {"on_event": Printer() if ranks.main else None, "stop": stop, "ranks": ranks}
         if request is None:
             changes = {"max_iters": args.max_iters, "micro_batch": args.micro_batch}
             trainer = Trainer.resume(
@@ -71,8 +70,6 @@ def cmd_train(args: argparse.Namespace) -> int:
             trainer = Trainer(request, run_id=args.run_id, **told)
         with StopOnSignals(stop):
             result = trainer.run_training()
-    finally:
-        distributed.leave(ranks)
     if not ranks.main:  # rank 0 speaks for the run
         return EXIT_INTERRUPTED if result.status == "stopped" else 0
     if result.status == "failed":

@@ -180,7 +180,7 @@ def find_dataset(ref: str | os.PathLike) -> Path | None:
 class TokenSpan:
     """Tokens [start, stop) of a sequence of shards, read through their memory maps: `len()`,
     `span[a:b]` (an array: a view within one shard, a copy across two) and `np.asarray(span)`
-    (all of it, copied). What `lal_core.data` serves batches and evals from."""
+    (all of it, copied). What a `Corpus` serves batches and evals from."""
 
     def __init__(self, shards: list[np.ndarray], start: int = 0, stop: int | None = None) -> None:
         self.shards = shards
@@ -244,7 +244,7 @@ def open_dataset(folder: Path) -> Dataset:
 @dataclass
 class Corpus:
     """A tokenised corpus: the tokens split 90/10 into train and val. A text file's tokens are
-    one uint16 memory map; a prepared dataset's, its shards' (`datasets.TokenSpan`). Either is
+    one uint16 memory map; a prepared dataset's, its shards' (`TokenSpan`). Either is
     read the same way: len() and contiguous slices."""
 
     path: Path  # the text file, or the dataset's folder

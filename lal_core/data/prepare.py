@@ -1,11 +1,11 @@
 """`lal prepare`: a text file, a folder of them or a JSONL of documents tokenised into a
-dataset (`lal_core.datasets` has its layout and reads it).
+dataset (`lal_core.data.corpus` has its layout and reads it).
 
 A source is a UTF-8 text file (one document), a folder of them (recursively, in sorted path
 order, hidden files left out), or a `.jsonl` / `.jsonl.gz` file with a `text` field per line
 (one document a line).
 
-Preparing streams: the main process splits each source into jobs of about 4 MB (a text file's
+Preparing streams: the main process splits each source into pieces of about 4 MB (a text file's
 byte ranges, cut where the GPT-2 pre-tokeniser would cut anyway, so the tokens are those of
 encoding each document whole; a JSONL file's runs of whole lines) and a worker process a core
 reads, decodes and tokenises each, a bounded number at a time; the main process writes their
@@ -66,7 +66,7 @@ def source_files(source: Path) -> list[Path]:
 
 
 @dataclass(frozen=True)
-class Job:
+class Piece:
     """A piece of a source for a worker to tokenise: bytes [start, end) of a text file, or raw
     JSONL lines (first_line: the number of the first). Its tokens come back with the number
     of documents they hold (pieces of one text file: the file's first piece counts it)."""
@@ -76,7 +76,7 @@ class Job:
     end: int = 0
     lines: bytes | None = None  # JSONL: whole lines, already decompressed
     first_line: int = 0
-    documents: int = 0  # documents that begin in this job (text: 1 for a file's first piece)
+    documents: int = 0  # documents that begin in this piece (text: 1 for a file's first)
 
     @property
     def size(self) -> int:
@@ -99,7 +99,7 @@ def _safe_byte_cut(data: bytes, i: int) -> bool:
     )
 
 
-def _text_jobs(path: Path) -> Iterator[Job]:
+def _text_pieces(path: Path) -> Iterator[Piece]:
     """A text file as pieces of about PIECE_BYTES, each ending at a safe cut (found by reading a
     little past each boundary: the text itself is read by the workers)."""
     size = path.stat().st_size
@@ -109,7 +109,7 @@ def _text_jobs(path: Path) -> Iterator[Job]:
         start, first = 0, True
         while start < size:
             end = _next_cut(f, start + PIECE_BYTES, size)
-            yield Job(path, start, end, documents=int(first))
+            yield Piece(path, start, end, documents=int(first))
             start, first = end, False
 
 
@@ -126,7 +126,7 @@ def _next_cut(f, at: int, size: int) -> int:
     return size
 
 
-def _jsonl_jobs(path: Path) -> Iterator[Job]:
+def _jsonl_pieces(path: Path) -> Iterator[Piece]:
     """A JSONL file (gzip-compressed or not) as runs of whole lines of about PIECE_BYTES."""
     opener = gzip.open if path.suffix == ".gz" else open
     carry, line = b"", 1
@@ -138,7 +138,7 @@ def _jsonl_jobs(path: Path) -> Iterator[Job]:
                 cut = buffer.rfind(b"\n") + 1 if data else len(buffer)
                 if cut:
                     lines = buffer[:cut]
-                    yield Job(path, lines=lines, first_line=line)
+                    yield Piece(path, lines=lines, first_line=line)
                     line += lines.count(b"\n")
                 carry = buffer[cut:]
                 if not data:
@@ -147,30 +147,30 @@ def _jsonl_jobs(path: Path) -> Iterator[Job]:
         raise DataError(f"{path} is not a whole gzip file ({exc})") from None
 
 
-def _jobs(files: list[Path]) -> Iterator[Job]:
+def _pieces(files: list[Path]) -> Iterator[Piece]:
     for path in files:
-        yield from (_jsonl_jobs if _is_jsonl(path) else _text_jobs)(path)
+        yield from (_jsonl_pieces if _is_jsonl(path) else _text_pieces)(path)
 
 
-def tokenise_job(job: Job) -> tuple[np.ndarray, int]:
-    """A job's tokens (uint16; JSONL documents joined by EOT_TOKEN) and the documents in them.
+def tokenise_piece(piece: Piece) -> tuple[np.ndarray, int]:
+    """A piece's tokens (uint16; JSONL documents joined by EOT_TOKEN) and the documents in them.
     Run by a worker process: the text is made and unmade there, not under the main process's
     GIL."""
-    if job.lines is None:
-        with open(job.path, "rb") as f:
-            f.seek(job.start)
-            raw = f.read(job.end - job.start)
+    if piece.lines is None:
+        with open(piece.path, "rb") as f:
+            f.seek(piece.start)
+            raw = f.read(piece.end - piece.start)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DataError(
-                f"{job.path} is not UTF-8 text (byte {job.start + exc.start}); convert it or "
+                f"{piece.path} is not UTF-8 text (byte {piece.start + exc.start}); convert it or "
                 "take it out of the source"
             ) from None
         tokens = encode_array(text)
-        return tokens, job.documents if len(tokens) else 0
+        return tokens, piece.documents if len(tokens) else 0
     parts: list[np.ndarray] = []
-    for number, line in enumerate(job.lines.split(b"\n"), job.first_line):
+    for number, line in enumerate(piece.lines.split(b"\n"), piece.first_line):
         if not line.strip():
             continue
         try:
@@ -179,7 +179,7 @@ def tokenise_job(job: Job) -> tuple[np.ndarray, int]:
                 raise TypeError
         except (ValueError, KeyError, TypeError):
             raise DataError(
-                f"{job.path} line {number} has no `text` string; each line must be a JSON "
+                f"{piece.path} line {number} has no `text` string; each line must be a JSON "
                 'object like {"text": "..."}'
             ) from None
         if text:
@@ -292,22 +292,22 @@ def _done(value) -> Future:
 
 def _encode(files: list[Path], workers: int, progress, writer: _ShardWriter) -> int:
     """Every document's tokens to `writer`, joined by EOT_TOKEN; the number of documents.
-    Jobs are tokenised by `workers` processes (one: here), a bounded number at a time, and
+    Pieces are tokenised by `workers` processes (one: here), a bounded number at a time, and
     written in order. Processes, not threads: making tiktoken's lists of ints holds the GIL."""
-    pending: deque[tuple[Job, Future]] = deque()
+    pending: deque[tuple[Piece, Future]] = deque()
     documents = 0
     eot = np.array([EOT_TOKEN], dtype=np.uint16)
 
     def drain(keep: int) -> None:
         nonlocal documents
         while len(pending) > keep:
-            job, future = pending.popleft()
-            tokens, count = future.result()  # count: documents beginning in this job
+            piece, future = pending.popleft()
+            tokens, count = future.result()  # count: documents beginning in this piece
             if count and documents:
                 writer.write(eot)
             writer.write(tokens)
             documents += count
-            progress(job.size, len(tokens))
+            progress(piece.size, len(tokens))
 
     with contextlib.ExitStack() as stack:
         if workers > 1:
@@ -317,12 +317,12 @@ def _encode(files: list[Path], workers: int, progress, writer: _ShardWriter) -> 
             context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
             pool = ProcessPoolExecutor(workers, context, initializer=_quiet_worker)
             stack.callback(pool.shutdown, cancel_futures=True)
-            submit = functools.partial(pool.submit, tokenise_job)
+            submit = functools.partial(pool.submit, tokenise_piece)
         else:
-            submit = lambda job: _done(tokenise_job(job))  # noqa: E731
-        for job in _jobs(files):
-            pending.append((job, submit(job)))
-            drain(2 * workers)  # bounded: a few jobs in flight
+            submit = lambda piece: _done(tokenise_piece(piece))  # noqa: E731
+        for piece in _pieces(files):
+            pending.append((piece, submit(piece)))
+            drain(2 * workers)  # bounded: a few pieces in flight
         drain(0)
     return documents
 

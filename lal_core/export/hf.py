@@ -4,8 +4,8 @@ lal's model is GPT-2's architecture, so the export is a renaming with three diff
 
 - GPT-2 keeps its projections in `Conv1D` layers, whose weight is (in, out): the transpose of a
   `Linear` weight (out, in);
-- lal's Linear and LayerNorm layers have no biases (SPEC): GPT-2 expects them, so they are
-  exported as zeros, which compute the same thing;
+- lal's Linear and LayerNorm layers have no biases (docs/recipe.md, The model): GPT-2 expects
+  them, so they are exported as zeros, which compute the same thing;
 - GPT-2's default activation is `gelu_new` (the tanh approximation); lal uses the exact GELU,
   which transformers calls "gelu".
 

@@ -32,7 +32,7 @@ from lal_core.errors import ConfigError
 
 # The defaults every front end starts from: a speaker's name starts the text the way the corpus
 # does; 0.8 is a little sharper than the original write-up's 1.0, which on models this small
-# gives more broken words; top-k 50 as the SPEC.
+# gives more broken words; top-k 50 as the write-up (docs/recipe.md, Sampling).
 DEFAULT_PROMPT = "ROMEO:"
 DEFAULT_TEMPERATURE = 0.8
 DEFAULT_TOP_K = 50

@@ -24,7 +24,7 @@ class ModelConfig:
     block_size: int
     vocab_size: int = VOCAB_SIZE
     dropout: float = 0.0
-    bias: bool = False  # no biases in Linear and LayerNorm, as in the SPEC's parameter counts
+    bias: bool = False  # no biases in Linear and LayerNorm (docs/recipe.md, The model)
 
     def validate(self) -> ModelConfig:
         for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
@@ -55,9 +55,10 @@ class ModelConfig:
             raise ConfigError(f"incomplete model config: {exc}") from None
 
 
-# The named configs train with dropout 0.1, not the SPEC's 0: on tiny, CPU, to max-iters or
-# early stop, the best val was 4.7713 @ 3000 without dropout (early stop at 4000), 4.7275 @ 5000
-# with 0.1 and 4.7527 @ 5000 with 0.2 (README.md, Training). `--dropout 0` is the SPEC's regime.
+# The named configs train with dropout 0.1, not the original write-up's 0 (docs/recipe.md, Where
+# lal departs from it): on tiny, CPU, to max-iters or early stop, the best val was 4.7713 @ 3000
+# without dropout (early stop at 4000), 4.7275 @ 5000 with 0.1 and 4.7527 @ 5000 with 0.2
+# (README.md, Training). `--dropout 0` is the write-up's regime.
 DEFAULT_DROPOUT = 0.1
 
 MODEL_CONFIGS: dict[str, ModelConfig] = {

@@ -13,7 +13,7 @@ This file is the model as a lesson: one plain `forward`. What makes it fast live
 in the backend (`lal_core/backends/`): a loss computed a few rows at a time, recomputed
 activations, 16-bit and int8 copies for sampling. Each computes what this file computes.
 
-The MLX twin of this file is `lal_core/backends/mlx_model.py`: same names, same shapes.
+The MLX twin of this file is `lal_core/model/gpt_mlx.py`: same names, same shapes.
 """
 
 from __future__ import annotations

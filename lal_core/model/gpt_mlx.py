@@ -1,4 +1,4 @@
-"""The GPT, in MLX: the twin of `lal_core/model.py`, module for module.
+"""The GPT, in MLX: the twin of `lal_core/model/gpt.py`, module for module.
 
 Read it side by side with the PyTorch file. The module names are the same, so the parameter
 paths ("blocks.0.attn.c_attn.weight", ...) are the canonical checkpoint names, and Linear
@@ -130,7 +130,7 @@ class GPT(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        # As in model.py: Linear and Embedding weights ~ N(0, 0.02), biases 0, LayerNorm gains 1
+        # As in gpt.py: Linear and Embedding weights ~ N(0, 0.02), biases 0, LayerNorm gains 1
         # (MLX's own default). GPT-2 scales the projections into the residual stream by
         # 1/sqrt(2 * n_layer), so the stream's variance does not grow with depth.
         residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)

@@ -4,7 +4,7 @@ distinct-n      unique n-grams / n-grams: 1.0 when no n-gram comes twice
 repeated 4-grams the share of 4-grams that repeat an earlier 4-gram of the same sample
 in a loop       the sample holds a stretch of 1 to LOOP_MAX_PERIOD tokens repeated back to
                 back at least LOOP_MIN_REPEATS times and over at least LOOP_MIN_TOKENS
-                tokens: `a man of a man of a man of a man` (the SPEC's loop: period 3, 11
+                tokens: `a man of a man of a man of a man` (the write-up's loop: period 3, 11
                 tokens) counts; a refrain that comes back after other lines does not, nor
                 does `a man of a man` once
 """

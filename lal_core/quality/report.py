@@ -21,10 +21,8 @@ under the run's one-writer lock (`quality.report_file`, which reads it without a
 from __future__ import annotations
 
 import contextlib
-import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +167,49 @@ def chat_questions(record: Any) -> tuple[list[str], list[bool]]:
 Progress = Callable[[int, int, str], None]  # (done, total, what is running)
 
 
+@dataclass(frozen=True)
+class Prompts:
+    """What every column samples from, and the held-out text set beside its samples."""
+
+    shown: list[str]  # as the report prints them
+    ids: list[list[int]]  # as the models read them (chat: in the chat format)
+    trained: list[bool]  # chat: whether each is one of the training questions
+    baseline: list[list[int]] | None  # held-out text, a stretch per sample (None: no corpus)
+
+
+def report_prompts(
+    columns: Sequence[Column],
+    val: np.ndarray | None,
+    chat: bool,
+    prompts: Sequence[str] | None,
+    size: tuple[int, int, int],
+) -> Prompts:
+    """The prompts of a report: the user's, chat questions, or paragraph starts of the val
+    split; `size` is (prompts from the val split, samples per prompt, tokens per sample)."""
+    prompt_count, samples, tokens = size
+    if prompts is not None and not prompts:
+        raise ConfigError("a report needs at least one prompt")
+    if prompts is not None and any(not p for p in prompts):
+        raise ConfigError("a prompt is empty; give at least one character")
+    trained: list[bool] = []
+    if chat:
+        questions, trained = chat_questions(record_of(columns[0].checkpoint))
+        if prompts is not None:
+            known = {q for q, t in zip(questions, trained, strict=True) if t}
+            questions = list(prompts)
+            trained = [q.strip() in known for q in questions]
+        shown, ids = questions, [encode(chat_prompt(q)) for q in questions]
+    elif prompts is not None:
+        shown, ids = list(prompts), [encode(p) for p in prompts]
+    elif val is None:
+        raise ConfigError("without a corpus, give the prompts to sample")
+    else:
+        ids, baseline = text_prompts(val, prompt_count, samples, tokens)
+        return Prompts([decode(p) for p in ids], ids, trained, baseline)
+    baseline = held_out_text(val, len(ids) * samples, tokens) if val is not None else None
+    return Prompts(shown, ids, trained, baseline)
+
+
 def make_report(
     columns: Sequence[Column],
     corpus: data_mod.Corpus | None,
@@ -193,34 +234,11 @@ def make_report(
     tokens = tokens if tokens is not None else CHAT_TOKENS if chat else TOKENS
     if samples < 1 or tokens < 1 or prompt_count < 1:
         raise ConfigError("a report needs at least one prompt, one sample and one token")
-    if prompts is not None and not prompts:
-        raise ConfigError("a report needs at least one prompt")
-    if prompts is not None and any(not p for p in prompts):
-        raise ConfigError("a prompt is empty; give at least one character")
     val = np.asarray(corpus.val) if corpus is not None else None
-    trained: list[bool] = []
-    if chat:
-        questions, trained = chat_questions(record_of(columns[0].checkpoint))
-        if prompts is not None:
-            known = {q for q, t in zip(questions, trained, strict=True) if t}
-            questions = list(prompts)
-            trained = [q.strip() in known for q in questions]
-        shown = questions
-        prompt_ids = [encode(chat_prompt(q)) for q in questions]
-    elif prompts is not None:
-        shown, prompt_ids = list(prompts), [encode(p) for p in prompts]
-    elif val is None:
-        raise ConfigError("without a corpus, give the prompts to sample")
-    else:
-        prompt_ids, baseline = text_prompts(val, prompt_count, samples, tokens)
-        shown = [decode(p) for p in prompt_ids]
-
-    if val is not None and (chat or prompts is not None):
-        baseline = held_out_text(val, len(prompt_ids) * samples, tokens)
+    plan = report_prompts(columns, val, chat, prompts, (prompt_count, samples, tokens))
+    draw = _Draw(plan, samples, tokens, seed, chat, stop, progress, len(columns) * len(plan.ids))
     index = VerbatimIndex.for_corpus(corpus) if corpus is not None else None
-    total = len(columns) * len(prompt_ids)
-    results, models = [], {}
-    val_losses: dict[tuple[str, str], float] = {}
+    results, models, val_losses = [], {}, {}
     for c in columns:
         key = (str(c.checkpoint), c.backend)
         if key not in models:
@@ -228,47 +246,74 @@ def make_report(
             models[key] = load_scored(c.checkpoint, c.backend, device)
         model, record = models[key]
         if key not in val_losses and val is not None:
-            if progress:
-                progress(len(results) * len(prompt_ids), total, f"{c.label}: val loss")
+            draw.say(len(results), 0, f"{c.label}: val loss")
             starts = run_val_windows(val, model.cfg.block_size, record)
             val_losses[key] = window_loss(model, val, starts, run_eval_batch(model, record))
-        texts: list[tuple[str, ...]] = []
-        drawn, closed = [], []
-        controls = answer_controls(c.controls) if chat else c.controls
-        for i, prompt in enumerate(prompt_ids):
-            if progress:
-                progress(len(results) * len(prompt_ids) + i, total, f"{c.label}: prompt {i + 1}")
-            _check_fits(prompt, model)
-            generation = Generation(
-                model, prompt, tokens, controls, samples, seed + i * samples, stop=stop
-            )
-            batch_samples = generation.run()
-            if stop is not None and stop.is_set():
-                return None
-            texts.append(tuple(s.text for s in batch_samples))
-            drawn += [encode(s.text) for s in batch_samples]
-            closed += [answer_closed(s) for s in batch_samples]
-        closed_share = float(np.mean(closed)) if chat else None
-        figures = figures_of(drawn, index, closed_share, val_losses.get(key))
-        results.append(
-            ColumnResult(
-                c.label, str(c.checkpoint), c.backend, c.controls.describe(), figures, tuple(texts)
-            )
-        )
-    if progress:
-        progress(total, total, "done")
+        result = draw.column(c, model, index, val_losses.get(key), len(results))
+        if result is None:
+            return None
+        results.append(result)
+    draw.say(len(columns), 0, "done")
     return QualityReport(
         mode="chat" if chat else "text",
         corpus=str(corpus.path) if corpus is not None else "",
-        prompts=tuple(shown),
-        trained=tuple(trained),
+        prompts=tuple(plan.shown),
+        trained=tuple(plan.trained),
         samples=samples,
         tokens=tokens,
         seed=seed,
         columns=tuple(results),
-        baseline=figures_of(baseline, index) if val is not None else None,
-        baseline_texts=tuple(decode(b) for b in baseline) if val is not None else (),
+        baseline=figures_of(plan.baseline, index) if plan.baseline is not None else None,
+        baseline_texts=tuple(decode(b) for b in plan.baseline or ()),
     )
+
+
+@dataclass(frozen=True)
+class _Draw:
+    """How a report draws each column's samples: the same prompts, sizes and seeds for all."""
+
+    prompts: Prompts
+    samples: int
+    tokens: int
+    seed: int
+    chat: bool
+    stop: StopRequest | None
+    progress: Progress | None
+    total: int  # prompts to draw, all columns together
+
+    def say(self, columns_done: int, prompt: int, what: str) -> None:
+        """Progress: at `prompt` of the column after `columns_done` (all done: the end)."""
+        if self.progress:
+            self.progress(columns_done * len(self.prompts.ids) + prompt, self.total, what)
+
+    def column(
+        self,
+        c: Column,
+        model: Backend,
+        index: VerbatimIndex | None,
+        val_loss: float | None,
+        done: int,
+    ) -> ColumnResult | None:
+        """One column's samples of every prompt and their figures; None if stopped midway."""
+        texts, drawn, closed = [], [], []
+        controls = answer_controls(c.controls) if self.chat else c.controls
+        for i, prompt in enumerate(self.prompts.ids):
+            self.say(done, i, f"{c.label}: prompt {i + 1}")
+            _check_fits(prompt, model)
+            seed = self.seed + i * self.samples
+            generation = Generation(
+                model, prompt, self.tokens, controls, self.samples, seed, stop=self.stop
+            )
+            batch = generation.run()
+            if self.stop is not None and self.stop.is_set():
+                return None
+            texts.append(tuple(s.text for s in batch))
+            drawn += [encode(s.text) for s in batch]
+            closed += [answer_closed(s) for s in batch]
+        share = float(np.mean(closed)) if self.chat else None
+        figures = figures_of(drawn, index, share, val_loss)
+        described = c.controls.describe()
+        return ColumnResult(c.label, str(c.checkpoint), c.backend, described, figures, tuple(texts))
 
 
 def _check_fits(prompt: list[int], model: Backend) -> None:
@@ -343,87 +388,3 @@ def report_corpus(columns: Sequence[Column], data: str | None = None) -> data_mo
     if len(corpora) > 1:
         raise LalError("these runs trained on different texts; give one with --data PATH")
     return next(iter(corpora.values()))
-
-
-# -- for people --------------------------------------------------------------------------------
-ROWS = (
-    ("val loss", "val_loss", "{:.4f}"),
-    ("distinct-1", "distinct_1", "{:.3f}"),
-    ("distinct-2", "distinct_2", "{:.3f}"),
-    ("repeated 4-grams", "repeated_4", "{:.3f}"),
-    ("samples in a loop", "looping", None),
-    ("memorised 8-grams", "memorised_8", "{:.3f}"),
-    ("longest verbatim (tokens)", "longest", "{}"),
-    ("answers closed", "closed", "{:.0%}"),
-)
-
-
-def format_report(report: QualityReport, show_samples: bool = False, width: int = 100) -> str:
-    """The figures as a table, a column per checkpoint and one for held-out text; then each
-    column's longest verbatim stretch, and the samples themselves on request."""
-    what = "questions" if report.mode == "chat" else "prompts"
-    head = (
-        f"{len(report.prompts)} {what} x {report.samples} samples x up to {report.tokens} "
-        f"tokens, seed {report.seed}; text: {Path(report.corpus).name or 'none recorded'}"
-    )
-    names = [c.label for c in report.columns]
-    figures = [c.figures for c in report.columns]
-    if report.baseline is not None:
-        names, figures = [*names, "held-out text"], [*figures, report.baseline]
-    cell = max(12, *(len(x) + 2 for x in names))
-    lines = [head, ""]
-    lines.append(f"{'':<26}" + "".join(f"{x:>{cell}}" for x in names))
-    for label, key, fmt in ROWS:
-        if key == "closed" and report.mode != "chat":
-            continue
-        cells = []
-        for f in figures:
-            value = getattr(f, key)
-            if key == "looping":
-                cells.append(f"{value}/{f.samples}")
-            else:
-                cells.append("-" if value is None else fmt.format(value))
-        lines.append(f"{label:<26}" + "".join(f"{c:>{cell}}" for c in cells))
-    settings = {c.settings for c in report.columns}
-    if len(settings) == 1:
-        lines.append(f"\nsampling: {settings.pop()}")
-    else:
-        lines += ["\nsampling:"] + [f"  {c.label}: {c.settings}" for c in report.columns]
-    if report.baseline is not None:  # a corpus, so a training split to search
-        lines.append("\nlongest verbatim stretch from the training split:")
-        for name, f in zip(names, figures, strict=True):
-            text = f.longest_text.replace("\n", " / ")
-            lines.append(f"  {name}: {f.longest} tokens: {text!r}")
-    if show_samples:
-        lines += ["", format_samples(report, width)]
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def format_samples(report: QualityReport, width: int = 100) -> str:
-    """Each prompt's samples, column by column: side by side for two columns."""
-    lines = []
-    pair = len(report.columns) == 2
-    col = max((width - 3) // 2, 20)
-    for i, prompt in enumerate(report.prompts):
-        tag = ""
-        if report.mode == "chat":
-            tag = "  (in training pairs)" if report.trained[i] else "  (NOT in training pairs)"
-        shown = f"Q: {prompt}" if report.mode == "chat" else f"prompt: {prompt!r}"
-        lines.append(f"{shown}{tag}")
-        for j in range(report.samples):
-            texts = [
-                c.texts[i][j].strip().replace("\n", " / ") or "(nothing)" for c in report.columns
-            ]
-            if pair:
-                left, right = (textwrap.wrap(t, col) or [""] for t in texts)
-                if j == 0:
-                    names = [c.label for c in report.columns]
-                    lines.append(f"  {names[0]:<{col}} | {names[1]}")
-                for a, b in zip_longest(left, right, fillvalue=""):
-                    lines.append(f"  {a:<{col}} | {b}".rstrip())
-                lines.append("")
-            else:
-                for c, t in zip(report.columns, texts, strict=True):
-                    lines.append(f"  [{c.label}] {t}")
-        lines.append("")
-    return "\n".join(lines).rstrip()

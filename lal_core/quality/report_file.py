@@ -1,12 +1,16 @@
-"""A run's quality report as it is saved (`report.json`), typed: what `lal report` writes and
-the dashboard reads. Kept apart from `report.py` so that reading one imports no framework.
+"""A run's quality report as data: typed, saved as the run's `report.json` (what `lal report`
+writes and the dashboard reads) and shown as text (its table of figures, its samples side by
+side). Kept apart from `report.py`, which draws the samples, so that reading or showing a report
+imports no framework.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 import time
 from dataclasses import dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -137,3 +141,87 @@ def summary(report: QualityReport) -> str:
         mem = "-" if f.memorised_8 is None else f"{f.memorised_8:.2f}"
         parts.append(f"{c.label}: loss {loss}, loops {f.looping}/{f.samples}, memorised {mem}")
     return "; ".join(parts)
+
+
+# -- for people --------------------------------------------------------------------------------
+ROWS = (
+    ("val loss", "val_loss", "{:.4f}"),
+    ("distinct-1", "distinct_1", "{:.3f}"),
+    ("distinct-2", "distinct_2", "{:.3f}"),
+    ("repeated 4-grams", "repeated_4", "{:.3f}"),
+    ("samples in a loop", "looping", None),
+    ("memorised 8-grams", "memorised_8", "{:.3f}"),
+    ("longest verbatim (tokens)", "longest", "{}"),
+    ("answers closed", "closed", "{:.0%}"),
+)
+
+
+def format_report(report: QualityReport, show_samples: bool = False, width: int = 100) -> str:
+    """The figures as a table, a column per checkpoint and one for held-out text; then each
+    column's longest verbatim stretch, and the samples themselves on request."""
+    what = "questions" if report.mode == "chat" else "prompts"
+    head = (
+        f"{len(report.prompts)} {what} x {report.samples} samples x up to {report.tokens} "
+        f"tokens, seed {report.seed}; text: {Path(report.corpus).name or 'none recorded'}"
+    )
+    names = [c.label for c in report.columns]
+    figures = [c.figures for c in report.columns]
+    if report.baseline is not None:
+        names, figures = [*names, "held-out text"], [*figures, report.baseline]
+    cell = max(12, *(len(x) + 2 for x in names))
+    lines = [head, ""]
+    lines.append(f"{'':<26}" + "".join(f"{x:>{cell}}" for x in names))
+    for label, key, fmt in ROWS:
+        if key == "closed" and report.mode != "chat":
+            continue
+        cells = []
+        for f in figures:
+            value = getattr(f, key)
+            if key == "looping":
+                cells.append(f"{value}/{f.samples}")
+            else:
+                cells.append("-" if value is None else fmt.format(value))
+        lines.append(f"{label:<26}" + "".join(f"{c:>{cell}}" for c in cells))
+    settings = {c.settings for c in report.columns}
+    if len(settings) == 1:
+        lines.append(f"\nsampling: {settings.pop()}")
+    else:
+        lines += ["\nsampling:"] + [f"  {c.label}: {c.settings}" for c in report.columns]
+    if report.baseline is not None:  # a corpus, so a training split to search
+        lines.append("\nlongest verbatim stretch from the training split:")
+        for name, f in zip(names, figures, strict=True):
+            text = f.longest_text.replace("\n", " / ")
+            lines.append(f"  {name}: {f.longest} tokens: {text!r}")
+    if show_samples:
+        lines += ["", format_samples(report, width)]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def format_samples(report: QualityReport, width: int = 100) -> str:
+    """Each prompt's samples, column by column: side by side for two columns."""
+    lines = []
+    pair = len(report.columns) == 2
+    col = max((width - 3) // 2, 20)
+    for i, prompt in enumerate(report.prompts):
+        tag = ""
+        if report.mode == "chat":
+            tag = "  (in training pairs)" if report.trained[i] else "  (NOT in training pairs)"
+        shown = f"Q: {prompt}" if report.mode == "chat" else f"prompt: {prompt!r}"
+        lines.append(f"{shown}{tag}")
+        for j in range(report.samples):
+            texts = [
+                c.texts[i][j].strip().replace("\n", " / ") or "(nothing)" for c in report.columns
+            ]
+            if pair:
+                left, right = (textwrap.wrap(t, col) or [""] for t in texts)
+                if j == 0:
+                    names = [c.label for c in report.columns]
+                    lines.append(f"  {names[0]:<{col}} | {names[1]}")
+                for a, b in zip_longest(left, right, fillvalue=""):
+                    lines.append(f"  {a:<{col}} | {b}".rstrip())
+                lines.append("")
+            else:
+                for c, t in zip(report.columns, texts, strict=True):
+                    lines.append(f"  [{c.label}] {t}")
+        lines.append("")
+    return "\n".join(lines).rstrip()

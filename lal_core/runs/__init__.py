@@ -7,13 +7,14 @@
         best / final / sft.safetensors, state.safetensors  (checkpoints)
         .lock, stop.request, train.log, report.json
 
-    folder.py       RunDir: one run's folder, listing and finding runs, their live status
+    folder.py       RunDir: one run's folder and its files; listing and finding runs
     records.py      run.json and the metrics lines, typed: one writer and one reader each
     events.py       the typed events a run emits, their log on disk, and the stop request
     follow.py       following a run as it grows: its events, past and live
     checkpoints.py  weights and resumable state in safetensors, no pickle anywhere
-    lock.py         the one-writer lock, which the OS drops when its process dies
+    lock.py         the one-writer lock, which the OS drops when its process dies; who
+                    writes a folder now, and the live status a run has for it
     files.py        files written whole or not at all
 
-May import: errors, model (configs, recipe), data. No framework.
+May import: errors, model (its configs and recipe). No framework.
 """

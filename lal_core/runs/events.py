@@ -31,6 +31,7 @@ from typing import Any, TextIO
 from lal_core.errors import CheckpointError
 from lal_core.model.config import ModelConfig
 from lal_core.model.recipe import TrainConfig
+from lal_core.runs.files import atomic_write
 from lal_core.runs.records import (
     METRIC_KEYS,
     CorpusInfo,
@@ -123,7 +124,7 @@ class EvalDone:
     eval_seconds: float
     best_val: float
     best_iter: int
-    line: str  # the SPEC-shaped log line, with * on a new best
+    line: str  # the write-up's log line (docs/recipe.md, Training), with * on a new best
     mfu: float | None = None  # model-FLOPs utilisation since the previous eval, 0..1
 
     @classmethod
@@ -278,3 +279,27 @@ class EventLog:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+def cut_log(path: Path, iteration: int, evaluated: bool) -> None:
+    """Forget what an event log holds past a resume point (it will happen again), rewriting it
+    whole: steps from `iteration` on, the eval and checkpoint at it unless `evaluated`,
+    anything later. Lines without an iteration stay."""
+
+    def keep(line: str) -> bool:
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError:
+            return False  # cut off by a crash
+        it = data.get("iter") if isinstance(data, dict) else None
+        if not isinstance(it, int):
+            return True
+        if data.get("type") == "step":
+            return it < iteration
+        if data.get("type") in ("eval", "checkpoint"):
+            return it < iteration or (evaluated and it == iteration)
+        return it <= iteration
+
+    lines = path.read_text().splitlines() if path.is_file() else []
+    text = "".join(line + "\n" for line in lines if keep(line))
+    atomic_write(path, lambda tmp: tmp.write_text(text))

@@ -8,13 +8,12 @@
 
 A run whose run.json still says `running` but whose process is gone shows as `interrupted`; one
 whose run.json cannot be read is listed as `damaged`, with the reason. The files' layouts are
-typed in `lal_core.records`.
+typed in `lal_core.runs.records`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import time
@@ -24,10 +23,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from lal_core.errors import CheckpointError, RankLost, describe_failure
-from lal_core.runs.events import EventCallback, EventLog, RunFailed, StopRequest
-from lal_core.runs.files import atomic_write, read_json, write_json
-from lal_core.runs.lock import Owner, RunLock, current_owner, has_lock_file
+from lal_core.errors import CheckpointError, LalError, RankLost, describe_failure
+from lal_core.runs.checkpoints import STATE_FILE, read_state_header
+from lal_core.runs.events import EventCallback, EventLog, RunFailed, StopRequest, cut_log
+from lal_core.runs.files import read_json, write_json
+from lal_core.runs.lock import (
+    Owner,
+    RunBusy,
+    RunLock,
+    has_lock_file,
+    live_status,
+    writer_of,
+)
 from lal_core.runs.records import (
     FORMAT_VERSION,
     EvalRecord,
@@ -36,7 +43,7 @@ from lal_core.runs.records import (
     ResumeMark,
     RunRecord,
     StepRecord,
-    metric_from_json,
+    read_metrics,
 )
 
 CHECKPOINT_KINDS = ("best", "final", "sft")
@@ -68,14 +75,18 @@ class RunDir:
         """A new run folder: a fresh id, or `run_id` (a folder that holds nothing but logs yet:
         the dashboard names the folder first, to send the run's console output there)."""
         root = runs_root(root)
-        root.mkdir(parents=True, exist_ok=True)
-        if run_id is None:
-            run_id = new_run_id(config_name, backend, root)
-        elif Path(run_id).name != run_id or run_id in ("", ".", ".."):
+        if run_id is not None and (Path(run_id).name != run_id or run_id in ("", ".", "..")):
             raise CheckpointError(f"--run-id must be a plain folder name, got {run_id!r}")
-        folder = root / run_id
-        folder.mkdir(exist_ok=True)
-        if any(p.name not in LOG_FILES.values() for p in folder.iterdir()):
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            folder = root / (run_id or new_run_id(config_name, backend, root))
+            folder.mkdir(exist_ok=True)
+            taken = any(p.name not in LOG_FILES.values() for p in folder.iterdir())
+        except OSError as exc:  # a read-only or full disk, a file where the folder goes
+            where = f" ({exc.filename})" if exc.filename else ""
+            reason = f"{exc.strerror or exc}{where}"
+            raise CheckpointError(f"cannot create the run folder: {reason}") from None
+        if taken:
             raise CheckpointError(f"{folder} already holds a run; choose another --run-id")
         return cls(folder)
 
@@ -139,19 +150,10 @@ class RunDir:
         """The process writing this folder now, if this machine can see one: the holder of its
         lock, or for a run from before locks, run.json's owner if that process lives (`record`:
         run.json as the caller has already read it)."""
-        owner = current_owner(self.path)
-        if owner is not None or has_lock_file(self.path):
-            return owner
-        try:
-            record = record or self.read()
-        except CheckpointError:
-            return None
-        process = record.process
-        if record.status != "running" or process is None or process.host != socket.gethostname():
-            return None
-        if not _alive(process.pid):
-            return None
-        return Owner(process.pid, process.host, process.started or 0.0, "train")
+        if record is None and not has_lock_file(self.path):
+            with contextlib.suppress(CheckpointError):
+                record = self.read()
+        return writer_of(self.path, record)
 
     def request_stop(self, reason: str) -> None:
         """Ask the run's writer to stop after its step (it watches for this file, and removes
@@ -195,34 +197,11 @@ class RunDir:
         self.write(record)
         return record
 
-    def drop_events_after(self, iteration: int, evaluated: bool) -> None:
-        """Forget what the log holds past a resume point (it will happen again), rewriting
-        metrics.jsonl atomically: steps from `iteration` on, the eval and checkpoint at it
-        unless `evaluated`, anything later. Lines without an iteration stay."""
-
-        def keep(line: str) -> bool:
-            try:
-                data = json.loads(line)
-            except json.JSONDecodeError:
-                return False  # cut off by a crash
-            it = data.get("iter") if isinstance(data, dict) else None
-            if not isinstance(it, int):
-                return True
-            if data.get("type") == "step":
-                return it < iteration
-            if data.get("type") in ("eval", "checkpoint"):
-                return it < iteration or (evaluated and it == iteration)
-            return it <= iteration
-
-        lines = self.metrics_path.read_text().splitlines() if self.metrics_path.is_file() else []
-        text = "".join(line + "\n" for line in lines if keep(line))
-        atomic_write(self.metrics_path, lambda tmp: tmp.write_text(text))
-
     def begin_again(self, iteration: int, evaluated: bool, **changes: Any) -> RunRecord:
         """Mark a stopped run running again from its saved state at `iteration`: its log cut
         back to that point, temp files of a killed process gone, and run.json updated (these
         `changes`, this process as its owner, the resume point added to `resumed`)."""
-        self.drop_events_after(iteration, evaluated)
+        cut_log(self.metrics_path, iteration, evaluated)
         self.remove_temp_files()
         record = self.read()
         mark = ResumeMark(iteration=iteration, time=time.time())
@@ -241,18 +220,8 @@ class RunDir:
             stale.unlink(missing_ok=True)
 
     def read_metrics(self) -> list[MetricRecord]:
-        """Every complete record; a last line cut off by a crash is skipped."""
-        if not self.metrics_path.is_file():
-            return []
-        records = []
-        for line in self.metrics_path.read_text().splitlines():
-            try:
-                record = metric_from_json(json.loads(line))
-            except json.JSONDecodeError:
-                continue
-            if record is not None:
-                records.append(record)
-        return records
+        """Every complete step and eval record of metrics.jsonl."""
+        return read_metrics(self.metrics_path)
 
     def curves(self) -> tuple[list[StepRecord], list[EvalRecord]]:
         """The step and the eval records, from one read of metrics.jsonl."""
@@ -271,33 +240,13 @@ def process_info() -> ProcessInfo:
     return ProcessInfo(pid=os.getpid(), host=socket.gethostname(), started=time.time())
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return pid > 0
-    return True
-
-
-def remote_host(record: RunRecord) -> str | None:
-    """The host run.json says writes the run, when that is not this machine (None: not
-    running, or here). Such a run is taken at its word: its lock and process cannot be seen
-    from here, so it can be followed but not stopped or probed."""
-    process = record.process
-    if record.status != "running" or process is None or process.host == socket.gethostname():
-        return None
-    return process.host
-
-
-def live_status(record: RunRecord, writer: Owner | None) -> str:
-    """The status a run really has, given its `writer` (`RunDir.writer`): `interrupted` when
-    run.json says `running` but nothing on this host writes it any more (killed, or the
-    machine went down). A run owned by another host is taken at its word."""
-    if record.status != "running" or remote_host(record) is not None:
-        return record.status
-    return "running" if writer is not None and writer.job == "train" else "interrupted"
+def runs_root(root: Path | str | None = None) -> Path:
+    """The folder runs live in: `root`, else $LAL_RUNS, else checkpoints/ under LAL_HOME (default:
+    the current directory, the repo root under `uv run`)."""
+    if root is not None:
+        return Path(root)
+    home = Path(os.environ.get("LAL_HOME") or Path.cwd())
+    return Path(os.environ.get("LAL_RUNS") or home / "checkpoints")
 
 
 @dataclass(frozen=True)
@@ -363,17 +312,8 @@ def read_entry(run: RunDir) -> RunEntry:
         record = run.read()
     except CheckpointError as exc:
         return RunEntry(run.path, None, "damaged", str(exc))
-    writer = run.writer(record)
+    writer = writer_of(run.path, record)
     return RunEntry(run.path, record, live_status(record, writer), writer=writer)
-
-
-def runs_root(root: Path | str | None = None) -> Path:
-    """The folder runs live in: `root`, else $LAL_RUNS, else checkpoints/ under LAL_HOME (default:
-    the current directory, the repo root under `uv run`)."""
-    if root is not None:
-        return Path(root)
-    home = Path(os.environ.get("LAL_HOME") or Path.cwd())
-    return Path(os.environ.get("LAL_RUNS") or home / "checkpoints")
 
 
 def list_runs(root: Path | None = None) -> list[RunEntry]:
@@ -409,6 +349,26 @@ def find_run(ref: str | Path | RunDir | None, root: Path | None = None) -> RunDi
         f"no run {str(ref)!r} (looked for the folder {candidate} and {root / candidate}); "
         "see: lal runs"
     )
+
+
+def stopped_run(
+    ref: str | Path, root: Path | None = None, check_writer: bool = True
+) -> tuple[RunDir, RunRecord, dict[str, Any]]:
+    """The run `ref` names, its record and the training loop's state saved in its state file
+    (read from the file's header alone), once it is clear the run can go on from there: nothing
+    writes it now (`check_writer`: rank 0 of a distributed run may hold it already), and it
+    has its recipe, its corpus and a saved state. Else a one-line error."""
+    run = find_run(str(ref), root)
+    record = run.read()
+    writer = run.writer(record) if check_writer else None
+    if writer is not None:  # the early word; the lock the writer takes is the guard
+        raise RunBusy(f"run {run.run_id} is being written by {writer.describe()}")
+    if record.train_config is None or record.data is None:
+        missing = "train_config" if record.train_config is None else "data"
+        raise LalError(f"{run.run_json} is missing {missing!r}; this run cannot be resumed")
+    if not (run.path / STATE_FILE).is_file():
+        raise LalError(f"run {run.run_id} has no saved training state ({STATE_FILE}) to resume")
+    return run, record, read_state_header(run.path / STATE_FILE)
 
 
 def resolve_checkpoint(ref: str | None, kind: str = "best", root: Path | None = None) -> Path:

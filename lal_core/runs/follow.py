@@ -4,9 +4,9 @@
     for event in follower.events():   # a live run: until it ends; a finished one: its history
         ...
 
-A run is its folder and at most one process writing it (`lal_core.run_lock`); any number of
+A run is its folder and at most one process writing it (`lal_core.runs.lock`); any number of
 followers (the dashboard, `lal watch`, a second dashboard, a script) read its event log
-(`lal_core.event_log`) from the start, then poll it for new lines, and yield the same typed
+(`lal_core.runs.events`) from the start, then poll it for new lines, and yield the same typed
 events the engine emitted, in the same order. A line still being written waits for its end.
 When nothing writes the run any more and its last session did not say how it ended (the
 process was killed), the follower says it: a RunFinished with status "interrupted".
@@ -22,7 +22,8 @@ from pathlib import Path
 from lal_core.errors import CheckpointError, LalError
 from lal_core.runs import events as ev
 from lal_core.runs.events import event_from_json, event_time
-from lal_core.runs.folder import RunDir, RunEntry, find_run, list_runs, remote_host
+from lal_core.runs.folder import RunDir, RunEntry, find_run, list_runs
+from lal_core.runs.lock import remote_host
 
 POLL_SECONDS = 0.1
 START_GRACE_SECONDS = 2.0  # a folder made a moment ago may not have its writer's lock yet

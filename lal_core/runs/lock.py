@@ -5,7 +5,8 @@ stores results there) holds an exclusive `flock` on the folder's `.lock` file wh
 and says in that file who it is: pid, host, when it started and which job. A second writer is
 refused in one line naming the first; after `kill -9` (or a power cut) the lock is simply gone,
 so nothing stale is left to clean up. Readers use the same lock to tell a live run from an
-interrupted one: a run whose lock nobody holds has no process behind it.
+interrupted one: a run whose lock nobody holds has no process behind it (`writer_of`,
+`live_status`; a run from before locks is taken at its run.json's word, if its process lives).
 
 `flock` is per open file, so a reader in the writer's own process sees the lock as held too.
 """
@@ -23,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 from lal_core.errors import CheckpointError
+from lal_core.runs.records import RunRecord
 
 LOCK_FILE = ".lock"
 ATTEMPTS = 20  # a reader probing the lock holds it for microseconds: try again a few times
@@ -128,3 +130,47 @@ def current_owner(folder: Path) -> Owner | None:
 
 def has_lock_file(folder: Path) -> bool:
     return (Path(folder) / LOCK_FILE).exists()
+
+
+def writer_of(folder: Path, record: RunRecord | None = None) -> Owner | None:
+    """The process writing `folder` now, if this machine can see one: the holder of its lock,
+    or for a run from before locks, the owner its run.json (`record`) names, if that process
+    lives."""
+    owner = current_owner(folder)
+    if owner is not None or has_lock_file(folder) or record is None:
+        return owner
+    process = record.process
+    if record.status != "running" or process is None or process.host != socket.gethostname():
+        return None
+    if not _alive(process.pid):
+        return None
+    return Owner(process.pid, process.host, process.started or 0.0, "train")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0
+    return True
+
+
+def remote_host(record: RunRecord) -> str | None:
+    """The host run.json says writes the run, when that is not this machine (None: not
+    running, or here). Such a run is taken at its word: its lock and process cannot be seen
+    from here, so it can be followed but not stopped or probed."""
+    process = record.process
+    if record.status != "running" or process is None or process.host == socket.gethostname():
+        return None
+    return process.host
+
+
+def live_status(record: RunRecord, writer: Owner | None) -> str:
+    """The status a run really has, given its `writer` (`writer_of`): `interrupted` when
+    run.json says `running` but nothing on this host writes it any more (killed, or the
+    machine went down). A run owned by another host is taken at its word."""
+    if record.status != "running" or remote_host(record) is not None:
+        return record.status
+    return "running" if writer is not None and writer.job == "train" else "interrupted"

@@ -16,10 +16,12 @@ CheckpointError naming the key.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from lal_core.errors import CheckpointError, ConfigError
@@ -206,9 +208,9 @@ class RunRecord:
             )
         if "model_config" not in data:
             raise CheckpointError("run.json has no model_config")
+        model, train = checked(data, "model_config", dict), checked(data, "train_config", dict)
         try:
-            model_cfg = ModelConfig.from_dict(checked(data, "model_config", dict))
-            train = checked(data, "train_config", dict)
+            model_cfg = ModelConfig.from_dict(model)
             train_cfg = TrainConfig.from_dict(train) if train is not None else None
         except ConfigError as exc:
             raise CheckpointError(f"run.json has an unusable config ({exc})") from None
@@ -290,3 +292,19 @@ def metric_from_json(data: Any) -> MetricRecord | None:
         return read_fields(kinds[data["type"]], data, METRIC_KEYS)
     except CheckpointError:
         return None
+
+
+def read_metrics(path: Path) -> list[MetricRecord]:
+    """Every complete step and eval record of a metrics log; a last line cut off by a crash is
+    skipped, as are lines of other events."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = metric_from_json(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+        if record is not None:
+            records.append(record)
+    return records

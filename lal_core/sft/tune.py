@@ -48,11 +48,10 @@ from lal_core.sft.chat_format import (
     make_batch,
     make_examples,
 )
+from lal_core.training.request import Clock, format_elapsed
 from lal_core.training.train import (
-    Clock,
     Plan,
     Step,
-    format_elapsed,
     run_started,
     run_steps,
     set_up,
@@ -265,7 +264,7 @@ def _tune(
     stop: ev.StopRequest | None,
 ) -> SFTResult:
     set_up(backend, job.settings.train_config(), job.emit)
-    end = run_steps(backend, job, stop or ev.StopRequest())
+    end = run_steps(job, stop or ev.StopRequest())
     return SFTResult(
         end.status,
         job.losses,

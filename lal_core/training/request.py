@@ -1,24 +1,26 @@
 """What a training run is asked to be (`RunRequest`), what it became (`RunResult`), and where
-it stands between sessions (`LoopState`, saved with the weights): what `lal_core.training.train`
-starts from and hands back, and what a resume reads and checks first.
+it stands: between sessions (`LoopState`, saved with the weights) and in time (`Clock`). What
+`lal_core.training.train` starts from and hands back, and what a resume reads and checks first.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lal_core.backends.base import Backend
-from lal_core.data.corpus import Corpus, load_corpus
+from lal_core.data.corpus import Corpus, check_corpus_fits, load_corpus, val_windows
 from lal_core.errors import LalError
 from lal_core.model.config import ModelConfig
 from lal_core.model.recipe import TrainConfig
-from lal_core.runs.checkpoints import STATE_FILE, load_state, read_state_header
-from lal_core.runs.folder import RunDir
-from lal_core.runs.lock import RunBusy
-from lal_core.runs.records import RunRecord
+from lal_core.runs.checkpoints import STATE_FILE, load_state
+from lal_core.runs.folder import RunDir, process_info, stopped_run
+from lal_core.runs.records import CorpusInfo, RunRecord
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,36 @@ class RunRequest:
     backend_options: dict[str, Any] = field(default_factory=dict)  # dtype, compile, ...
     peak_tflops: float | None = None  # MFU's peak (None: the backend's for its device)
 
+    def corpus(self) -> tuple[Corpus, CorpusInfo]:
+        """The corpus it names (loaded, or given as one), checked to fit the model's context,
+        and as run.json records it: with the val tokens an eval scores."""
+        corpus, block = self.data, self.model_config.block_size
+        if not isinstance(corpus, Corpus):
+            corpus = load_corpus(corpus, block_size=block)
+        check_corpus_fits(corpus, block)
+        windows = val_windows(corpus.val, block, self.train_config.eval_tokens)
+        return corpus, CorpusInfo(**corpus.describe(), eval_tokens=len(windows) * block)
+
+    def new_record(
+        self, run_id: str, backend: Backend, corpus: CorpusInfo, fields: dict[str, Any]
+    ) -> RunRecord:
+        """run.json of a new run of this request on `backend` (with `fields`: its recipe and
+        ranks), running now, in this process. Its backend options are kept, so a resumed run
+        computes the same way (dtype, compile)."""
+        return RunRecord(
+            run_id=run_id,
+            model_config=backend.cfg,
+            created=time.time(),
+            backend=backend.name,
+            device=backend.device,
+            backend_options={k: v for k, v in self.backend_options.items() if v is not None},
+            **fields,
+            n_params=backend.num_parameters(),
+            data=corpus,
+            status="running",
+            process=process_info(),
+        )
+
 
 @dataclass
 class RunResult:
@@ -43,6 +75,12 @@ class RunResult:
     best_val: float | None
     best_iter: int | None
     message: str = ""  # why it failed
+
+    @classmethod
+    def of(cls, run_dir: Path, status: str, state: LoopState, message: str = "") -> RunResult:
+        """How a run ended, with where its loop `state` stood."""
+        best = state.best_val if state.best_iter is not None else None
+        return cls(run_dir, status, state.iteration, best, state.best_iter, message)
 
 
 @dataclass
@@ -57,6 +95,15 @@ class LoopState:
     elapsed: float = 0.0  # seconds of earlier sessions of this run
     batch_rng: dict | None = None  # numpy's bit-generator state for the batch sampler
 
+    def new_best(self, val_loss: float) -> bool:
+        """Fold in an eval's val loss: True for a new best; else one more eval without one (the
+        early-stopping count)."""
+        if val_loss < self.best_val:
+            self.best_val, self.best_iter, self.bad_evals = val_loss, self.iteration, 0
+            return True
+        self.bad_evals += 1
+        return False
+
     def to_dict(self) -> dict:
         best = self.best_val if math.isfinite(self.best_val) else None
         return {**self.__dict__, "best_val": best}
@@ -69,24 +116,39 @@ class LoopState:
         return state
 
 
+@dataclass(frozen=True)
+class SavedRun:
+    """A stopped run to go on with: its folder and what it had learned when it stopped."""
+
+    run: RunDir
+    weights: dict[str, np.ndarray]
+    optimizer: dict[str, np.ndarray]  # AdamW's moments and step, the random generators
+    state: LoopState
+
+
+class Clock:
+    """Seconds since a run started, earlier sessions of a resumed run included."""
+
+    def __init__(self, before: float = 0.0) -> None:
+        self._start = time.perf_counter() - before
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self._start
+
+
+def format_elapsed(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+
+
 def resume_request(
-    run: RunDir, runs_dir: Path | None = None, check_writer: bool = True, **changes: Any
-) -> RunRequest:
-    """The request that continues `run` from its saved state, once it is clear it can: nothing
-    writes it now (`check_writer`: rank 0 may already hold it), it has its recipe, its corpus
-    (the same text) and a saved state, and it has steps left. `changes` (max_iters,
-    micro_batch, device), where given, replace the run's: they change how it runs, not what it
-    learns. Else a one-line LalError."""
-    record = run.read()
-    writer = run.writer(record) if check_writer else None
-    if writer is not None:  # the early word; the lock taken in run_training is the guard
-        raise RunBusy(f"run {run.run_id} is being written by {writer.describe()}")
-    if record.train_config is None or record.data is None:
-        missing = "train_config" if record.train_config is None else "data"
-        raise LalError(f"{run.run_json} is missing {missing!r}; this run cannot be resumed")
-    if not (run.path / STATE_FILE).is_file():
-        raise LalError(f"run {run.run_id} has no saved training state ({STATE_FILE}) to resume")
-    state = LoopState.from_dict(read_state_header(run.path / STATE_FILE))
+    ref: str | Path, runs_dir: Path | None = None, check_writer: bool = True, **changes: Any
+) -> tuple[RunRequest, SavedRun]:
+    """The request that continues the run `ref` names, and its saved state, once it is clear
+    it can (`runs.folder.stopped_run`; it has steps left; its corpus is the same text).
+    `changes` (max_iters, micro_batch, device), where given, replace the run's: they change
+    how it runs, not what it learns. Else a one-line LalError."""
+    run, record, saved = stopped_run(ref, runs_dir, check_writer)
+    state = LoopState.from_dict(saved)
     device = changes.pop("device", None)
     given = {k: v for k, v in changes.items() if v is not None}
     train_cfg = replace(record.train_config, **given).validate()
@@ -96,7 +158,7 @@ def resume_request(
             f"run {run.run_id} already {record.status.replace('_', ' ')} at iter "
             f"{state.iteration}; pass --max-iters above it to train further"
         )
-    return RunRequest(
+    request = RunRequest(
         record.model_config,
         train_cfg,
         backend=record.backend,
@@ -105,6 +167,8 @@ def resume_request(
         runs_dir=runs_dir,
         backend_options=record.backend_options,
     )
+    weights, optimizer, _ = load_state(run.path / STATE_FILE, record.model_config)
+    return request, SavedRun(run, weights, optimizer, state)
 
 
 def record_corpus(record: RunRecord, then: str = "give the text with --data PATH") -> Corpus:
@@ -119,9 +183,3 @@ def record_corpus(record: RunRecord, then: str = "give the text with --data PATH
             f"(sha256 differs); {then}"
         )
     return corpus
-
-
-def saved_state(run: RunDir, cfg: ModelConfig) -> tuple[dict, dict, LoopState]:
-    """A resumed run's saved weights, optimizer state and loop state."""
-    weights, optimizer, loop = load_state(run.path / STATE_FILE, cfg)
-    return weights, optimizer, LoopState.from_dict(loop)

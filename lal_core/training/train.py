@@ -1,19 +1,15 @@
 """Training: one run, from its set-up to its last checkpoint. Read it top to bottom.
 
-    Trainer(request) / Trainer.resume(run)    a new run, or a stopped one from its saved state:
-                                              its backend (the model), its corpus
-    run_training():
-        take the run's folder: one writer, its stop file watched, every event logged
-        set up the backend (AdamW; a resume's weights, moments and random state back)
-        RunStarted
-        run_steps(backend, plan, stop):              the one loop, shared with fine-tuning
-            while the plan goes on:
-                what is due first: an eval (a new best is saved; early stopping), or an
-                    epoch's end (fine-tuning)
-                a stop request?                -> "stopped": what it learned is kept
-                one optimisation step on the plan's next batch, at its learning rate
-                a loss that is not finite?     -> "failed": nothing more is written
-            the plan's last checkpoint (final; fine-tuning's sft), its records, RunFinished
+    Trainer(request) / Trainer.resume(run)     the backend (the model), the corpus; a resume's
+                                               saved state
+    run_training():  the folder taken (one writer; its stop file watched; every event logged)
+        run.json, the backend set up (AdamW; a resume's weights and moments back), RunStarted
+        run_steps(plan, stop):                 the one loop, shared with fine-tuning
+            what is due first: an eval (a new best saved; early stopping), an epoch's end
+            a stop request?               -> "stopped": what it learned is kept
+            one optimisation step on the plan's next batch, at its learning rate
+            a loss that is not finite?    -> "failed": nothing more is written
+        the plan's last checkpoint (final; fine-tuning's sft), its records, RunFinished
 
 Pre-training's plan, `Pretraining`, is the original write-up's recipe (docs/recipe.md,
 Training): random windows of the train split at the scheduled learning rate (`lr_at`), an eval
@@ -26,6 +22,7 @@ each batch (`lal_core.backends.distributed`); rank 0 alone writes the folder and
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from abc import ABC, abstractmethod
@@ -38,22 +35,23 @@ import numpy as np
 from lal_core.backends import make_backend
 from lal_core.backends.base import Backend
 from lal_core.backends.distributed import AgreedStop, Ranks
-from lal_core.data.corpus import Corpus, check_corpus_fits, load_corpus, random_batch, val_windows
-from lal_core.errors import LalError
+from lal_core.data.corpus import Corpus, random_batch
 from lal_core.model.cost import mfu
 from lal_core.model.recipe import TrainConfig, lr_at
 from lal_core.runs import events as ev
 from lal_core.runs.checkpoints import STATE_FILE, save_state, save_weights
 from lal_core.runs.events import EventCallback
-from lal_core.runs.folder import RunDir, find_run, process_info
-from lal_core.runs.records import CorpusInfo, EvalRecord, RunRecord
+from lal_core.runs.folder import RunDir
+from lal_core.runs.records import EvalRecord
 from lal_core.training.evals import evaluate
 from lal_core.training.request import (
+    Clock,
     LoopState,
     RunRequest,
     RunResult,
+    SavedRun,
+    format_elapsed,
     resume_request,
-    saved_state,
 )
 
 
@@ -75,31 +73,24 @@ class Trainer:
         self.ranks = ranks = ranks or Ranks()
         self.micro = self.cfg.micro_per_rank(ranks.world)  # a batch that does not split: refused
         device = ranks.device if ranks.device.startswith("cuda") else request.device
-        # Kept in run.json, so a resumed run computes the same way (dtype, compile).
-        self.backend_options = {k: v for k, v in request.backend_options.items() if v is not None}
         # The backend first: a missing device or framework is found before any file is written.
         self.backend = request.backend
         if not isinstance(self.backend, Backend):
-            options = self.backend_options
+            options = request.backend_options
             self.backend = make_backend(
                 request.backend, model_cfg, seed=self.cfg.seed, device=device, **options
             )
         self.backend.use_ranks(ranks)
-        corpus = request.data
-        if not isinstance(corpus, Corpus):
-            corpus = load_corpus(corpus, block_size=model_cfg.block_size)
-        check_corpus_fits(corpus, model_cfg.block_size)
-        self.corpus = corpus
-        # As run.json records it, with the val tokens an eval scores.
-        windows = val_windows(corpus.val, model_cfg.block_size, self.cfg.eval_tokens)
-        self.corpus_info = CorpusInfo(
-            **corpus.describe(), eval_tokens=len(windows) * model_cfg.block_size
-        )
+        # The stop request; on several ranks one they agree on, at the same step.
+        self.stop = stop or ev.StopRequest()
+        self.agreed_stop = AgreedStop(self.stop, ranks) if ranks.joined else self.stop
+        # MFU's peak FLOP/s, for rank 0 to report: the user's, else the device's.
+        self.peak = self.backend.training_peak(request.peak_tflops) if ranks.main else None
+        self.corpus, self.corpus_info = request.corpus()
         self.request, self.run_id = request, run_id
         self.on_event = on_event or (lambda event: None)
-        self.stop = stop or ev.StopRequest()
         self.run: RunDir | None = None  # the folder, once run_training has it
-        self.saved: RunDir | None = None  # a resumed run's folder, its state to start from
+        self.saved: SavedRun | None = None  # a resumed run: its folder and saved state
 
     @classmethod
     def resume(
@@ -107,22 +98,18 @@ class Trainer:
         run: str | Path,
         *,
         runs_dir: Path | None = None,
-        max_iters: int | None = None,
-        micro_batch: int | None = None,
-        device: str | None = None,
         ranks: Ranks | None = None,
         on_event: EventCallback | None = None,
         stop: ev.StopRequest | None = None,
+        **changes: Any,
     ) -> Trainer:
-        """A trainer that continues `run` from its last saved state (`max_iters`, `device`,
-        `micro_batch` and the ranks, where given, replace the run's: they change how it runs,
-        not what it learns)."""
+        """A trainer that continues `run` from its last saved state; `changes` (max_iters,
+        micro_batch, device), where given, replace the run's, as the ranks do: they change how
+        it runs, not what it learns."""
         ranks = ranks or Ranks()
-        folder = find_run(str(run), runs_dir)
-        changes = {"max_iters": max_iters, "micro_batch": micro_batch, "device": device}
-        request = resume_request(folder, runs_dir, check_writer=ranks.main, **changes)
+        request, saved = resume_request(run, runs_dir, check_writer=ranks.main, **changes)
         trainer = cls(request, ranks=ranks, on_event=on_event, stop=stop)
-        trainer.saved = folder
+        trainer.saved = saved
         return trainer
 
     def run_training(self) -> RunResult:
@@ -130,79 +117,38 @@ class Trainer:
         and let go of it; every event goes to the folder's log, then to `on_event`. On several
         ranks only rank 0 does this; the others take the same steps and evals beside it (the
         collectives need every rank), writing no file and saying nothing."""
-        if not self.ranks.main:
-            return self._train(None, lambda event: None)
-        self.run = self._folder()
-        with self.run.writing("train", self.stop, self.on_event) as emit:
-            return self._train(self.run, emit)
-
-    def _train(self, run: RunDir | None, emit: EventCallback) -> RunResult:
-        weights, optimizer, state = self._begin(run)
-        set_up(self.backend, self.cfg, emit, weights, optimizer)
-        if run is not None:
-            emit(self._started(run))
-        plan = Pretraining(
-            cfg=self.cfg,
-            backend=self.backend,
-            corpus=self.corpus,
-            state=state,
-            emit=emit,
-            stop=AgreedStop(self.stop, self.ranks) if self.ranks.joined else self.stop,
-            run=run,
-            peak=peak_flops(self.backend, self.request.peak_tflops) if run else None,
-        )
-        end = run_steps(self.backend, plan, plan.stop)
-        folder, best = run or self.saved, state.best_val if state.best_iter is not None else None
-        return RunResult(
-            folder.path if folder is not None else Path(),
-            end.status,
-            state.iteration,
-            best,
-            state.best_iter,
-            end.message,
-        )
-
-    def _folder(self) -> RunDir:
-        """The run's folder: the resumed one, or a new one."""
-        if self.saved is not None:
-            return self.saved
-        b = self.backend
-        try:
-            return RunDir.create(b.cfg.name, b.name, self.request.runs_dir, self.run_id)
-        except OSError as exc:
-            where = f" ({exc.filename})" if exc.filename else ""
-            raise LalError(f"cannot create the run folder: {exc.strerror or exc}{where}") from None
-
-    def _begin(self, run: RunDir | None) -> tuple[dict | None, dict | None, LoopState]:
-        """Where the run starts: a resume's saved weights, optimizer and loop state (else none
-        and a fresh LoopState); and run.json, a new run's or the resumed run's marked running
-        again, its log cut back to the saved state (no run folder: a rank other than 0)."""
-        ranks = {"world_size": self.ranks.world}
-        ranks["micro_per_rank"] = self.micro if self.ranks.world > 1 else None
-        if self.saved is None:
-            if run is not None:
-                b = self.backend
-                run.write(
-                    RunRecord(
-                        run_id=run.run_id,
-                        model_config=b.cfg,
-                        created=time.time(),
-                        train_config=self.cfg,
-                        backend=b.name,
-                        device=b.device,
-                        backend_options=self.backend_options,
-                        **ranks,
-                        n_params=b.num_parameters(),
-                        data=self.corpus_info,
-                        status="running",
-                        process=process_info(),
-                    )
+        b, saved, several = self.backend, self.saved, self.ranks.world > 1
+        # What run.json says of how this session trains: its recipe and its ranks.
+        fields = {"train_config": self.cfg, "world_size": self.ranks.world}
+        fields["micro_per_rank"] = self.micro if several else None
+        run = saved.run if saved is not None else None
+        if self.ranks.main and run is None:
+            run = RunDir.create(b.cfg.name, b.name, self.request.runs_dir, self.run_id)
+        self.run = run if self.ranks.main else None
+        writing = self.run.writing("train", self.stop, self.on_event) if self.run else None
+        with writing or contextlib.nullcontext(lambda event: None) as emit:
+            state = saved.state if saved is not None else LoopState()
+            if self.run is not None and saved is not None:  # its log cut back to the state
+                self.run.begin_again(state.iteration, state.evaluated, **fields)
+            elif self.run is not None:
+                self.run.write(
+                    self.request.new_record(self.run.run_id, b, self.corpus_info, fields)
                 )
-            return None, None, LoopState()
-        weights, optimizer, state = saved_state(self.saved, self.backend.cfg)
-        if run is not None:
-            run.begin_again(state.iteration, state.evaluated, train_config=self.cfg, **ranks)
-        return weights, optimizer, state
+            set_up(b, self.cfg, emit, saved)
+            if self.run is not None:
+                emit(self._started(self.run))
+            plan = Pretraining(
+                cfg=self.cfg,
+                backend=b,
+                corpus=self.corpus,
+                state=state,
+                emit=emit,
+                stop=self.agreed_stop,
+                run=self.run,
+                peak=self.peak,
+            )
+            end = run_steps(plan, plan.stop)
+        return RunResult.of(run.path if run else Path(), end.status, state, end.message)
 
     def _started(self, run: RunDir) -> ev.RunStarted:
         """RunStarted, with the header line: run, config, device, fast paths, data, ranks."""
@@ -222,11 +168,7 @@ class Trainer:
 
 
 def set_up(
-    backend: Backend,
-    cfg: TrainConfig,
-    emit: EventCallback,
-    weights: dict | None = None,
-    optimizer: dict | None = None,
+    backend: Backend, cfg: TrainConfig, emit: EventCallback, saved: SavedRun | None = None
 ) -> None:
     """The backend's training set-up, `backend.setup_training(cfg)` (AdamW), said first when it
     will take a while (compiling), then a resumed run's weights and optimizer state."""
@@ -234,16 +176,9 @@ def set_up(
     if notice:
         emit(ev.Preparing(line=notice))
     backend.setup_training(cfg)
-    if weights is not None:
-        backend.load_state_dict(weights)
-        backend.load_optimizer_state(optimizer)
-
-
-def peak_flops(backend: Backend, peak_tflops: float | None) -> float | None:
-    """FLOP/s for MFU: the user's --peak-tflops, else the backend's default for its device;
-    times the ranks, as the tokens/s it is set against are all the ranks' together."""
-    peak = peak_tflops * 1e12 if peak_tflops else backend.peak_flops()
-    return peak * backend.ranks.world if peak else peak
+    if saved is not None:
+        backend.load_state_dict(saved.weights)
+        backend.load_optimizer_state(saved.optimizer)
 
 
 def run_started(
@@ -297,8 +232,7 @@ class Plan(ABC):
 
     @abstractmethod
     def before_step(self) -> str | None:
-        """What is due before the next step (an eval, an epoch's end); the run's status when it
-        is over ("completed", "early_stopped"), None to take the step."""
+        """What is due first (an eval, an epoch's end); the status once over, else None."""
 
     @abstractmethod
     def next_step(self) -> Step:
@@ -310,12 +244,11 @@ class Plan(ABC):
 
     @abstractmethod
     def failure(self, step: Step, loss: float) -> str:
-        """The step's loss or gradient was not finite: record it; the reason, in one line."""
+        """A loss or gradient that is not finite: record it; the reason, in one line."""
 
     @abstractmethod
     def finish(self, status: str) -> Path | None:
-        """The run is over, not failed: keep what it learned, write its last checkpoint
-        (returned) and its records, say so."""
+        """Over, not failed: keep what it learned, its last checkpoint (returned), say so."""
 
     def save_checkpoint(self, kind: str, **meta: Any) -> Path:
         """The weights as the run's `kind` checkpoint, written whole or not at all, and
@@ -327,8 +260,9 @@ class Plan(ABC):
         return path
 
 
-def run_steps(backend: Backend, plan: Plan, stop: ev.StopRequest | AgreedStop) -> LoopEnd:
+def run_steps(plan: Plan, stop: ev.StopRequest | AgreedStop) -> LoopEnd:
     """Take the plan's steps until it is over, a stop is requested or a loss is not finite."""
+    backend = plan.backend
     while (status := plan.before_step()) is None:
         if stop.is_set():
             status = "stopped"
@@ -358,27 +292,12 @@ def run_steps(backend: Backend, plan: Plan, stop: ev.StopRequest | AgreedStop) -
     return LoopEnd(status, plan.clock(), output=output)
 
 
-class Clock:
-    """Seconds since a run started, earlier sessions of a resumed run included."""
-
-    def __init__(self, before: float = 0.0) -> None:
-        self._start = time.perf_counter() - before
-
-    def __call__(self) -> float:
-        return time.perf_counter() - self._start
-
-
-def format_elapsed(seconds: float) -> str:
-    return f"{seconds:.1f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
-
-
 # -- pre-training's plan: the recipe ---------------------------------------------------------
 @dataclass
 class Pretraining(Plan):
     """Pre-training's plan: random batches at the scheduled lr; an eval every `evals_every`
     steps (and at the end) with the best checkpoint, the resumable state and early stopping;
-    the state again on a stop; run.json throughout. Its events, steps and evals among them,
-    reach metrics.jsonl through the run's event log."""
+    the state again on a stop; run.json throughout."""
 
     cfg: TrainConfig
     backend: Backend
@@ -420,7 +339,16 @@ class Pretraining(Plan):
         losses = evaluate(self.backend, self.corpus, cfg, self.stop.is_set)
         if losses is None:
             return None
-        record = self.record_eval(*losses, seconds=time.perf_counter() - t0)
+        record = EvalRecord(
+            iteration=it,
+            train_loss=losses[0],
+            val_loss=losses[1],
+            lr=lr_at(it, cfg),
+            is_best=state.new_best(losses[1]),  # else one more eval without a better val loss
+            tokens_per_sec=self.step_tokens / self.step_seconds if self.step_seconds else 0.0,
+            elapsed=self.clock(),
+            eval_seconds=time.perf_counter() - t0,
+        )
         if record.is_best and self.run is not None:
             self.save_checkpoint("best", iteration=it)
         state.evaluated = True
@@ -444,25 +372,6 @@ class Pretraining(Plan):
             )
         )
         return True
-
-    def record_eval(self, train_loss: float, val_loss: float, seconds: float) -> EvalRecord:
-        """Fold an eval into the state (best val, the patience counter); its record."""
-        state, it = self.state, self.state.iteration
-        is_best = val_loss < state.best_val
-        if is_best:
-            state.best_val, state.best_iter, state.bad_evals = val_loss, it, 0
-        else:
-            state.bad_evals += 1
-        return EvalRecord(
-            iteration=it,
-            train_loss=train_loss,
-            val_loss=val_loss,
-            lr=lr_at(it, self.cfg),
-            is_best=is_best,
-            tokens_per_sec=self.step_tokens / self.step_seconds if self.step_seconds else 0.0,
-            elapsed=self.clock(),
-            eval_seconds=seconds,
-        )
 
     def save_state(self) -> None:
         """The resumable state: weights, optimizer and random generators, and `LoopState`."""
@@ -537,6 +446,5 @@ def eval_line(record: EvalRecord, mfu: float | None = None) -> str:
 
 
 def train(request: RunRequest, **options: Any) -> RunResult:
-    """Train a model to early stop or max_iters; `options` are `Trainer`'s (run_id, ranks,
-    on_event, stop)."""
+    """Train to early stop or max_iters; `options`: Trainer's (run_id, ranks, on_event, stop)."""
     return Trainer(request, **options).run_training()

@@ -1,14 +1,16 @@
-"""Runs pane: past runs, one run's curves, two runs' val curves overlaid; delete and resume;
-`s` saves the curves on screen (or the highlighted run's) as a picture in the run's folder;
-`e` starts a quality report on the highlighted run (`lal report`, best against final, in a
-process of its own), shows its progress, and cancels it when pressed again. An opened run shows
-its last report's figures.
+"""Runs pane: past runs, one run's curves, two runs' val curves overlaid; resume, and delete
+once confirmed. `s` saves the curves on screen (or the highlighted run's) as a picture in the
+run's folder; `e` starts a quality report on the highlighted run (`lal report`, best against
+final, in a process of its own: `lal_tui.work.tasks.reporting`, which posts its progress
+here), shows its progress, and cancels it when pressed again. An opened run shows its last
+report's figures.
 
 `enter` on a live run (training here, in another terminal or on another host) asks the app to
-follow it in the Train pane; on any other run it draws its curves here. A live run's row is
-read again at each eval the dashboard sees (the app calls `refresh_runs`) and every few seconds
-while the pane is on screen. A damaged run folder (run.json unreadable) is listed
-with its reason, so it can be found and deleted; it cannot be opened, compared or resumed.
+follow it in the Train pane; on any other run it draws its curves here. A live run's best val
+is updated at each eval the dashboard sees (the app calls `show_best`), and its row read again
+every few seconds while the pane is on screen. A damaged run folder (run.json unreadable) is
+listed with its reason, so it can be found and deleted; it cannot be opened, compared or
+resumed.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ from textual.message import Message
 from textual.widgets import DataTable, Static
 from textual_plotext import PlotextPlot
 
-from lal_core.runs.folder import RunDir, RunEntry
+from lal_core.errors import LalError
+from lal_core.runs.folder import RunDir, RunEntry, delete_run
+from lal_tui.screens.confirm import ConfirmScreen
 from lal_tui.widgets.loss_plot import Series, VLine, draw
 from lal_tui.widgets.run_picker import read_runs
+from lal_tui.work.messages import EngineError, ReportDone, ReportProgress
 
 OVERLAY_COLORS = ("orange", "cyan")
 HINT = "enter: open · space: mark two · c: overlay · s: picture · e: report · d: delete · u: resume"
@@ -68,7 +73,6 @@ def damage_line(run: RunEntry) -> str:
 
 def report_line(path: Path) -> str:
     """The run's last report in a few words (' · report: best: loss 4.74, ...'), or ''."""
-    from lal_core.errors import LalError
     from lal_core.quality.report_file import read_report, summary
 
     try:
@@ -79,6 +83,16 @@ def report_line(path: Path) -> str:
 
 
 class RunsPane(Vertical):
+    BINDINGS = [
+        Binding("space", "mark", "Mark"),
+        Binding("c", "compare", "Compare"),
+        Binding("s", "save_picture", "Picture"),
+        Binding("e", "report", "Report"),
+        Binding("d", "delete", "Delete"),
+        Binding("u", "resume", "Resume"),
+        Binding("r", "refresh_runs", "Refresh", show=False),  # it refreshes itself
+    ]
+
     @dataclass
     class ResumeRequested(Message):
         """u: continue this stopped, interrupted or failed run."""
@@ -104,21 +118,10 @@ class RunsPane(Vertical):
         path: Path
 
     @dataclass
-    class DeleteRequested(Message):
-        """d: delete this run folder (the app asks first)."""
+    class RunDeleted(Message):
+        """d, confirmed: this run folder is gone (every list of runs reads the folder again)."""
 
         path: Path
-        run_id: str
-
-    BINDINGS = [
-        Binding("space", "mark", "Mark"),
-        Binding("c", "compare", "Compare"),
-        Binding("s", "save_picture", "Picture"),
-        Binding("e", "report", "Report"),
-        Binding("d", "delete", "Delete"),
-        Binding("u", "resume", "Resume"),
-        Binding("r", "refresh_runs", "Refresh", show=False),  # it refreshes itself
-    ]
 
     def __init__(self, runs_dir: Path | None, *, id: str | None = None) -> None:
         super().__init__(id=id)
@@ -126,6 +129,7 @@ class RunsPane(Vertical):
         self.runs: dict[str, RunEntry] = {}
         self.marked: list[str] = []
         self.shown: list[str] = []
+        self.report_stopped = False  # a report was cancelled: what it still says is stale
 
     def compose(self) -> ComposeResult:
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
@@ -237,11 +241,30 @@ class RunsPane(Vertical):
         if run is not None:
             self.post_message(self.ReportRequested(run.path))
 
-    def report_progress(self, path: Path, done: int, total: int, what: str) -> None:
-        self.info(f"report on {path.name}: {done}/{total} · {what} (e cancels)")
+    def report_started(self, path: Path) -> None:
+        self.report_stopped = False
+        self.info(f"report on {path.name}: starting…")
 
-    def report_done(self, path: Path) -> None:
-        self.info(f"report on {path.name} saved" + report_line(path))
+    def report_cancelled(self) -> None:
+        self.report_stopped = True
+        self.info("report cancelled; nothing was saved")
+
+    @on(ReportProgress)
+    def report_progress(self, message: ReportProgress) -> None:
+        if self.report_stopped:
+            return  # posted before the cancel was seen: the line says "cancelled" now
+        m = message
+        self.info(f"report on {m.path.name}: {m.done}/{m.total} · {m.what} (e cancels)")
+
+    @on(ReportDone)
+    def report_done(self, message: ReportDone) -> None:
+        self.info(f"report on {message.path.name} saved" + report_line(message.path))
+
+    @on(EngineError)
+    def failed(self, message: EngineError) -> None:
+        """A report failed: said here (a picture that could not be drawn: a notification)."""
+        if message.source == "report" and not message.stale:
+            self.info(f"error: {message.message}")
 
     def action_mark(self) -> None:
         key = self.current()
@@ -292,6 +315,25 @@ class RunsPane(Vertical):
         self.post_message(self.ResumeRequested(run.path))
 
     def action_delete(self) -> None:
+        """Delete the highlighted run folder, once confirmed (not while it is being written)."""
         key = self.current()
-        if key is not None:
-            self.post_message(self.DeleteRequested(Path(key), self.runs[key].run_id))
+        if key is None:
+            return
+        path, run_id = Path(key), self.runs[key].run_id
+        if RunDir(path).writer() is not None:
+            self.notify("that run is being written now; stop it first", severity="warning")
+            return
+
+        def done(confirmed: bool | None) -> None:
+            if not confirmed:
+                return
+            try:
+                delete_run(RunDir(path))
+            except LalError as exc:
+                self.notify(str(exc), severity="error")
+                return
+            self.notify(f"deleted {run_id}")
+            self.post_message(self.RunDeleted(path))
+
+        question = f"Delete run {run_id} and its checkpoints?"
+        self.app.push_screen(ConfirmScreen(question, yes="Delete"), done)

@@ -1,11 +1,11 @@
 """Sample pane: stream text from a checkpoint, one token at a time, and stop it mid-way; or
 draw several samples at once and see their quality figures.
 
-The sampling worker posts one `SampleToken` per drawn token; this pane appends it and redraws
-the text. `v` cycles the view: plain text, token boundaries, or each token coloured by the
-probability it was drawn with. With more than one sample (the `samples` field) they are drawn as
-one batch: each shows whole as it ends (`SampleEnded`), and the figures of `lal report` follow
-(`SampleFigures`).
+The sampling job (`lal_tui.work.tasks.sampling`) posts its messages here: one `SampleToken`
+per drawn token, which this pane appends before it redraws the text. `v` cycles the view:
+plain text, token boundaries, or each token coloured by the probability it was drawn with.
+With more than one sample (the `samples` field) they are drawn as one batch: each shows whole
+as it ends (`SampleEnded`), and the figures of `lal report` follow (`SampleFigures`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,16 @@ from lal_core.generation.sampling import (
     DEFAULT_TOP_K,
 )
 from lal_core.runs.folder import CHECKPOINT_KINDS
-from lal_tui.engine_jobs import SampleRequest
 from lal_tui.widgets.run_picker import RunPicker
+from lal_tui.work.messages import (
+    EngineError,
+    SampleEnded,
+    SampleFigures,
+    SampleFinished,
+    SampleStarted,
+    SampleToken,
+)
+from lal_tui.work.tasks import SampleRequest
 
 VIEWS = ("plain", "boundaries", "probability")
 # probability bands: readable in 16 colours
@@ -163,32 +171,45 @@ class SamplePane(Vertical):
         self.post_message(self.GenerateRequested(request))
 
     # -- streaming ----------------------------------------------------------------------------
-    def begin(self, prompt: str, checkpoint: str, samples: int = 1) -> None:
-        self.prompt, self.pieces, self.ended = prompt, [], {}
+    @on(SampleStarted)
+    def begin(self, message: SampleStarted) -> None:
+        samples, checkpoint = message.samples, message.checkpoint
+        self.prompt, self.pieces, self.ended = message.prompt, [], {}
         self.samples = samples
         self.render_output()
         what = f"{samples} samples" if samples > 1 else "generating"
-        self.set_status(f"{what} from {checkpoint} … (x to stop)")
+        where = f"{checkpoint.parent.name}/{checkpoint.name}"
+        self.set_status(f"{what} from {where} … (x to stop)")
 
-    def add_sample(self, row: int, seed: int, text: str) -> None:
+    @on(SampleToken)
+    def add_token(self, message: SampleToken) -> None:
+        self.pieces.append((message.text, message.prob))
+        self.render_output()
+
+    @on(SampleEnded)
+    def add_sample(self, message: SampleEnded) -> None:
         """One of several samples has ended: it shows whole, in its place."""
-        self.ended[row] = (seed, text)
+        self.ended[message.row] = (message.seed, message.text)
         self.render_output()
         self.set_status(f"{len(self.ended)}/{self.samples} samples done … (x to stop)")
 
-    def show_figures(self, line: str) -> None:
-        self.figures = line
-        self.set_status(f"{len(self.ended)} samples: {line}")
+    @on(SampleFigures)
+    def show_figures(self, message: SampleFigures) -> None:
+        self.figures = message.line
+        self.set_status(f"{len(self.ended)} samples: {message.line}")
 
-    def add_token(self, text: str, prob: float) -> None:
-        self.pieces.append((text, prob))
-        self.render_output()
-
-    def finish(self, tokens: int, seconds: float, stopped: bool) -> None:
+    @on(SampleFinished)
+    def finish(self, message: SampleFinished) -> None:
+        tokens, seconds = message.tokens, message.seconds
         rate = tokens / seconds if seconds > 0 else 0.0
-        word = "stopped after" if stopped else "done:"
+        word = "stopped after" if message.stopped else "done:"
         view = f" · view {self.view} (v)" if self.samples == 1 else " · figures next…"
         self.set_status(f"{word} {tokens} tokens, {rate:,.1f} tok/s{view}")
+
+    @on(EngineError)
+    def failed(self, message: EngineError) -> None:
+        if not message.stale:
+            self.set_status(f"error: {message.message}")
 
     @property
     def output_text(self) -> str:

@@ -4,7 +4,9 @@ The fields are TrainConfig's own (`lal_core.cli.flags.recipe_flags`: label, type
 the model's dropout. Every edit is checked as it is typed with the engine's own checks
 (`TrainConfig.validate`, `ModelConfig.validate`); the first problem shows under the fields.
 The pane never writes the settings: it posts what it shows (`SettingsChanged`, with the
-problem if there is one, so the app refuses to train) and the app keeps them.
+problem if there is one, so the app refuses to train) and the app keeps them. The corpus typed
+is counted once typing pauses, by a job the app starts for the pane (`CountRequested`:
+`lal_tui.work.tasks.counting`), which posts its count here.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from textual import on, work
 from textual.app import ComposeResult
 from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.message import Message
+from textual.timer import Timer
 from textual.widgets import DataTable, Input, Label, Select, Static
 from textual.worker import Worker, WorkerState
 
@@ -27,6 +30,7 @@ from lal_core.model.cost import estimate_training_memory
 from lal_core.model.recipe import TrainConfig
 from lal_tui.settings import Settings
 from lal_tui.widgets.format import human_bytes, params
+from lal_tui.work.messages import CorpusCounted, EngineError
 
 # The recipe fields shown (the rest keep their flag or default values): what fits 80x24.
 SHOWN = (
@@ -40,6 +44,7 @@ SHOWN = (
     "seed",
 )
 AUTO = "auto"  # the device Select's "let the engine choose"
+COUNT_AFTER_SECONDS = 0.4  # count the corpus once typing pauses: a path in full, not a prefix
 
 
 DROPOUT = RecipeFlag("dropout", "dropout", float, DEFAULT_DROPOUT, "the model's dropout, in [0, 1)")
@@ -77,6 +82,12 @@ class SetupPane(VerticalScroll):
 
         path: str | None
 
+    @dataclass
+    class CountRequested(Message):
+        """Count the corpus at `path` (as typed): at first, and once typing pauses."""
+
+        path: str | None
+
     def __init__(self, settings: Settings, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.settings = settings  # what the app started with (frozen: read only)
@@ -84,6 +95,8 @@ class SetupPane(VerticalScroll):
         self.train_config = settings.request.train_config
         self.dropout = settings.request.model_config.dropout
         self.devices: dict[str, tuple[str, ...]] = {}  # per backend, once probed
+        self.corpus = settings.request.data  # the path as typed (None: the default corpus)
+        self._count_timer: Timer | None = None
 
     def compose(self) -> ComposeResult:
         request = self.settings.request
@@ -139,6 +152,7 @@ class SetupPane(VerticalScroll):
         self.fill_configs()
         table.move_cursor(row=list(self.settings.model_configs).index(self.settings.config))
         self.probe()
+        self.count_corpus()
 
     def fill_configs(self) -> None:
         table = self.query_one("#configs", DataTable)
@@ -259,7 +273,35 @@ class SetupPane(VerticalScroll):
     # -- corpus -------------------------------------------------------------------------------
     @on(Input.Changed, "#corpus")
     def corpus_changed(self, event: Input.Changed) -> None:
-        self.post_message(self.CorpusChanged(event.value.strip() or None))
+        corpus = event.value.strip() or None
+        if corpus == self.corpus:
+            return
+        self.corpus = corpus
+        self.post_message(self.CorpusChanged(corpus))
+        if self._count_timer is not None:
+            self._count_timer.stop()
+        self._count_timer = self.set_timer(COUNT_AFTER_SECONDS, self.count_corpus)
+
+    def count_corpus(self) -> None:
+        self._count_timer = None
+        self.show_corpus("counting tokens…", error=False)
+        self.post_message(self.CountRequested(self.corpus))
+
+    @on(CorpusCounted)
+    def corpus_counted(self, message: CorpusCounted) -> None:
+        if message.request != self.corpus:
+            return  # an answer for a path since changed
+        c = message.info
+        self.show_corpus(
+            f"{c.path}: {c.tokens:,} tokens ({c.train_tokens:,} train / {c.val_tokens:,} val)",
+            error=False,
+        )
+
+    @on(EngineError)
+    def corpus_failed(self, message: EngineError) -> None:
+        message.stop()  # shown here, where the path is typed, as it is typed: no notification
+        if not message.stale:
+            self.show_corpus(f"⚠ {message.message}", error=True)
 
     def show_corpus(self, text: str, error: bool) -> None:
         info = self.query_one("#corpus-info", Static)

@@ -2,7 +2,8 @@
 
 The chat example is drawn token by token from `lal_core.sft.token_mask`: the answer tokens that
 count in the loss are highlighted (alternating shades show token boundaries), the prompt tokens
-whose targets are -1 are dimmed.
+whose targets are -1 are dimmed. The fine-tune's events (`SFTEvent`, from the job that follows
+it: `lal_tui.work.following`) and the answers to a question (`SFTAnswer`) are posted here.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from textual_plotext import PlotextPlot
 from lal_core.errors import LalError
 from lal_core.runs.events import (
     CheckpointSaved,
-    Event,
     Preparing,
     RunFailed,
     RunFinished,
@@ -42,6 +42,7 @@ from lal_core.sft import (
 )
 from lal_tui.widgets.loss_plot import Series, draw
 from lal_tui.widgets.run_picker import RunPicker
+from lal_tui.work.messages import EngineError, JobEnded, SFTAnswer, SFTEvent
 
 COUNTED_STYLES = ("black on green", "black on bright_green")
 MASKED_STYLE = "dim"
@@ -174,7 +175,18 @@ class SFTPane(Vertical):
             return
         self.post_message(self.FineTuneRequested(self.run_path))
 
-    def record(self, event: Event) -> None:
+    def follow_started(self, line: str) -> None:
+        """The app follows a fine-tune here now (it is starting)."""
+        self.set_status(line)
+
+    def stop_asked(self) -> None:
+        self.set_status("stopping after this batch…")
+
+    @on(SFTEvent)
+    def record(self, message: SFTEvent) -> None:
+        if not self.app.is_running:
+            return  # shutting down: what the follower had queued can go
+        event = message.event
         if isinstance(event, RunStarted):
             self.steps, self.epoch_ends, self.epoch_losses = [], [], []
             self.set_status(event.header)
@@ -194,10 +206,15 @@ class SFTPane(Vertical):
             self.set_status(f"failed: {event.message}")
         self.dirty = True
 
-    def ended(self, checkpoint: Path | None) -> None:
+    @on(JobEnded)
+    def job_ended(self, message: JobEnded) -> None:
         """Fine-tuning returned; with a new sft checkpoint, ask the example's question again."""
+        if message.group != "sft" or message.stale or not self.app.is_running:
+            return
         self.dirty = True
-        if checkpoint is not None and self.run_path is not None:
+        result = message.result
+        saved = isinstance(result, RunFinished) and result.status in ("completed", "stopped")
+        if saved and self.run_path is not None:
             pair = self.pairs[self.example_index % len(self.pairs)]
             self.ask(pair.question)
 
@@ -235,12 +252,18 @@ class SFTPane(Vertical):
         )
         self.post_message(self.AskRequested(self.run_path, question, tuple(kinds), DEFAULT_SEED))
 
-    def show_answer(self, which: str, question: str, answer: str) -> None:
-        title = "before (best)" if which == "before" else "after (sft)"
-        target = "#sft-before" if which == "before" else "#sft-after"
-        self.query_one(target, Static).update(
-            Text.assemble((f"{title}: {question}\n", "bold"), answer)
+    @on(SFTAnswer)
+    def show_answer(self, message: SFTAnswer) -> None:
+        before = message.which == "before"
+        title = "before (best)" if before else "after (sft)"
+        self.query_one("#sft-before" if before else "#sft-after", Static).update(
+            Text.assemble((f"{title}: {message.question}\n", "bold"), message.answer)
         )
+
+    @on(EngineError)
+    def failed(self, message: EngineError) -> None:
+        if not message.stale:
+            self.set_status(f"error: {message.message}")
 
     def set_status(self, text: str) -> None:
         self.query_one("#sft-status", Static).update(text)

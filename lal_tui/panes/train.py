@@ -1,13 +1,14 @@
 """Train pane: the live loss plot, lr and tokens/s sparklines, a status line and the log.
 
-The pane shows the run the app follows (`lal_tui.followed`): started here, elsewhere, live or
-finished. Its events arrive through the app's message handlers, the run's whole log first, and
-are only recorded here; a timer draws what changed once a second, and only while the pane is on
-screen (at once when it comes on screen).
+The pane shows the run the app follows (`lal_tui.work.following`): started here, elsewhere,
+live or finished. The following job posts the run's events here (`TrainEvent`), the run's whole
+log first, and they are only recorded; a timer draws what changed once a second, and only
+while the pane is on screen (at once when it comes on screen).
 """
 
 from __future__ import annotations
 
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -26,6 +27,7 @@ from lal_core.runs.events import (
 )
 from lal_tui.widgets.format import duration
 from lal_tui.widgets.loss_plot import LossPlot, downsample
+from lal_tui.work.messages import EngineError, JobEnded, TrainEvent
 
 # A redraw of the pane costs the dashboard ~25 ms of CPU, taken from the run on a machine of few
 # cores: once a second kept the run within a few percent of `lal train` (bench/tui_latency.py).
@@ -51,13 +53,13 @@ class TrainPane(Vertical):
             yield Sparkline([], id="toks-spark")
         yield Log(id="train-log", max_lines=2000)
 
-    def on_mount(self) -> None:
-        self.reset()
-        self.set_interval(REDRAW_SECONDS, self.tick)
-
     @property
     def plot(self) -> LossPlot:
         return self.query_one(LossPlot)
+
+    def on_mount(self) -> None:
+        self.reset()
+        self.set_interval(REDRAW_SECONDS, self.tick)
 
     def reset(self) -> None:
         self.state = "idle"
@@ -76,6 +78,16 @@ class TrainPane(Vertical):
         self.dirty = True
 
     # -- events -------------------------------------------------------------------------------
+    @on(TrainEvent)
+    def train_event(self, message: TrainEvent) -> None:
+        if self.app.is_running:  # else shutting down: what the follower had queued can go
+            self.record(message.event)
+
+    @on(EngineError)
+    def failed(self, message: EngineError) -> None:
+        if not message.stale:
+            self.note(f"error: {message.message}", state="failed")
+
     def record(self, event: Event) -> None:
         """Fold one engine event into the pane's state (drawing happens on the timer)."""
         log = self.query_one(Log)
@@ -119,15 +131,25 @@ class TrainPane(Vertical):
             log.write_line(f"saved {event.kind} checkpoint @ iter {event.iteration}: {event.path}")
         self.dirty = True
 
-    def follow_ended(self, said: bool) -> None:
-        """The app stopped following; `said`: the run's log told how it ended (else a
-        notification did, or it was stopped before it took its folder)."""
-        if said:
+    @on(JobEnded)
+    def follow_ended(self, message: JobEnded) -> None:
+        """The job following the run ended. If the run's log did not tell how the run ended
+        (the job returned none of its events), say it here: stopped before it took its folder,
+        or failed (a notification says why)."""
+        if message.stale or not self.app.is_running or message.result is not None:
             return
         if self.state == "stopping":
             self.note("stopped before it started", state="stopped")
         elif self.state in ("starting", "running"):
             self.note("training failed (see the notification)", state="failed")
+
+    def follow_started(self, line: str) -> None:
+        """The app follows a run here now: one it starts, or one already there."""
+        self.reset()
+        self.note(line, state="starting")
+
+    def stop_asked(self) -> None:
+        self.note("stopping after this step…", state="stopping")
 
     def note(self, line: str, state: str | None = None) -> None:
         self.query_one(Log).write_line(line)

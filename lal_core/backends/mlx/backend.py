@@ -1,6 +1,6 @@
-"""The MLX backend: the GPT of `mlx_model` on the Apple GPU (macOS) or the CPU (Linux wheels).
+"""The MLX backend: the GPT of `model.gpt_mlx` on the Apple GPU (macOS) or the CPU (Linux wheels).
 
-The twin of `torch_backend.py`: the same methods, the same recipe (AdamW with decay on matrices
+The twin of `torch/backend.py`: the same methods, the same recipe (AdamW with decay on matrices
 only, global-norm clipping, the learning rate the trainer passes each step), the same sampling.
 MLX is lazy, so a training step builds one graph (loss, gradients, clipping, AdamW update),
 compiled once with `mx.compile` on the GPU, and `mx.eval` runs it at the end of the step.

@@ -1,6 +1,6 @@
-"""The PyTorch backend: the GPT of `lal_core.model` on CUDA, MPS or CPU.
+"""The PyTorch backend: the GPT of `lal_core.model.gpt` on CUDA, MPS or CPU.
 
-Fast paths, each with a switch (None picks the device's default: `lal_core.precision`; the
+Fast paths, each with a switch (None picks the device's default: `precision`; the
 measurements behind each default are in bench/README.md):
 - dtype: autocast to bfloat16/float16 for training, float32 master weights and AdamW moments
   (float16 with a GradScaler); checkpoints stay float32.
@@ -8,8 +8,8 @@ measurements behind each default are in bench/README.md):
   timed apart (`compile_seconds`); falls back to eager with a one-line warning. Weights are
   always read from the module itself, so state-dict names never carry a wrapper's prefix.
 - fused: fused AdamW kernels where torch has them, else foreach.
-- chunked_loss, recompute: how the training loss is computed (`torch_training`).
-- infer_dtype, int8_head, decode_threads: sampling (`torch_sampling`).
+- chunked_loss, recompute: how the training loss is computed (`training_loss`).
+- infer_dtype, int8_head, decode_threads: sampling (`sampler`).
 On CUDA also TF32 matmuls and pinned, non-blocking host-to-device copies.
 """
 
@@ -395,7 +395,7 @@ class TorchBackend(Backend):
                 "exp_avg_sq": torch.from_numpy(tensors[f"v.{name}"].copy()).to(p.device),
             }
 
-    # -- sampling: see torch_sampling ------------------------------------------------------
+    # -- sampling: see sampler -------------------------------------------------------------
     def start_generation(self, rows: int) -> None:
         self.sampler.start(rows)
 

@@ -11,8 +11,8 @@ gradients: d loss / d logits = (softmax - onehot) / n, so grad_x_c = g @ W and
 grad_W += g^T @ x_c, with the 1/n and the ignored rows applied on the small (rows, C) side.
 Backward then only scales the stored gradients. Same FLOPs as the plain loss (the backward
 matmuls move into forward), a fraction of the memory, and the vocabulary-wide elementwise work
-is the softmax's single pass. A chunk is LOSS_CHUNK_ROWS rows (in lal_core/config.py).
-tests/test_speed.py checks loss and gradients against the plain formula. Where it pays and
+is the softmax's single pass. A chunk is LOSS_CHUNK_ROWS rows (in lal_core/model/cost.py).
+tests/test_fast_paths.py checks loss and gradients against the plain formula. Where it pays and
 where the plain loss does (compiled, on CUDA): bench/README.md.
 """
 

@@ -8,7 +8,7 @@ again and has a vectorised kernel, `torch.ops.aten._weight_int8pack_mm`, the one
 int8 weight-only layout calls. Measurements: bench/README.md.
 
 The rounding error per weight is at most s/2, about 0.4% of the row's largest weight: of the
-order of bf16's own rounding (tests/test_speed.py compares the next-token distributions).
+order of bf16's own rounding (tests/test_fast_paths.py compares the next-token distributions).
 """
 
 from __future__ import annotations

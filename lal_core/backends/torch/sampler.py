@@ -1,12 +1,12 @@
 """Sampling on the PyTorch backend: weights for decoding, the KV cache, the candidates a token
-is drawn from (the draw itself is `lal_core.sampling`'s, the same for every backend).
+is drawn from (the draw itself is `lal_core.generation.sampling`'s, the same for every backend).
 
 A one-token step reads every weight once and does little arithmetic on it, so it runs on a
 16-bit copy of the weights (`infer_dtype`); on a CPU it reads the head as int8 rows instead
 (`Int8Head`), and runs without oneDNN (`without_onednn`).
 A prompt's forward is compute-bound: it uses the 16-bit copy only where 16-bit matmuls are
 native (`prompt_dtype`), else the float32 weights. Each is a `DecodeWeights`: a model and the
-head its logits come from. The model is `lal_core.model.GPT`, unchanged; only the last
+head its logits come from. The model is `lal_core.model.gpt.GPT`, unchanged; only the last
 position's logits are computed. Measurements behind these choices: bench/README.md.
 """
 

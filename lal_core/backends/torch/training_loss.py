@@ -1,13 +1,13 @@
 """The training loss as the PyTorch backend computes it: `GPT.forward`'s loss, with the two
-memory savers a device may want, chosen by the backend (`lal_core.precision` has the defaults):
+memory savers a device may want, chosen by the backend (`precision` has the defaults):
 
-- chunked: the head and the cross-entropy a few rows at a time (`lal_core.chunked_loss`), so
+- chunked: the head and the cross-entropy a few rows at a time (`chunked_loss`), so
   the (B*T, V) logits never exist;
 - recompute: activation checkpointing, each block's input kept for backward and the block run
   again there, a third more compute for a fraction of the memory.
 
 Either way the loss and its gradients are those of `model(idx, targets)[1]`
-(tests/test_speed.py checks both).
+(tests/test_fast_paths.py checks both).
 """
 
 from __future__ import annotations

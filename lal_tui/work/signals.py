@@ -2,8 +2,8 @@
 the runs go on.
 
 The dashboard is a viewer: each run it started is a process in a session of its own
-(`lal_tui.launcher`), which neither signal reaches, and which nothing here stops. Both signals
-stop the app's jobs (following, sampling) and end the app.
+(`lal_tui.work.launching`), which neither signal reaches, and which nothing here stops. Both
+signals stop the app's jobs (following, sampling) and end the app.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import os
 import signal
 from collections.abc import Callable
 
-from lal_tui.jobs import JobRunner
+from lal_tui.work.jobs import JobRunner
 
 
 def install(jobs: JobRunner, end: Callable[[], None]) -> None:

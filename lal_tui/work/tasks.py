@@ -1,10 +1,11 @@
-"""The engine jobs the dashboard runs with `lal_tui.jobs.JobRunner`: follow a run (training
-or fine-tuning, each a process of its own: `lal_tui.launcher`), sample, answer a chat question,
-count a corpus, report on a run (`lal report`, a process of its own too).
+"""The engine work the dashboard runs as jobs (`lal_tui.work.jobs.JobRunner`) for its panes:
+sample, answer a chat question, count a corpus, report on a run (`lal report`, a process of its
+own), save a run's curves as a picture. Following a run is `lal_tui.work.following`'s.
 
-Each factory returns a `job(post, stop)` that only calls the engine's API and posts messages.
-Engine modules that import torch are imported inside the job, on its thread, so the dashboard
-shows at once instead of waiting for torch to import.
+Each factory returns a `job(post, stop)` that only calls the engine's API and posts messages
+(`lal_tui.work.messages`) to the pane that asked. Engine modules that import torch are imported
+inside the job, on its thread, so the dashboard shows at once instead of waiting for torch to
+import.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import contextlib
 import os
 import queue
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -22,61 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lal_core.errors import LalError
-from lal_core.runs.events import RunFailed, RunFinished, StopRequest
+from lal_core.runs.events import StopRequest
 from lal_core.runs.folder import RunDir
-from lal_core.runs.follow import POLL_SECONDS, RunFollower
+from lal_core.runs.follow import POLL_SECONDS
+from lal_core.runs.records import CorpusInfo
 from lal_core.training.request import RunRequest
-from lal_tui import messages as msg
-from lal_tui.jobs import Job, Post
-from lal_tui.launcher import RUN_NICENESS, Launch
+from lal_tui.work import messages as msg
+from lal_tui.work.jobs import Job, Post
+from lal_tui.work.launching import RUN_NICENESS
 
 ANSWER_TOKENS = 60
-
-
-def following(path: Path, job: str = "train", launch: Launch | None = None) -> Job:
-    """Follow one job's log ("train" or "sft") in a run folder: its events, past and live, as
-    TrainEvent or SFTEvent, until the run ends (or the job is stopped: the run goes on).
-    `launch`: the run was started here; its log is read once it has begun to write it, and
-    if it ends without a word, the last line of its console output is the error."""
-    wrap = msg.TrainEvent if job == "train" else msg.SFTEvent
-
-    def follow(post: Post, stop: StopRequest):
-        if launch is not None and not wait_for_session(launch, stop):
-            if launch.running():
-                return None  # no longer followed before it began: it goes on
-            failure = None if launch.interrupted else launch.failure()
-            launch.discard()
-            if failure is not None:
-                raise LalError(failure)
-            return None
-        starting = launch.running if launch is not None else None
-        run = RunDir(path)
-        follower = RunFollower(run, job, starting=starting)
-        seen, ended = 0, None
-        for event in follower.events(stop=stop):
-            seen, ended = seen + 1, event
-            post(wrap(event))
-        if stop.is_set():
-            return None  # no longer followed: the run goes on
-        if not seen:
-            what = "training" if job == "train" else "fine-tuning"
-            raise LalError(
-                f"run {path.name} has no {what} events logged (a run from an older lal?)"
-            )
-        return ended if isinstance(ended, RunFinished | RunFailed) else None
-
-    return follow
-
-
-def wait_for_session(launch: Launch, stop: StopRequest) -> bool:
-    """Wait until the launched run logs its first event (True), or ends or `stop` is set first."""
-    while not launch.session_begun():
-        if not launch.running():
-            return launch.session_begun()
-        if stop.is_set():
-            return False
-        time.sleep(POLL_SECONDS)
-    return True
 
 
 @dataclass(frozen=True)
@@ -268,8 +225,7 @@ def counting(path: str | None) -> Job:
         from lal_core.data.corpus import load_corpus, resolve_corpus
 
         corpus = load_corpus(resolve_corpus(path, download=False))
-        stats = msg.CorpusStats(corpus.path, len(corpus.tokens), len(corpus.train), len(corpus.val))
-        post(msg.CorpusInfo(path, stats))
+        post(msg.CorpusCounted(path, CorpusInfo(**corpus.describe())))
 
     return job
 
@@ -284,3 +240,10 @@ def saving_picture(paths: Sequence[Path]) -> Job:
         post(msg.PictureSaved(save_picture(read_curves(runs), default_picture(runs[0]))))
 
     return job
+
+
+def fetch_hint(path: Path) -> str:
+    """Over SSH the picture is on the remote machine: the command that copies it to this one."""
+    if not os.environ.get("SSH_CONNECTION"):
+        return ""
+    return f"; it is on {socket.gethostname()}: scp {socket.gethostname()}:{path} ."

@@ -3,9 +3,9 @@
 A run started here is an ordinary `lal train` (or `lal sft`) child in a session of its own
 (`start_new_session`, stdin closed), with its console output in a log in the run folder
 (train.log, sft.log): a closed terminal, a dropped SSH link or the dashboard quitting does not
-reach it. The dashboard only follows the folder (`lal_core.follow`) and asks the run to stop
-through its stop file, as `lal stop` does, so a run started here and one started anywhere else
-are the same to it.
+reach it. The dashboard only follows the folder (`lal_tui.work.following`, with the engine's
+`lal_core.runs.follow`) and asks the run to stop through its stop file, as `lal stop` does, so
+a run started here and one started anywhere else are the same to it.
 
 `ProcessLauncher` is the real one; the app takes any launcher (`LalApp(settings, launcher=...)`).
 `ThreadLauncher` runs the same engine calls on a thread of this process, for tests: no
@@ -28,8 +28,8 @@ from pathlib import Path
 from lal_core.cli.flags import request_argv
 from lal_core.errors import CheckpointError, LalError, describe_failure
 from lal_core.runs.events import StopRequest, event_time
-from lal_core.runs.folder import LOG_FILES, RunDir, remote_host
-from lal_core.runs.lock import Owner
+from lal_core.runs.folder import LOG_FILES, RunDir
+from lal_core.runs.lock import Owner, remote_host
 from lal_core.training.request import RunRequest
 
 TAIL_BYTES = 64 * 1024  # enough of a log's end to hold its last whole line
@@ -120,7 +120,7 @@ class ProcessLaunch(Launch):
 
     def interrupt(self) -> None:
         # Before `lal` takes its signals, SIGTERM ends it (nothing written yet); after, its
-        # handler makes it a stop after the step (lal_core.console.StopOnSignals).
+        # handler makes it a stop after the step (lal_core.cli.console.StopOnSignals).
         self.interrupted = True
         if self.running():
             with contextlib.suppress(ProcessLookupError):
