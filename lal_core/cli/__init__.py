@@ -30,7 +30,7 @@ from lal_core.cli.console import EXIT_ERROR, EXIT_INTERRUPTED, OneLineParser
 from lal_core.cli.ranks import LAUNCHED
 from lal_core.errors import LalError, RankLost
 
-GROUPS = (train, sample, runs, sft, quality, export, prepare)
+GROUPS = (train, sample, runs, sft, export, quality, prepare)  # in `lal --help`'s order
 
 
 def build_parser() -> argparse.ArgumentParser:

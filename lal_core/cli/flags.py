@@ -139,6 +139,10 @@ def controls_from(args: argparse.Namespace):
     ).check()
 
 
+_MICRO = (
+    "sequences per forward pass, gradients accumulated over batch / micro passes; "
+    "0: the whole batch"
+)
 _EVAL_EVERY = (
     f"steps between evals; 0: every {EVAL_EVERY_SEQUENCES:,} sequences trained "
     f"({EVAL_EVERY_SEQUENCES // 16} steps at batch 16, the recipe's)"
@@ -146,7 +150,7 @@ _EVAL_EVERY = (
 # What each recipe field is, for `lal train --help` and the dashboard's Setup pane.
 RECIPE_FLAGS = {
     "batch_size": ("batch size", "sequences per optimizer step"),
-    "micro_batch": ("micro batch", "sequences per forward pass, gradients accumulated; 0: all"),
+    "micro_batch": ("micro batch", _MICRO),
     "max_iters": ("max iterations", "optimizer steps at most"),
     "lr": ("learning rate", "peak learning rate"),
     "min_lr": ("min lr", "learning rate the cosine decays to"),

@@ -13,12 +13,9 @@ def add_parsers(sub) -> None:
 
     e = sub.add_parser("eval", help="a checkpoint's loss and perplexity on its val split or a text")
     add_checkpoint_flags(e)
+    whole = "score the whole of this text instead of the run's val split"
     outside = "needed for a checkpoint outside a run folder"
-    e.add_argument(
-        "--data",
-        metavar="PATH",
-        help=f"score all of this text, not the run's val split ({outside})",
-    )
+    e.add_argument("--data", metavar="PATH", help=f"{whole} ({outside})")
     e.add_argument("--backend", default=None, choices=list(backends), help="default: the run's")
     e.add_argument("--device", default=None)
     e.add_argument(

@@ -29,7 +29,7 @@ def add_parsers(sub) -> None:
     f.add_argument("--epochs", type=positive_int, default=5)
     f.add_argument("--pairs", default=None, help='JSON lines {"question": ..., "answer": ...}')
     f.add_argument(
-        "--repeat", type=positive_int, help="copies of each pair (default: 5; 1 for --pairs)"
+        "--repeat", type=positive_int, help="copies of each pair (default: 5, 1 for --pairs)"
     )
     f.add_argument("--lr", type=number, default=None, help="constant learning rate (default: 3e-4)")
     f.add_argument("--batch-size", type=positive_int, default=None, help="default: 4")

@@ -258,23 +258,20 @@ def _check_examples(examples: Sequence[Example], block_size: int) -> None:
         )
 
 
-def _tune(
-    backend: Backend,
-    job: FineTuning,
-    stop: ev.StopRequest | None,
-) -> SFTResult:
-    set_up(backend, job.settings.train_config(), job.emit)
+def _tune(job: FineTuning, stop: ev.StopRequest | None) -> SFTResult:
+    """The fine-tune's steps through the one loop, on the plan's backend."""
+    set_up(job.backend, job.settings.train_config(), job.emit)
     end = run_steps(job, stop or ev.StopRequest())
     return SFTResult(
-        end.status,
-        job.losses,
-        job.iteration,
-        job.skipped_total,
-        job.cut,
-        end.elapsed,
-        end.message,
-        end.output,
-        backend,
+        status=end.status,
+        losses=job.losses,
+        steps=job.iteration,
+        skipped_batches=job.skipped_total,
+        cut_examples=job.cut,
+        elapsed=end.elapsed,
+        message=end.message,
+        checkpoint=end.output,
+        backend=job.backend,
     )
 
 
@@ -295,7 +292,7 @@ def fine_tune(
     settings = SFTSettings(epochs, batch_size, lr, seed, micro_batch).validate()
     _check_examples(examples, backend.cfg.block_size)
     job = FineTuning(examples, settings, on_event or (lambda event: None), backend=backend)
-    return _tune(backend, job, stop)
+    return _tune(job, stop)
 
 
 def _pairs(pairs, repeat: int | None) -> tuple[list[QAPair], str, int]:
@@ -368,7 +365,7 @@ def _fine_tune_run(
     steps = s.epochs * math.ceil(len(examples) / s.batch_size)
     emit(run_started(rundir, model, "sft", steps, header))
     job = FineTuning(examples, settings, emit, run=rundir, record=record, backend=model)
-    return _tune(model, job, stop)
+    return _tune(job, stop)
 
 
 def _base_model(rundir: RunDir, backend: str, device: str | None, seed: int) -> Backend:
