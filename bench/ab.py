@@ -9,7 +9,7 @@ checkout. Per round and config, in A-B order then B-A order:
 - train: `lal train --config C` for `--steps` steps at the recipe's batch (evals cheap and out
   of the way); the median tokens/s of its steps after the third, from its metrics.jsonl;
 - sample: one checkpoint (trained once, by A) loaded by each checkout, one warm-up generation,
-  then three of `--tokens` tokens; the median tokens/s.
+  then five of `--tokens` tokens; the median tokens/s.
 It prints each measurement, then per config the median of each side and B/A.
 """
 
@@ -25,7 +25,9 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+SHARED = REPO.parent / "shared" / "data"  # this workplace's offline copies, where there are
+if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED / "tiktoken-cache").is_dir():
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED / "tiktoken-cache")
 
 # Runs in the checkout under test: the sampling API's paths before and after the regrouping.
 SAMPLE = """
@@ -34,11 +36,12 @@ try:
     from lal_core.generation.sampling import Generation, load_for_sampling
 except ImportError:  # the flat layout before lal_core's packages
     from lal_core.sampling import Generation, load_for_sampling
-model = load_for_sampling(sys.argv[1], "torch", "cpu")
+threads = {"decode_threads": int(sys.argv[3])} if int(sys.argv[3]) else {}
+model = load_for_sampling(sys.argv[1], "torch", "cpu", **threads)
 tokens = int(sys.argv[2])
 Generation(model, "ROMEO:", 20, seed=0).run()
 rates = []
-for seed in (1, 2, 3):
+for seed in (1, 2, 3, 4, 5):
     t0 = time.perf_counter()
     Generation(model, "ROMEO:", tokens, seed=seed).run()
     rates.append(tokens / (time.perf_counter() - t0))
@@ -67,8 +70,11 @@ def train_rate(checkout: Path, config: str, steps: int, corpus: Path, scratch: P
     return statistics.median(s["tok_s"] for s in steps_seen if s["iter"] >= 3)
 
 
-def sample_rate(checkout: Path, checkpoint: Path, tokens: int, scratch: Path) -> float:
-    return float(run(checkout, ["-c", SAMPLE, str(checkpoint), str(tokens)], scratch).split()[-1])
+def sample_rate(
+    checkout: Path, checkpoint: Path, tokens: int, threads: int, scratch: Path
+) -> float:
+    said = run(checkout, ["-c", SAMPLE, str(checkpoint), str(tokens), str(threads)], scratch)
+    return float(said.split()[-1])
 
 
 def main() -> int:
@@ -78,6 +84,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--tokens", type=int, default=200, help="per timed generation")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="sampling's threads, fixed (default 0: what lal picks for the load it sees, which "
+        "varies from one generation to the next)",
+    )
     parser.add_argument("--data", type=Path, default=SHARED / "tinyshakespeare" / "input.txt")
     args = parser.parse_args()
     sides = {"A": REPO, "B": args.other.resolve()}
@@ -95,7 +108,7 @@ def main() -> int:
                 for side in "AB" if r % 2 == 0 else "BA":
                     where = sides[side]
                     t = train_rate(where, config, args.steps, args.data, scratch)
-                    s = sample_rate(where, checkpoint, args.tokens, scratch)
+                    s = sample_rate(where, checkpoint, args.tokens, args.threads, scratch)
                     table.setdefault((config, "train", side), []).append(t)
                     table.setdefault((config, "sample", side), []).append(s)
                     print(
