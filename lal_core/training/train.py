@@ -155,7 +155,7 @@ class Trainer:
         corpus, b, whole = self.corpus_info, self.backend, len(self.corpus.val) - 1
         whole -= whole % b.cfg.block_size
         scored = "" if corpus.eval_tokens == whole else f", {corpus.eval_tokens:,} per eval"
-        fast = f"{b.describe()} | " if b.describe() else ""
+        fast = f"{described} | " if (described := b.describe()) else ""
         header = (
             f"run {run.run_id} | config {b.cfg.name} ({b.num_parameters() / 1e6:.2f}M params) | "
             f"Device: {b.name}/{b.device} | {fast}data {self.corpus.path.name} "

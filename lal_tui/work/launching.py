@@ -187,11 +187,9 @@ def discard_reserved(folder: Path) -> None:
 
 
 def reserve(request: RunRequest) -> RunDir:
-    """An empty run folder with a fresh id, for a new run's console log."""
-    try:
-        return RunDir.create(request.model_config.name, request.backend, request.runs_dir)
-    except OSError as exc:
-        raise LalError(f"cannot create the run folder: {exc.strerror or exc}") from None
+    """An empty run folder with a fresh id, for a new run's console log (one that cannot be
+    made is a one-line error from `RunDir.create`)."""
+    return RunDir.create(request.model_config.name, request.backend, request.runs_dir)
 
 
 class ThreadLaunch(Launch):
