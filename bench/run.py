@@ -38,7 +38,9 @@ Sections, each a table:
   memory  peak resident memory (RSS) of training steps at batch 16, one fresh subprocess per
           config, lal's defaults and the reference.
   eval    an eval's cost as a fraction of the run's wall time at the default settings (its
-          own batch, --eval-tokens, the eval interval kept in sequences), at batch 2 and 16.
+          own batch, --eval-tokens, the eval interval kept in sequences), at batch 2 and 16,
+          and the same for the samples drawn after it (--eval-samples x --eval-sample-tokens,
+          with their writing figures), and what they cost once per run.
 
 With --backends torch mlx the train table gains MLX rows (eager, and mx.compile) and their
 ratio to lal's torch defaults, and the sample section a table of both backends' defaults on
@@ -63,7 +65,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -83,7 +85,9 @@ from lal_core.generation.sampling import Generation, generate_ids  # noqa: E402
 from lal_core.model.config import ModelConfig, get_model_config
 from lal_core.model.cost import flops_per_token
 from lal_core.model.recipe import TrainConfig  # noqa: E402
+from lal_core.runs.events import StopRequest  # noqa: E402
 from lal_core.training.evals import evaluate  # noqa: E402
+from lal_core.training.samples import EvalSamples  # noqa: E402
 
 Step = Callable[[np.ndarray, np.ndarray], float]
 
@@ -460,23 +464,50 @@ class _SyntheticCorpus:
     """TinyShakespeare's split sizes (304,222 train / 33,803 val tokens; docs/recipe.md, Data)
     of random tokens."""
 
+    cache = None  # no token cache: its verbatim index is built, not loaded
+
     def __init__(self, vocab: int) -> None:
         rng = np.random.default_rng(0)
         self.train = rng.integers(0, vocab, 304_222).astype(np.int64)
         self.val = rng.integers(0, vocab, 33_803).astype(np.int64)
 
 
-def bench_eval(name: str, batch: int, step_seconds: float) -> tuple:
-    """(eval seconds, steps between evals, fraction of wall time) at the default settings:
-    one eval (train and val windows, at the eval's own batch) per `evals_every` steps."""
+@dataclass(frozen=True)
+class EvalCost:
+    eval_seconds: float  # one eval: train and val windows
+    sample_seconds: float  # the samples drawn after it, with their figures (median of rounds)
+    setup_seconds: float  # once per run: prompts, the held-out figures, the verbatim index
+    every: int  # steps between evals
+    step_seconds: float
+
+    def share(self, seconds: float) -> float:
+        """`seconds` per eval as a fraction of the run's wall time."""
+        total = self.eval_seconds + self.sample_seconds + self.every * self.step_seconds
+        return seconds / total
+
+
+def bench_eval(name: str, batch: int, step_seconds: float, rounds: int = 3) -> EvalCost:
+    """What evals cost at the default settings: one eval (train and val windows, at the eval's
+    own batch) per `evals_every` steps, then its samples (`training.samples`, the recipe's
+    count and length, drawn as in a run: right after the eval, from a fresh sampling copy of
+    the weights, on one thread while training holds the cores)."""
     cfg, train_cfg = get_model_config(name), TrainConfig(batch_size=batch)
     backend = make_backend("torch", cfg, seed=0, device="cpu")
     corpus = _SyntheticCorpus(cfg.vocab_size)
     t0 = time.perf_counter()
+    samples = EvalSamples.for_pretraining(backend, corpus, train_cfg, StopRequest())
+    setup = time.perf_counter() - t0
+    t0 = time.perf_counter()
     evaluate(backend, corpus, train_cfg)
     seconds = time.perf_counter() - t0
-    interval = train_cfg.evals_every
-    return seconds, interval, seconds / (seconds + interval * step_seconds)
+    drawn = []
+    for _ in range(rounds):
+        evaluate(backend, corpus, replace(train_cfg, eval_tokens=2048))  # as after an eval
+        backend.sampler.weights_changed()  # a training step came before: no sampling copy
+        t0 = time.perf_counter()
+        samples.draw(0, lambda event: None)
+        drawn.append(time.perf_counter() - t0)
+    return EvalCost(seconds, float(np.median(drawn)), setup, train_cfg.evals_every, step_seconds)
 
 
 # -- the report -------------------------------------------------------------------------------
@@ -645,7 +676,10 @@ def main() -> None:
             print(f"{name:<6} {who:<10} {gb:.2f}" if gb else f"{name:<6} {who:<10} failed")
 
     if "eval" in args.sections:
-        print("\n## Eval cost, default settings (eval interval, eval batch, eval tokens)")
+        print(
+            "\n## Eval cost, default settings (eval interval, eval batch, eval tokens; samples "
+            f"{TrainConfig().eval_samples} x {TrainConfig().eval_sample_tokens} tokens)"
+        )
         for name in args.configs:
             cfg = get_model_config(name)
             for batch in sorted({2, B}):
@@ -653,10 +687,13 @@ def main() -> None:
                 if rate is None:  # not timed by the train section: time a few default steps
                     default = [Setting("d", lal_step())]
                     rate = bench_training(name, default, 2, batch, with_reference=False)[0][1]
-                eval_s, every, frac = bench_eval(name, batch, batch * cfg.block_size / rate)
+                cost = bench_eval(name, batch, batch * cfg.block_size / rate)
                 print(
-                    f"{name:<6} batch {batch:<3} eval {eval_s:.1f} s every {every} steps: "
-                    f"{frac:.1%} of the run's wall time"
+                    f"{name:<6} batch {batch:<3} every {cost.every} steps: eval "
+                    f"{cost.eval_seconds:.1f} s ({cost.share(cost.eval_seconds):.1%} of the "
+                    f"run's wall time), samples {cost.sample_seconds:.2f} s "
+                    f"({cost.share(cost.sample_seconds):.2%}); once per run "
+                    f"{cost.setup_seconds:.1f} s"
                 )
 
 

@@ -2,6 +2,7 @@
 
     uv run python bench/tui_latency.py [--config tiny] [--iters 200] [--eval-interval 100]
                                        [--batch-size 16] [--data PATH] [--device D] [--presses 30]
+                                       [--sample-presses 20]
     uv run python bench/tui_latency.py --during-report   # keys while the Runs pane's report runs
 
 1. Trains with the command line (`lal train`, a subprocess) and reads its training tokens/s
@@ -14,7 +15,10 @@
    driver): the latency is the time from the key until the new pane is active ("handled") and
    until the next frame is handed to the terminal ("on screen"). The dashboard's follower is
    timed too: for each step, from the run's wall-clock time of its log line (the step's end,
-   `RunFollower.last_time`) to the moment the follower yielded it.
+   `RunFollower.last_time`) to the moment the follower yielded it. Then, for the rest of the
+   run, keys are sent only while the samples drawn after an eval stream into the Train pane
+   (hundreds of pieces a second; `--sample-presses` of them at most): a lower
+   `--eval-interval` gives more such windows.
 3. Reads the child's training tokens/s the same way as in 1, and the CPU time the dashboard's
    own process took meanwhile (what it took from the run, on a machine of few cores).
 
@@ -97,13 +101,18 @@ class TimedFollower(RunFollower):
             yield event
 
 
-async def switch_panes(app, frames: list[float], presses: int, while_running: str | None):
-    """Alternate panes 2 <-> 3 (while the job group `while_running` runs, if one is named);
-    (key handled, new pane on screen) seconds per press."""
+async def switch_panes(
+    app, frames: list[float], presses: int, while_running: str | None, when=None
+):
+    """Alternate panes 2 <-> 3 (while the job group `while_running` runs, if one is named; and
+    only while `when()`, if given); (key handled, new pane on screen) seconds per press."""
     handled, shown = [], []
     rng = random.Random(0)
     target = "sample"
     while len(shown) < presses and (while_running is None or app.running(while_running)):
+        if when is not None and not when():
+            await asyncio.sleep(0.01)
+            continue
         key = "3" if target == "sample" else "2"
         # the way a terminal's key arrives: from the driver into the app's queue (the pilot's
         # press() also waits for the process to go idle, which it never is while following)
@@ -137,10 +146,17 @@ async def dashboard_run(args, runs_dir: Path, launcher: ProcessLauncher):
             await asyncio.sleep(0.05)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         busy = await switch_panes(app, frames, args.presses, "train")
+
+        def streaming() -> bool:  # the Train pane is taking in an eval's samples
+            newest = pane.samples.book.newest()
+            return newest is not None and newest.status == "drawing"
+
+        sampling = await switch_panes(app, frames, args.sample_presses, "train", streaming)
         await app.jobs.worker("train").wait()  # until the child has saved and exited
         share = (time.process_time() - cpu0) / (time.perf_counter() - wall0)
+        drawn = len(pane.samples.book)
         await pilot.pause(0.2)
-    return training_rate(runs_dir), idle, busy, share
+    return training_rate(runs_dir), idle, busy, sampling, drawn, share
 
 
 def watch_display(app) -> list[float]:
@@ -192,7 +208,7 @@ def run_both(args) -> tuple:
         # lal train before and after the dashboard's run: their mean cancels the machine's drift
         before = cli_run(args, Path(tmp) / "cli-before")
         try:
-            tui, idle, busy, share = asyncio.run(dashboard_run(args, Path(tmp) / "tui", launcher))
+            tui, *keys = asyncio.run(dashboard_run(args, Path(tmp) / "tui", launcher))
         finally:  # a child left by a failure goes with the bench
             for child in launcher.children:
                 if child.poll() is None:
@@ -200,7 +216,7 @@ def run_both(args) -> tuple:
                 child.wait()
         after = cli_run(args, Path(tmp) / "cli-after")
     cli = tuple((a + b) / 2 for a, b in zip(before, after, strict=True))
-    return cli, tui, idle, busy, share
+    return cli, tui, *keys
 
 
 def main() -> None:
@@ -212,6 +228,12 @@ def main() -> None:
     parser.add_argument("--data", default=os.environ.get("LAL_DATA"))
     parser.add_argument("--device", default=None)
     parser.add_argument("--presses", type=int, default=30)
+    parser.add_argument(
+        "--sample-presses",
+        type=int,
+        default=20,
+        help="then, keys pressed only while an eval's samples stream in (at most)",
+    )
     parser.add_argument(
         "--during-report",
         action="store_true",
@@ -227,7 +249,7 @@ def main() -> None:
         print(f"report running, key to new pane on screen:  {ms(shown)}")
         return
 
-    cli, tui, idle, busy, share = run_both(args)
+    cli, tui, idle, busy, sampling, drawn, share = run_both(args)
     print(f"config {args.config}, {args.iters} iterations, batch {args.batch_size}, "
           f"eval every {args.eval_interval}")  # fmt: skip
     for name, (rate, step_rate, steps) in (
@@ -242,6 +264,9 @@ def main() -> None:
     print(f"idle app, key to new pane on screen:  {ms(idle[1])}")
     print(f"training, key to pane switch handled: {ms(busy[0])}")
     print(f"training, key to new pane on screen:  {ms(busy[1])}")
+    print(f"samples streaming ({drawn} evals' samples), key to pane switch handled: "
+          f"{ms(sampling[0])}")  # fmt: skip
+    print(f"samples streaming, key to new pane on screen:  {ms(sampling[1])}")
     print(f"step end in the run to its event at the follower: {ms(TimedFollower.delays, 'steps')}")
 
 

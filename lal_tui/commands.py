@@ -29,4 +29,9 @@ def dashboard_commands(
         "Toggle smoothing", "Smooth the step-loss line (EMA)", train_pane.action_toggle_smoothing
     )
     yield SystemCommand("Toggle log scale", "Log-scale loss axis", train_pane.action_toggle_log)
+    yield SystemCommand(
+        "Toggle writing plot",
+        "Plot the loss, or the writing figures of the samples drawn after each eval",
+        train_pane.action_toggle_writing,
+    )
     yield SystemCommand("Help", "Keys, by pane", show_help)

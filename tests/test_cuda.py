@@ -24,6 +24,7 @@ from lal_core.model.config import get_model_config
 from lal_core.model.recipe import TrainConfig
 from lal_core.runs import events as ev
 from lal_core.runs.checkpoints import load_weights
+from lal_core.runs.folder import RunDir
 from lal_core.training.request import RunRequest
 from lal_core.training.train import Trainer, train
 
@@ -159,6 +160,9 @@ def test_compiled_cuda_checkpoint_loads_into_an_eager_cpu_model(
     result = train(RunRequest(micro_cfg, cfg, device="cuda", data=small_corpus))
     info = json.loads((result.run_dir / "run.json").read_text())
     assert info["device"] == "cuda"
+    # The samples after each eval, drawn on the GPU between compiled steps.
+    drawn = RunDir(result.run_dir).eval_samples()
+    assert [s.iteration for s in drawn] == [0, 3, 6] and all(s.status == "done" for s in drawn)
     tensors, cfg = load_weights(result.run_dir / "final.safetensors")
     assert not any(k.startswith("_orig_mod.") for k in tensors)
     cpu = TorchBackend(cfg, seed=9, device="cpu", compile=False)

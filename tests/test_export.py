@@ -189,17 +189,18 @@ def test_plot_writes_a_picture_and_the_csv_holds_every_eval(two_runs, tmp_path, 
     a, b = two_runs
     result = call_main(capsys, "plot", a.run_id)  # no -o: curves.png in the run folder
     assert result.returncode == 0 and str(a.path / "curves.png") in result.stdout
-    assert png_size(a.path / "curves.png") == (1350, 750)
+    assert png_size(a.path / "curves.png") == (1350, 1350)  # loss, then how it writes
 
     png, svg, table = tmp_path / "both.png", tmp_path / "both.svg", tmp_path / "evals.csv"
     result = call_main(capsys, "plot", a.run_id, b.run_id, "-o", str(png), "--csv", str(table))
     assert result.returncode == 0, result.stderr
-    assert png_size(png) == (1350, 750)
+    assert png_size(png) == (1350, 1350)
     assert call_main(capsys, "plot", a.run_id, "-o", str(svg)).returncode == 0
     assert "<svg" in svg.read_text()[:1000]
 
     rows = list(csv.DictReader(table.open()))
-    assert list(rows[0]) == ["run", "iter", "train_loss", "val_loss", "lr", "elapsed"]
+    assert list(rows[0])[:5] == ["run", "iter", "train_loss", "val_loss", "val_bpb"]
+    assert "distinct_2" in rows[0] and "held_out_memorised_8" in rows[0]
     expected = [(r.run_id, e) for r in (a, b) for e in r.evals()]
     assert len(rows) == len(expected) == 2 * 4  # evals at 0, 4, 8, 12 in each run
     for row, (run_id, e) in zip(rows, expected, strict=True):

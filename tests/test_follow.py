@@ -119,7 +119,7 @@ def test_a_second_writer_is_refused_and_changes_nothing(short_corpus, isolated_h
 
 def test_watch_prints_a_finished_runs_log_and_returns(short_corpus, isolated_home, capsys):
     result = train(RunRequest(MICRO, FAST, data=short_corpus))
-    assert main(["watch", result.run_dir.name]) == 0
+    assert main(["watch", result.run_dir.name, "--no-samples"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"run {result.run_dir.name} | config micro")
     assert [line.split("|")[0].strip() for line in out[1:4]] == ["iter 0", "iter 4", "iter 8"]

@@ -19,10 +19,10 @@ FORMAT_1 = {
     "run_id": "20261101-101010-micro-torch",
     "created": 1793527810.5,
     "model_config": MICRO.to_dict(),
-    "train_config": {  # as lal wrote it then: no eval_tokens
+    "train_config": {  # as lal wrote it then: no eval_tokens, no eval samples
         k: v
         for k, v in TrainConfig(max_iters=40, eval_interval=250).to_dict().items()
-        if k != "eval_tokens"
+        if k not in ("eval_tokens", "eval_samples", "eval_sample_tokens")
     },
     "backend": "torch",
     "device": "cpu",
@@ -88,6 +88,8 @@ def test_a_format_1_run_folder_opens_typed_and_rewrites_unchanged(tmp_path):
     # Fields added since, at the values that mean what the old file meant: its evals scored
     # the whole val split.
     assert rewritten["train_config"].pop("eval_tokens") == 0
+    assert rewritten["train_config"].pop("eval_samples") == 0  # it drew none: it still draws none
+    assert rewritten["train_config"].pop("eval_sample_tokens") == 64
     assert rewritten["data"].pop("eval_tokens") is None
     assert rewritten == {
         k: v for k, v in future_key.items() if k not in ("format_version", "process")
@@ -167,6 +169,8 @@ def test_update_rewrites_only_what_changed(tmp_path):
     assert data["updated"] > FORMAT_1["updated"]
     changed = ("status", "iteration", "updated", "format_version", "process")
     assert data["train_config"].pop("eval_tokens") == 0 and data["data"].pop("eval_tokens") is None
+    assert data["train_config"].pop("eval_samples") == 0
+    assert data["train_config"].pop("eval_sample_tokens") == 64
     assert {k: v for k, v in data.items() if k not in changed} == {
         k: v for k, v in FORMAT_1.items() if k not in changed
     }

@@ -14,12 +14,12 @@ import pytest
 from conftest import FAST, MICRO, assert_one_line_error, call_main
 from lal_core.data.corpus import load_corpus
 from lal_core.data.tokenizer import encode
-from lal_core.quality.metrics import distinct, find_loop, repeated_share
 from lal_core.quality.report_file import read_report
-from lal_core.quality.verbatim import VerbatimIndex, suffix_array
 from lal_core.runs.folder import RunDir
 from lal_core.training.request import RunRequest
 from lal_core.training.train import train
+from lal_core.writing.repetition import distinct, find_loop, repeated_share
+from lal_core.writing.verbatim import VerbatimIndex, suffix_array
 
 
 # -- figures on constructed texts --------------------------------------------------------------

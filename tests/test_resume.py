@@ -57,6 +57,10 @@ def test_stop_and_resume_ends_bit_identical(micro_cfg, small_corpus, stop_step):
     evals = resumed_run.evals()
     assert [r.iteration for r in evals] == [0, 5, 10, 15, 16]
     assert [r.val_loss for r in evals] == [r.val_loss for r in RunDir(straight.run_dir).evals()]
+    # The samples drawn at each eval too: the same weights, prompts and seeds.
+    samples = resumed_run.eval_samples()
+    assert [s.iteration for s in samples] == [0, 5, 10, 15, 16]
+    assert [s.texts for s in samples] == [s.texts for s in RunDir(straight.run_dir).eval_samples()]
 
 
 @pytest.mark.slow

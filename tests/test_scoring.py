@@ -16,7 +16,8 @@ from lal_core.training.request import RunRequest
 from lal_core.training.train import train
 
 LINE = re.compile(
-    r"on (?P<text>.+): loss (?P<loss>[\d.]+), perplexity (?P<ppl>[\d.]+) over "
+    r"on (?P<text>.+): loss (?P<loss>[\d.]+) \((?P<bpb>[\d.]+) bits per byte\), "
+    r"perplexity (?P<ppl>[\d.]+) over "
     r"(?P<tokens>[\d,]+) tokens \((?P<windows>[\d,]+) windows of (?P<block>\d+)\)"
 )
 
@@ -51,6 +52,7 @@ def test_eval_gives_the_val_loss_the_run_recorded(run, capsys):
     best = scored(capsys, run.run_id)  # --checkpoint best by default
     assert best["text"] == "the val split of small.txt"
     assert float(best["loss"]) == pytest.approx(info.best_val, abs=1e-3)
+    assert float(best["bpb"]) == pytest.approx(info.best_bpb, abs=1e-3)  # as run.json says
     assert float(best["ppl"]) == pytest.approx(math.exp(float(best["loss"])), rel=1e-3)
     final = scored(capsys, run.run_id, "--checkpoint", "final")
     assert evals[-1].iteration == FAST.max_iters  # final holds the last eval's weights

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ScriptedBackend
+from conftest import ScriptedBackend, call_main
 from lal_core import sft
 from lal_core.backends import make_backend, mlx_available
 from lal_core.cli import main
@@ -18,7 +18,15 @@ from lal_core.errors import DataError
 from lal_core.generation.sampling import load_for_sampling
 from lal_core.quality.report_file import read_report
 from lal_core.runs.checkpoints import load_weights, save_weights
-from lal_core.runs.events import CheckpointSaved, RunFailed, SFTEpochDone, StepDone, StopRequest
+from lal_core.runs.events import (
+    CheckpointSaved,
+    RunFailed,
+    SamplesDone,
+    SampleText,
+    SFTEpochDone,
+    StepDone,
+    StopRequest,
+)
 from lal_core.runs.folder import RunDir, process_info
 from lal_core.runs.follow import RunFollower
 from lal_core.runs.records import RunRecord
@@ -186,6 +194,24 @@ def test_masked_loss_falls_over_five_epochs(tuned):
     base = load_for_sampling(run.checkpoint("best"))
     after = load_for_sampling(run.checkpoint("sft"))
     assert masked_eval(after, examples) < masked_eval(base, examples) - 0.5
+
+
+def test_every_epoch_answers_a_trained_and_a_held_out_question_as_it_goes(tuned, capsys):
+    run, result, events, _ = tuned
+    done = [e for e in events if isinstance(e, SamplesDone)]
+    epochs = [e for e in events if isinstance(e, SFTEpochDone)]
+    assert len(done) == len(epochs) == 5 and all(d.status == "done" for d in done)
+    trained = sft.builtin_pairs()[0].question
+    assert done[0].prompts == (f"Q: {trained}\nA:", f"Q: {sft.HELD_OUT_QUESTION}\nA:")
+    for d in done:
+        streamed = "".join(
+            e.text for e in events if isinstance(e, SampleText) and e.iteration == d.iteration
+        )
+        assert streamed == "".join(d.texts)
+        assert d.figures.closed in (0.0, 0.5, 1.0) and d.held_out is None
+    # The same events in the run's fine-tuning log, printed by `lal watch --sft`.
+    out = call_main(capsys, "watch", "--sft", run.path).stdout
+    assert out.count("answers at iter") == 5 and "closed " in out
 
 
 @pytest.mark.slow
@@ -389,7 +415,9 @@ def test_cli_sft_then_chat(isolated_home, chat_cfg, capsys):
     # The before/after is the report's chat mode: every question, both answers side by side,
     # the figures (the run records no corpus: no val loss or held-out baseline), saved.
     assert "before (best)" in out and "after (sft)" in out and "answers closed" in out
-    assert out.count("Q: ") == 13 and "Q: Who is Juliet?  (NOT in training pairs)" in out
+    # (each epoch's two answers, streamed as `N> Q: ...`, come before the report)
+    assert out.count("> Q: ") == 4 and out.count("Q: ") - 4 == 13
+    assert "Q: Who is Juliet?  (NOT in training pairs)" in out
     saved = read_report(run)
     assert saved.mode == "chat" and [c.label for c in saved.columns] == [
         "before (best)",

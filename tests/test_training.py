@@ -28,7 +28,15 @@ SHORT_RUN = {  # backend: (recipe, characters of TinyShakespeare)
 }
 # (recipe, repeats of the cat line, characters of TinyShakespeare)
 EARLY_STOP = (
-    TrainConfig(max_iters=400, eval_interval=4, batch_size=4, lr=1e-2, warmup_iters=2, patience=3),
+    TrainConfig(
+        max_iters=400,
+        eval_interval=4,
+        batch_size=4,
+        lr=1e-2,
+        warmup_iters=2,
+        patience=3,
+        eval_samples=0,  # up to 100 evals: their samples are tested elsewhere
+    ),
     800,
     12_000,
 )
@@ -52,6 +60,11 @@ def test_short_run_lowers_the_loss(backend, micro_cfg, small_corpus, shakespeare
     assert evals[0].val_loss > 10.5
     assert evals[-1].val_loss < evals[0].val_loss - 2.0
     assert result.status == "completed" and result.iteration == cfg.max_iters
+    # After every eval, on either backend, samples of what it writes then, with their figures.
+    drawn = [e for e in seen if isinstance(e, ev.SamplesDone)]
+    assert [d.iteration for d in drawn] == [e.iteration for e in evals]
+    assert all(d.status == "done" and len(d.texts) == cfg.eval_samples for d in drawn)
+    assert all(d.figures.samples == cfg.eval_samples for d in drawn)
 
     # The run folder holds everything the issue lists, and nothing pickled.
     files = sorted(p.name for p in result.run_dir.iterdir())

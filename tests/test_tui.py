@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from rich.text import Text
 from textual.worker import WorkerState
 
 from conftest import LONG
@@ -36,12 +37,14 @@ from lal_tui.app import LalApp, main
 from lal_tui.panes.runs import RunsPane
 from lal_tui.panes.sample import SamplePane
 from lal_tui.panes.sft import COUNTED_STYLES, MASKED_STYLE, SFTPane
-from lal_tui.panes.train import REDRAW_SECONDS, TrainPane
+from lal_tui.panes.train import REDRAW_SECONDS, SAMPLES_REDRAW_SECONDS, TrainPane
 from lal_tui.screens.confirm import ConfirmScreen, QuitScreen
 from lal_tui.settings import Settings, parse_settings
+from lal_tui.widgets.eval_samples import NEWLINE, SampleView, last_lines, render_sample
+from lal_tui.widgets.loss_plot import LossPlot
 from lal_tui.work import signals
 from lal_tui.work.launching import ThreadLauncher
-from lal_tui.work.messages import ReportProgress, SampleFinished, TrainEvent
+from lal_tui.work.messages import ReportProgress, SampleFinished, SFTEvent, TrainEvent
 
 SIZE = (100, 30)
 # The dashboard's own short recipe (batch 4: a smoother curve to draw); LONG runs until stopped.
@@ -95,6 +98,18 @@ def settings(micro_cfg, tiny_corpus, isolated_home) -> Settings:
 def micro(settings: Settings, train_config: TrainConfig, **changes) -> Settings:
     """The micro model with this recipe (and other RunRequest fields changed)."""
     return settings.choose("micro", 0.0, train_config=train_config, **changes)
+
+
+def train_events_into(seen: list):
+    """A message hook that keeps the engine events the Train pane is sent."""
+    return lambda m: seen.append(m.event) if isinstance(m, TrainEvent) else None
+
+
+async def train_to_the_end(app: LalApp, pilot) -> None:
+    """Start a run (t), wait for it to end, and let the Train pane draw what came."""
+    await pilot.press("t")
+    await job(app, "train").wait()
+    await pilot.pause(REDRAW_SECONDS + 0.4)
 
 
 def unique(messages: list) -> list:
@@ -151,7 +166,7 @@ async def test_train_key_starts_a_run_and_the_plot_follows(settings, monkeypatch
 
     monkeypatch.setattr(TrainPane, "record", record)
     app = LalApp(settings, launcher=threads)
-    hook = lambda m: seen.append(m.event) if isinstance(m, TrainEvent) else None  # noqa: E731
+    hook = train_events_into(seen)
     async with app.run_test(size=SIZE, message_hook=hook) as pilot:
         await pilot.press("1")
         assert app.focused.id == "configs"
@@ -212,11 +227,8 @@ async def test_early_stop_shows_its_marker(settings, micro_cfg, shifted_corpus, 
     settings = micro(settings, recipe, data=str(shifted_corpus))
     seen: list = []
     app = LalApp(settings, launcher=threads)
-    hook = lambda m: seen.append(m.event) if isinstance(m, TrainEvent) else None  # noqa: E731
-    async with app.run_test(size=SIZE, message_hook=hook) as pilot:
-        await pilot.press("t")
-        await job(app, "train").wait()
-        await pilot.pause(REDRAW_SECONDS + 0.4)
+    async with app.run_test(size=SIZE, message_hook=train_events_into(seen)) as pilot:
+        await train_to_the_end(app, pilot)
         stops = [e for e in unique(seen) if isinstance(e, ev.EarlyStopped)]
         assert len(stops) == 1
         plot = app.query_one(TrainPane).plot
@@ -401,6 +413,250 @@ async def test_setup_validates_as_you_type(settings, monkeypatch, threads):
         assert "@ micro 2 of 6" in str(app.query_one("#configs").get_row("tiny")[-1])
 
 
+# -- the samples drawn after each eval ------------------------------------------------------------
+def shown_sample(pane: TrainPane) -> tuple[str, str]:
+    """The sample view as drawn: its title and its text (its rows joined, spaces evened)."""
+    view = pane.samples
+    return str(view.border_title), " ".join(str(view.render()).split())
+
+
+def inline(text: str) -> str:
+    """A sample's text as the view shows it: newlines in place (NEWLINE), spaces evened."""
+    return " ".join(text.replace("\n", NEWLINE).split())
+
+
+def test_a_long_sample_shows_its_last_rows():
+    from rich.console import Console
+
+    text = render_sample("ROMEO:\n", " ".join(f"w{i}" for i in range(60)))
+    shown = last_lines(text, 20, 3, Console())
+    rows = shown.plain.split("\n")
+    assert len(rows) == 3 and all(len(r) <= 20 for r in rows)
+    assert rows[-1].endswith("w59") and "ROMEO:" not in shown.plain
+    assert last_lines(Text("short"), 20, 3, Console()).plain == "short"
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio
+async def test_a_runs_samples_show_as_they_come_and_keys_step_through_evals(settings, threads):
+    recipe = replace(FAST, eval_samples=2, eval_sample_tokens=6)
+    seen: list = []
+    app = LalApp(micro(settings, recipe), launcher=threads)
+    async with app.run_test(size=SIZE, message_hook=train_events_into(seen)) as pilot:
+        await train_to_the_end(app, pilot)
+        done = [e for e in unique(seen) if isinstance(e, ev.SamplesDone)]
+        assert [(e.iteration, e.status, len(e.texts)) for e in done] == [
+            (i, "done", 2) for i in (0, 4, 8)
+        ]
+        texts = {
+            e.iteration: [p + t for p, t in zip(e.prompts, e.texts, strict=True)] for e in done
+        }
+        pane = app.query_one(TrainPane)
+        # the newest eval's last sample, as it was streamed
+        title, text = shown_sample(pane)
+        assert title.startswith("samples @ iter 8 (2/2") and text == inline(texts[8][1])
+        assert "Evals" in footer_labels(app)
+
+        await pilot.press("left_square_bracket")  # back one eval: the same sample of it
+        title, text = shown_sample(pane)
+        assert title.startswith("samples @ iter 4 (2/2") and "newest @ 8: ] to follow" in title
+        assert text == inline(texts[4][1])
+        await pilot.press("s")  # that eval's next (first) sample
+        title, text = shown_sample(pane)
+        assert title.startswith("samples @ iter 4 (1/2") and text == inline(texts[4][0])
+        await pilot.press("left_square_bracket", "left_square_bracket")  # no eval before 0
+        assert shown_sample(pane)[0].startswith("samples @ iter 0 (1/2")
+        await pilot.press("right_square_bracket", "right_square_bracket")  # the newest: live
+        title, text = shown_sample(pane)
+        assert title.startswith("samples @ iter 8 (2/2") and "newest" not in title
+        assert pane.samples.pinned is None
+
+        # the writing figures, over the evals, beside the held-out text's when there is one
+        await pilot.press("w")
+        await pilot.pause(0.3)
+        plot = pane.plot
+        assert plot.view == "writing" and plot.writing_iters == [0, 4, 8]
+        assert plot.drawn.series["distinct-2"] == 3 and plot.drawn.series["in a loop"] == 3
+        assert [v.label for v in plot.drawn.vlines] == ["best"]
+        logged = app.query_one("#train-log").lines
+        assert any(line.startswith("writing @ 8: distinct-2 ") for line in logged)
+        await pilot.press("w")
+        await pilot.pause(0.3)
+        assert plot.view == "loss" and "val" in plot.drawn.series
+
+
+def footer_labels(app: LalApp) -> list[str]:
+    from textual.widgets._footer import FooterKey, FooterLabel
+
+    keys = [key.description for key in app.query(FooterKey)]
+    return keys + [str(label.render()) for label in app.query(FooterLabel)]
+
+
+def eval_event(it: int, val: float, best: tuple[float, int]) -> ev.EvalDone:
+    return ev.EvalDone(
+        iteration=it,
+        train_loss=val - 0.1,
+        val_loss=val,
+        lr=1e-3,
+        is_best=best[1] == it,
+        tokens_per_sec=1000.0,
+        elapsed=it / 10,
+        eval_seconds=0.1,
+        best_val=best[0],
+        best_iter=best[1],
+        line=f"iter {it} | val {val:.4f}",
+    )
+
+
+@pytest.mark.asyncio
+async def test_a_sample_streams_and_stepping_back_holds_the_view(settings, threads):
+    from test_tui_snapshots import LATER_TEXT, PROMPTS, synthetic_samples
+
+    app = LalApp(settings, launcher=threads)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("2")
+        pane = app.query_one(TrainPane)
+        title, text = shown_sample(pane)
+        assert title == "samples" and "after each eval" in text
+        for k, it in enumerate((0, 250)):
+            pane.post_message(TrainEvent(eval_event(it, 5.0 - k, (5.0 - k, it))))
+            for event in synthetic_samples(k, it):
+                pane.post_message(TrainEvent(event))
+        third = synthetic_samples(2, 500)
+        pieces = [e for e in third if isinstance(e, ev.SampleText)]
+        first_half = 1 + len(pieces) // 2  # SamplesStarted and half the pieces
+        for event in third[:first_half]:
+            pane.post_message(TrainEvent(event))
+        await pilot.pause(SAMPLES_REDRAW_SECONDS + 0.2)
+        # the newest sample as it is written: its prompt, then what it has so far
+        streaming = pieces[first_half - 2]
+        so_far = "".join(p.text for p in pieces[: first_half - 1] if p.index == streaming.index)
+        title, text = shown_sample(pane)
+        assert title == f"samples @ iter 500 ({streaming.index + 1}/3, s: next) · writing…"
+        assert text.endswith(inline(PROMPTS[streaming.index] + so_far)[-60:])
+        assert streaming.index == 1  # the second of three
+        await pilot.press("s")  # the third: not begun
+        waiting = ("samples @ iter 500 (3/3, s: next) · waiting", inline(PROMPTS[2]))
+        assert shown_sample(pane) == waiting
+        await pilot.press("s")  # the first: whole
+        title, text = shown_sample(pane)
+        assert title == "samples @ iter 500 (1/3, s: next)"
+        assert text == inline(PROMPTS[0] + LATER_TEXT[0])
+        await pilot.press("left_square_bracket")
+        held = shown_sample(pane)
+        assert held[0].startswith("samples @ iter 250 (1/3")
+        assert "newest @ 500: ] to follow" in held[0]
+        for event in third[first_half:]:  # the rest comes: the view stays where it was put
+            pane.post_message(TrainEvent(event))
+        await pilot.pause(SAMPLES_REDRAW_SECONDS + 0.2)
+        assert shown_sample(pane) == held
+        await pilot.press("right_square_bracket")  # the newest again, followed live
+        done = third[-1]
+        title, text = shown_sample(pane)
+        assert title == "samples @ iter 500 (3/3, s: next)"
+        assert text.endswith(inline(done.texts[2])[-60:])
+
+
+def counted(method, counts: dict, key):
+    """`method`, counting its calls in counts[key]."""
+
+    def call(self, *args, **kwargs):
+        counts[key] += 1
+        return method(self, *args, **kwargs)
+
+    return call
+
+
+@pytest.mark.asyncio
+async def test_a_followed_logs_samples_replay_without_a_redraw_per_event(
+    settings, monkeypatch, threads
+):
+    """A dashboard that opens a run follows its log from the start: every eval's samples,
+    thousands of pieces, recorded without a redraw for each."""
+    from test_tui_snapshots import HELD_OUT, synthetic_samples
+
+    run = settings.runs_dir / "replayed"
+    run.mkdir(parents=True)
+    log = ev.EventLog(run / "metrics.jsonl")
+    evals = 60
+    for k in range(evals):
+        it = 10 * k
+        log(ev.StepDone(iteration=it, loss=4.0, lr=1e-3, tokens_per_sec=1e3, elapsed=it / 10))
+        log(eval_event(it, 4.0, (4.0, 0)))
+        for event in synthetic_samples(min(k, 5), it):
+            log(event)
+    log.close()
+    drawn = {SampleView: 0, LossPlot: 0}
+    for cls in drawn:
+        monkeypatch.setattr(cls, "redraw", counted(cls.redraw, drawn, cls))
+
+    app = LalApp(settings, launcher=threads)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("2")
+        await pilot.pause(0.2)
+        before = dict(drawn)
+        app.follow("train", "following replayed…", run)
+        await job(app, "train").wait()
+        pane = app.query_one(TrainPane)
+        last = 10 * (evals - 1)
+        await wait_until(pilot, lambda: pane.plot.writing_iters[-1:] == [last])
+        await pilot.pause(REDRAW_SECONDS + 0.2)
+        book = pane.samples.book
+        assert book.order == [10 * k for k in range(evals)]
+        # each sample whole: its pieces folded into its text once done
+        assert [len(p) for e in book.evals.values() for p in e.pieces] == [1] * 3 * evals
+        title, _ = shown_sample(pane)
+        assert title.startswith(f"samples @ iter {last} (3/3")
+        # some 4,000 events: a few redraws on the timers, not one per event
+        assert drawn[SampleView] - before[SampleView] <= 12
+        assert drawn[LossPlot] - before[LossPlot] <= 4
+
+        # the writing view: each figure over the evals, the held-out text's a dashed line
+        await pilot.press("w")
+        await pilot.pause(0.3)
+        plot = pane.plot
+        assert plot.drawn.series["distinct-2"] == evals
+        assert plot.drawn.series["held-out distinct-2"] >= 20
+        assert plot.drawn.series["held-out in a loop"] >= 20  # none of the held-out text loops
+        assert plot.held_out == HELD_OUT and plot.title().startswith("writing")
+
+
+@pytest.mark.asyncio
+async def test_sft_pane_streams_the_answers_at_each_epochs_end(settings, threads):
+    from test_tui_snapshots import HELD_OUT
+
+    questions = ("Q: Who is Romeo?\nA:", "Q: What is a sonnet?\nA:")
+    answer = [" Romeo", " is", " a", " Montague", ".", "<|end|>"]
+    started = ev.SamplesStarted(iteration=13, prompts=questions, tokens=60, seed=1, controls="")
+    epoch = ev.SFTEpochDone(
+        epoch=1, epochs=5, masked_loss=3.2, skipped_batches=0, elapsed=2.0, line="sft epoch 1/5"
+    )
+    app = LalApp(settings, launcher=threads)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("4")
+        pane = app.query_one(SFTPane)
+        box = app.query_one("#sft-epoch-answers")
+        pieces = [ev.SampleText(iteration=13, index=0, text=t) for t in answer[:4]]
+        for event in (epoch, started, *pieces):
+            pane.post_message(SFTEvent(event))
+        await pilot.pause(0.5)
+        assert str(box.border_title) == "answers after epoch 1/5, step 13 · writing…"
+        shown = str(box.render())
+        assert "training question\nQ: Who is Romeo?\nA: Romeo is a Montague" in shown
+        # scrolled into view below the plot as it comes
+        assert app.query_one("#sft-scroll").region.contains_point(box.region.offset)
+        text = "".join(answer)
+        figures = replace(HELD_OUT, samples=2, memorised_8=None, closed=0.5)
+        texts = (text, " A poem")
+        done = ev.SamplesDone(iteration=13, prompts=questions, texts=texts, figures=figures)
+        pane.post_message(SFTEvent(done))
+        await pilot.pause(0.5)
+        assert str(box.border_title) == "answers after epoch 1/5, step 13 · closed 1/2 (50%)"
+        shown = str(box.render())
+        assert f"Q: Who is Romeo?\nA:{text}" in shown
+        assert "held-out question\nQ: What is a sonnet?\nA: A poem" in shown
+
+
 # -- sampling -------------------------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.asyncio
@@ -549,6 +805,15 @@ async def test_sft_fine_tunes_and_shows_before_and_after(
         await wait_until(pilot, lambda: "…" not in str(app.query_one("#sft-after").render()))
         assert not notes.errors()
         assert len(pane.epoch_losses) == 5 and len(pane.steps) > 5
+        # each epoch's end answered its two questions, streamed in the pane, with the share
+        # of answers the model closed
+        assert len(pane.answers) == 5
+        assert {(e.status, e.count) for e in pane.answers.evals.values()} == {("done", 2)}
+        box = app.query_one("#sft-epoch-answers")
+        assert str(box.border_title).startswith("answers after epoch 5/5, step ")
+        assert " · closed " in str(box.border_title)
+        newest = pane.answers.newest()
+        assert f"{newest.prompts[1]}{newest.text(1)}" in str(box.render())
         assert (run_dir / "sft.safetensors").is_file()
         before = str(app.query_one("#sft-before").render())
         after = str(app.query_one("#sft-after").render())
@@ -570,6 +835,7 @@ async def test_usable_at_80x24_with_help_and_palette(settings, threads):
         plot = app.query_one(TrainPane).plot
         assert plot.size.height >= 8 and plot.size.width >= 70
         assert app.query_one("#train-log").size.height >= 3
+        assert app.query_one("#train-samples").size.height >= 4
         await pilot.press("question_mark")
         assert type(app.screen).__name__ == "HelpScreen"
         await pilot.press("escape")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from lal_core.backends import BackendInfo
 from lal_core.model.config import MODEL_CONFIGS
 from lal_core.model.recipe import TrainConfig
 from lal_core.runs import events as ev
-from lal_core.runs.records import CorpusInfo
+from lal_core.runs.records import CorpusInfo, Figures
 from lal_core.training.request import RunRequest
 from lal_tui.app import LalApp
 from lal_tui.panes.sample import SamplePane
@@ -142,22 +143,96 @@ def test_setup_pane(snap_app, snap_compare):
     assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
 
 
-def synthetic_run() -> list:
+# The samples drawn after each eval (the same prompts every time), as the model learns to write:
+# per eval, each sample's text and the writing figures (distinct-2, repeated 4-grams, samples in
+# a loop, memorised 8-grams).
+PROMPTS = ("ROMEO:\n", "First Citizen:\nWe are accounted poor", "KING RICHARD II:\n")
+SAMPLE_TEXTS = {
+    0: ("the the, the the,", " citizens the the the the the", "and and and the\n"),
+    250: (
+        "I will not be the king,\nAnd I will not be the king.\n",
+        " citizens, the patricians good.\nWhat authority surfeits on",
+        "What is the king? what is the king?\n",
+    ),
+}
+LATER_TEXT = (
+    "O, she doth teach the torches to burn bright!\nIt seems she hangs upon the cheek of night",
+    " citizens, the patricians good. What authority surfeits on would relieve us: if they "
+    "would yield us but the superfluity, while it were wholesome, we might guess they "
+    "relieved us humanely; but they think we are too dear",
+    "Now is the winter of our discontent\nMade glorious summer by this sun of York;",
+)
+HELD_OUT = Figures(
+    samples=3,
+    distinct_1=0.78,
+    distinct_2=0.96,
+    repeated_4=0.02,
+    looping=0,
+    memorised_8=0.05,
+    longest=9,
+    longest_text="the winter of our discontent",
+)
+
+
+def figures_at(k: int) -> Figures:
+    """The k-th eval's samples' figures: repetition falls, then memorisation climbs."""
+    return Figures(
+        samples=3,
+        distinct_1=min(0.3 + 0.1 * k, 0.8),
+        distinct_2=min(0.25 + 0.12 * k, 0.97),
+        repeated_4=max(0.6 - 0.15 * k, 0.03),
+        looping=max(3 - k, 0),
+        memorised_8=min(0.02 * k * k, 0.6),
+        longest=4 + 3 * k,
+        longest_text="the king",
+    )
+
+
+def synthetic_samples(k: int, it: int, pieces: int = 0) -> list:
+    """The sample events after the k-th eval (at iteration `it`): whole, or (`pieces` > 0) cut
+    off after that many pieces, as if still being drawn."""
+    texts = SAMPLE_TEXTS.get(it, LATER_TEXT)
+    controls = "temperature 0.8, top-k 200"
     events: list = [
-        ev.RunStarted(
-            run_id="20260101-120000-tiny-torch",
-            run_dir=Path("checkpoints/20260101-120000-tiny-torch"),
-            kind="train",
-            model_config=MODEL_CONFIGS["tiny"],
-            backend="torch",
-            device="cpu",
-            n_params=7_242_240,
-            max_steps=TrainConfig().max_iters,
-            header="run 20260101-120000-tiny-torch | config tiny (7.24M params) | "
-            "Device: torch/cpu | data input.txt (304,222 train / 33,803 val tokens)",
-            train_config=TrainConfig(),
-        )
+        ev.SamplesStarted(iteration=it, prompts=PROMPTS, tokens=64, seed=1337, controls=controls)
     ]
+    # a piece per word, with the space or newline before it
+    drawn = [(i, word) for i, text in enumerate(texts) for word in re.findall(r"\s*\S+|\s+$", text)]
+    for n, (i, piece) in enumerate(drawn):
+        if pieces and n == pieces:
+            return events
+        events.append(ev.SampleText(iteration=it, index=i, text=piece))
+    done = ev.SamplesDone(
+        iteration=it,
+        prompts=PROMPTS,
+        texts=texts,
+        figures=figures_at(k),
+        held_out=HELD_OUT,
+        seconds=1.5,
+    )
+    return [*events, done]
+
+
+def run_started() -> ev.RunStarted:
+    return ev.RunStarted(
+        run_id="20260101-120000-tiny-torch",
+        run_dir=Path("checkpoints/20260101-120000-tiny-torch"),
+        kind="train",
+        model_config=MODEL_CONFIGS["tiny"],
+        backend="torch",
+        device="cpu",
+        n_params=7_242_240,
+        max_steps=TrainConfig().max_iters,
+        header="run 20260101-120000-tiny-torch | config tiny (7.24M params) | "
+        "Device: torch/cpu | data input.txt (304,222 train / 33,803 val tokens)",
+        train_config=TrainConfig(),
+    )
+
+
+def synthetic_run() -> list:
+    """The write-up's example run, as its log would replay it: steps, evals and their samples
+    (the last eval's still being drawn), then its early stop."""
+    events: list = [run_started()]
     best_val, best_iter = math.inf, 0
     evals = dict((it, (t, v)) for it, t, v in SPEC_EVALS)
     for it in range(0, 1751):
@@ -186,6 +261,9 @@ def synthetic_run() -> list:
                     line=line,
                 )
             )
+            # the last eval's samples are still being drawn: the second one streams
+            k = sorted(evals).index(it)
+            events += synthetic_samples(k, it, pieces=30 if it == 1750 else 0)
         if it == 1750:
             events.append(
                 ev.EarlyStopped(
@@ -210,15 +288,33 @@ def synthetic_run() -> list:
     return events
 
 
+async def show_synthetic_run(pilot) -> TrainPane:
+    """The Train pane on screen, sent every event of `synthetic_run`."""
+    await pilot.press("2")
+    pane = pilot.app.query_one(TrainPane)
+    for event in synthetic_run():
+        pane.post_message(TrainEvent(event))
+    return pane
+
+
 def test_train_pane(snap_app, snap_compare):
     async def run_before(pilot):
-        await pilot.press("2")
-        pane = pilot.app.query_one(TrainPane)
-        for event in synthetic_run():
-            pane.post_message(TrainEvent(event))
+        await show_synthetic_run(pilot)
         await pilot.pause(REDRAW_SECONDS + 0.5)
 
     assert snap_compare(snap_app, terminal_size=SIZE, run_before=run_before)
+
+
+def test_train_pane_writing_at_80x24(snap_app, snap_compare):
+    # w: the writing figures over the evals, the held-out text's dashed; [: the eval before's
+    # samples, while the newest is still being drawn
+    async def run_before(pilot):
+        await show_synthetic_run(pilot)
+        await pilot.pause(0.3)
+        await pilot.press("w", "left_square_bracket")
+        await pilot.pause(REDRAW_SECONDS + 0.5)
+
+    assert snap_compare(snap_app, terminal_size=(80, 24), run_before=run_before)
 
 
 def test_sample_pane(snap_app, snap_compare):

@@ -2,7 +2,8 @@
 flag is said (`OneLineParser`, for `lal` and `lal-tui`).
 
 `Printer` prints a run's events as `lal train`, `lal sft` and `lal watch` show them: the
-header, one line per eval (or SFT epoch), how it ended; on a terminal the latest step in place.
+header, one line per eval (or SFT epoch), how it ended; on a terminal the latest step in place;
+after an eval its samples as they are drawn, indented, then their writing figures.
 `StopOnSignals` turns Ctrl-C, `kill` and a closed terminal into a stop request: the run ends
 after its step with everything saved; a second signal exits at once.
 """
@@ -34,12 +35,22 @@ class Printer:
     """Prints a run's events; steps only on a terminal, in place. A failure is left to the
     command (one `lal: error:` line) unless `failures` (`lal watch`, which only reads)."""
 
-    def __init__(self, failures: bool = False) -> None:
+    def __init__(self, failures: bool = False, samples: bool = True) -> None:
         self.live = sys.stderr.isatty()
         self.failures = failures
+        self.samples = samples  # print the samples drawn after each eval
         self.printed = 0
+        self._sample: int | None = None  # the sample being printed, if one is
+        self._prompts: tuple[str, ...] = ()
+        self._what = "samples"  # fine-tuning's are answers
 
     def __call__(self, event: ev.Event) -> None:
+        if isinstance(event, (ev.SamplesStarted, ev.SampleText, ev.SamplesDone)):
+            if self.samples:
+                self._print_samples(event)
+            return
+        if isinstance(event, ev.RunStarted):
+            self._what = "answers" if event.kind == "sft" else "samples"
         if isinstance(event, ev.StepDone):
             if self.live:
                 mfu = f" | {event.mfu:.0%} MFU" if event.mfu is not None else ""
@@ -56,6 +67,38 @@ class Printer:
             sys.stderr.write("\r\x1b[K")
         print(line, flush=True)
         self.printed += 1
+
+    def _print_samples(self, event: ev.SamplesStarted | ev.SampleText | ev.SamplesDone) -> None:
+        """Each sample streamed as it is drawn, its prompt first, every line indented."""
+        if self.live:
+            sys.stderr.write("\r\x1b[K")
+        out = sys.stdout
+        if isinstance(event, ev.SamplesStarted):
+            self._sample, self._prompts = None, event.prompts
+            out.write(f"  {self._what} at iter {event.iteration} ({event.controls}):\n")
+        elif isinstance(event, ev.SampleText):
+            if event.index != self._sample:
+                if self._sample is not None:
+                    out.write("\n")
+                self._sample = event.index
+                prompt = self._prompts[event.index] if event.index < len(self._prompts) else ""
+                out.write(f"  {event.index + 1}> " + _indented(prompt))
+            out.write(_indented(event.text))
+        else:
+            if self._sample is not None:
+                out.write("\n")
+            self._sample = None
+            if event.status == "failed":
+                out.write(f"  {event.line}\n")
+            elif event.status == "stopped":
+                out.write(f"  ({self._what} cut short by the stop)\n")
+            elif event.figures is not None:
+                out.write(f"  writing: {event.figures.describe(event.held_out)}\n")
+        out.flush()
+
+
+def _indented(text: str) -> str:
+    return text.replace("\n", "\n     ")
 
 
 class StopOnSignals:

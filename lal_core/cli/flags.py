@@ -166,6 +166,12 @@ RECIPE_FLAGS = {
         "evenly over it, the same ones every eval; 0: all of it",
     ),
     "patience": ("patience (evals)", "evals without a new best before early stop"),
+    "eval_samples": (
+        "eval samples",
+        "samples drawn after each eval from the weights then, the same prompts and seeds every "
+        "time, to watch the model learn to write; 0: none",
+    ),
+    "eval_sample_tokens": ("eval sample tokens", "tokens per eval sample, at most"),
     "seed": ("seed", "random seed (weights, batches, dropout)"),
 }
 

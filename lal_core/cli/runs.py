@@ -24,6 +24,9 @@ def add_parsers(sub) -> None:
     w = sub.add_parser("watch", help="print a run's log as it goes, until it ends")
     w.add_argument("run", nargs="?", default=None, help=NEWEST_LIVE)
     w.add_argument("--sft", action="store_true", help="its fine-tuning, not its training")
+    w.add_argument(
+        "--no-samples", action="store_true", help="leave out the samples drawn after each eval"
+    )
     w.add_argument("--runs-dir", default=None)
     w.set_defaults(handler=cmd_watch)
 
@@ -41,20 +44,24 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if not runs:
         print("no runs yet; start one with: lal train --config tiny")
         return 0
-    heads = ("run", "config", "backend", "best val", "@iter", "iters")
-    print("{:<34} {:<7} {:<8} {:>8} {:>6} {:>6}  status".format(*heads))
+    heads = ("run", "config", "backend", "best val", "bpb", "@iter", "iters")
+    print("{:<34} {:<7} {:<8} {:>8} {:>6} {:>6} {:>6}  status".format(*heads))
     for r in runs:
         if r.damaged:
-            blank = "{:<34} {:<7} {:<8} {:>8} {:>6} {:>6}".format(r.run_id, *"??----")
+            blank = "{:<34} {:<7} {:<8} {:>8} {:>6} {:>6} {:>6}".format(r.run_id, *"??-----")
             print(f"{blank}  damaged: {r.error}")
             continue
         best = f"{r.best_val:.4f}" if r.best_val is not None else "-"
+        # bits per byte: only runs from a lal that records it (an older run's is unknown)
+        bpb = r.record.best_bpb if r.record is not None else None
+        bpb_text = f"{bpb:.3f}" if bpb is not None and r.best_val is not None else "-"
         at = str(r.best_iter) if r.best_iter is not None else "-"
         status = r.status
         if r.writer is not None and r.writer.job == "sft":
             status += ", fine-tuning now"
         print(
-            f"{r.run_id:<34} {r.config:<7} {r.backend:<8} {best:>8} {at:>6} {r.iteration:>6}  "
+            f"{r.run_id:<34} {r.config:<7} {r.backend:<8} {best:>8} {bpb_text:>6} {at:>6} "
+            f"{r.iteration:>6}  "
             f"{status}"
         )
     return 0
@@ -64,7 +71,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from lal_core.runs.follow import RunFollower, live_run
 
     run = live_run(args.run, args.runs_dir)
-    printer = Printer(failures=True)
+    printer = Printer(failures=True, samples=not args.no_samples)
     for event in RunFollower(run, "sft" if args.sft else "train").events():
         printer(event)
     if not printer.printed:

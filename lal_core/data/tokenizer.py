@@ -8,6 +8,7 @@ tokens never shows U+FFFD halfway through a character.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import functools
 
 import numpy as np
@@ -51,6 +52,18 @@ def encode_array(text: str) -> np.ndarray:
 
 def decode(tokens: list[int]) -> str:
     return get_tokenizer().decode(tokens)
+
+
+@functools.cache
+def token_byte_lengths() -> np.ndarray:
+    """The UTF-8 bytes each token id stands for, (vocabulary,) int64: how many bytes of text a
+    stretch of tokens holds, without decoding it (bits per byte)."""
+    encoding = get_tokenizer()
+    lengths = np.zeros(encoding.n_vocab, dtype=np.int64)
+    for token in range(encoding.n_vocab):
+        with contextlib.suppress(KeyError):  # an id the encoding leaves unused
+            lengths[token] = len(encoding.decode_single_token_bytes(token))
+    return lengths
 
 
 class StreamDecoder:

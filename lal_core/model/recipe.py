@@ -48,6 +48,8 @@ class TrainConfig:
     eval_interval: int = 0  # steps between evals; 0: every EVAL_EVERY_SEQUENCES sequences
     eval_tokens: int = 40_000  # val tokens an eval scores at most (spread evenly); 0: all
     patience: int = 4  # evals without a new best before early stopping
+    eval_samples: int = 3  # samples drawn after each eval, to watch it write; 0: none
+    eval_sample_tokens: int = 64  # tokens per such sample, at most
     seed: int = 1337  # weights, batches, dropout
 
     def validate(self) -> TrainConfig:
@@ -65,6 +67,14 @@ class TrainConfig:
                     f"{key.replace('_', '-')} must be 0 (the default) or a positive integer, "
                     f"got {value}"
                 )
+        if not isinstance(self.eval_samples, int) or self.eval_samples < 0:
+            raise ConfigError(
+                f"eval-samples must be 0 (none) or a positive integer, got {self.eval_samples}"
+            )
+        if not isinstance(self.eval_sample_tokens, int) or self.eval_sample_tokens < 1:
+            raise ConfigError(
+                f"eval-sample-tokens must be a positive integer, got {self.eval_sample_tokens}"
+            )
         if not isinstance(self.micro_batch, int) or self.micro_batch < 0:
             raise ConfigError(
                 f"micro-batch must be 0 (the whole batch) or more, got {self.micro_batch}"
@@ -125,7 +135,8 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
-        data = {"eval_tokens": 0, **data}  # a run from before eval_tokens scored all of val
+        # A run from before eval_tokens scored all of val; one from before eval samples drew none.
+        data = {"eval_tokens": 0, "eval_samples": 0, **data}
         return cls(**{k: v for k, v in data.items() if k in known}).validate()
 
 

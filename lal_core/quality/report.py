@@ -13,9 +13,10 @@ their figures differ by the model, the backend or the settings alone:
                closed.
 
 Per column: the val loss, distinct-1 and -2, repeated 4-grams, samples in a loop
-(`quality.metrics`), memorised 8-grams and the longest verbatim stretch (`quality.verbatim`),
-each over the BPE tokens of the samples' text. A report is saved as its run's `report.json`,
-under the run's one-writer lock (`quality.report_file`, which reads it without a framework).
+(`writing.repetition`), memorised 8-grams and the longest verbatim stretch
+(`writing.verbatim`), each over the BPE tokens of the samples' text (`writing.figures`). A
+report is saved as its run's `report.json`, under the run's one-writer lock
+(`quality.report_file`, which reads it without a framework).
 """
 
 from __future__ import annotations
@@ -34,24 +35,24 @@ from lal_core.data.tokenizer import decode, encode
 from lal_core.errors import ConfigError, LalError
 from lal_core.generation.controls import Controls
 from lal_core.generation.sampling import Generation
-from lal_core.quality.metrics import distinct, find_loop, repeated_share
-from lal_core.quality.report_file import ColumnResult, Figures, QualityReport
+from lal_core.quality.report_file import ColumnResult, QualityReport
 from lal_core.quality.scoring import (
     load_scored,
     record_of,
     run_eval_batch,
     run_val_windows,
 )
-from lal_core.quality.verbatim import VerbatimIndex
 from lal_core.runs.events import StopRequest
 from lal_core.sft.chat import answer_controls
 from lal_core.sft.chat import closed as answer_closed
 from lal_core.sft.chat_format import HELD_OUT_QUESTIONS, builtin_pairs, chat_prompt, load_pairs
 from lal_core.training.evals import window_loss
 from lal_core.training.request import record_corpus
+from lal_core.writing.figures import figures_of
+from lal_core.writing.prompts import held_out_text, text_prompts
+from lal_core.writing.verbatim import VerbatimIndex
 
 PROMPTS = 5  # text mode: prompts, each the start of a val paragraph
-PROMPT_TOKENS = 8
 SAMPLES = 8  # samples per prompt
 TOKENS = 128  # per sample
 CHAT_SAMPLES = 4  # answers per question
@@ -67,86 +68,6 @@ class Column:
     backend: str
     controls: Controls
     label: str
-
-
-# -- figures ---------------------------------------------------------------------------------
-def _mean(values: Sequence[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return float(np.mean(known)) if known else None
-
-
-def figures_of(
-    samples: Sequence[Sequence[int]],
-    index: VerbatimIndex | None,
-    closed: float | None = None,
-    val_loss: float | None = None,
-) -> Figures:
-    """The figures of samples given as BPE tokens (without an index, no memorisation)."""
-    found = [index.verbatim(s) for s in samples] if index is not None else []
-    longest = max(found, key=lambda v: v.longest, default=None)
-    return Figures(
-        samples=len(samples),
-        distinct_1=_mean([distinct(s, 1) for s in samples]),
-        distinct_2=_mean([distinct(s, 2) for s in samples]),
-        repeated_4=_mean([repeated_share(s, 4) for s in samples]),
-        looping=sum(find_loop(s) is not None for s in samples),
-        memorised_8=_mean([v.memorised for v in found]),
-        longest=longest.longest if longest else 0,
-        longest_text=longest.longest_text if longest else "",
-        closed=closed,
-        val_loss=val_loss,
-    )
-
-
-# -- prompts and the held-out baseline ---------------------------------------------------------
-def paragraph_starts(val: np.ndarray, count: int, room: int) -> list[int]:
-    """`count` positions spread evenly over val, each moved to the start of the next paragraph
-    (after a blank line) when one comes soon, with `room` tokens after each."""
-    last = len(val) - room
-    if last < 0 or count < 1:
-        raise ConfigError(
-            f"the val split has {len(val):,} tokens, fewer than a prompt and a sample need "
-            f"({room:,}); ask for fewer --tokens"
-        )
-    newline, blank_line = encode("\n")[0], encode("\n\n")[0]  # BPE writes a blank line both ways
-    v = np.asarray(val, dtype=np.int64)
-    blank = np.zeros(len(v), dtype=bool)  # blank[i]: a blank line ends just before token i
-    blank[1:] = v[:-1] == blank_line
-    blank[2:] |= (v[:-2] == newline) & (v[1:-1] == newline)
-    blank &= (v != newline) & (v != blank_line)
-    starts = []
-    for p in np.linspace(0, last, count, endpoint=False).astype(int):
-        ahead = np.flatnonzero(blank[p : min(p + 2_000, last)])
-        starts.append(int(p + ahead[0]) if len(ahead) else int(p))
-    return starts
-
-
-def text_prompts(
-    val: np.ndarray, count: int, samples: int, tokens: int
-) -> tuple[list[list[int]], list[list[int]]]:
-    """Prompts from the val split, and held-out text to set beside their samples: `samples`
-    stretches of `tokens` tokens per prompt, those that follow it where the split is long enough
-    (else spread over it, overlapping)."""
-    if len(val) < count * (PROMPT_TOKENS + samples * tokens):
-        starts = paragraph_starts(val, count, PROMPT_TOKENS + tokens)
-        prompts = [val[s : s + PROMPT_TOKENS].tolist() for s in starts]
-        return prompts, held_out_text(val, count * samples, tokens)
-    starts = paragraph_starts(val, count, PROMPT_TOKENS + samples * tokens)
-    prompts, baseline = [], []
-    for s in starts:
-        prompts.append(val[s : s + PROMPT_TOKENS].tolist())
-        after = s + PROMPT_TOKENS
-        baseline += [
-            val[after + j * tokens : after + (j + 1) * tokens].tolist() for j in range(samples)
-        ]
-    return prompts, baseline
-
-
-def held_out_text(val: np.ndarray, count: int, tokens: int) -> list[list[int]]:
-    """`count` stretches of `tokens` tokens of the val split, spread evenly: the baseline for
-    prompts that do not come from it."""
-    starts = paragraph_starts(val, count, tokens)
-    return [val[s : s + tokens].tolist() for s in starts]
 
 
 def chat_questions(record: Any) -> tuple[list[str], list[bool]]:

@@ -17,33 +17,10 @@ from typing import Any
 from lal_core.errors import CheckpointError
 from lal_core.runs.files import atomic_write, read_json, write_json
 from lal_core.runs.folder import RunDir
-from lal_core.runs.records import read_fields, write_fields
+from lal_core.runs.records import Figures, read_fields, write_fields
 
 REPORT_FILE = "report.json"
 FORMAT = 1
-
-
-@dataclass(frozen=True)
-class Figures:
-    """A column's figures (or the held-out text's), each a mean over its samples."""
-
-    samples: int
-    distinct_1: float | None
-    distinct_2: float | None
-    repeated_4: float | None  # share of 4-grams repeating an earlier one of the same sample
-    looping: int  # samples caught in a loop
-    memorised_8: float | None  # share of 8-grams found verbatim in the training split
-    longest: int  # tokens in the longest verbatim stretch of any sample
-    longest_text: str
-    closed: float | None = None  # chat mode: share of answers the model closed
-    val_loss: float | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return write_fields(self)
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Figures:
-        return read_fields(cls, data)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""`lal eval`: a checkpoint's loss and perplexity on its run's val split or on any text.
+"""`lal eval`: a checkpoint's loss, bits per byte and perplexity on its run's val split or on any
+text.
 
 The loss is the one training's evals report (`lal_core.training.evals.window_loss`): the mean
 cross-entropy over fixed, non-overlapping windows of block_size + 1 tokens that tile the text,
@@ -22,7 +23,7 @@ from lal_core.generation.sampling import load_for_sampling
 from lal_core.model.recipe import eval_batch_size
 from lal_core.runs.folder import RunDir
 from lal_core.runs.records import RunRecord
-from lal_core.training.evals import window_loss
+from lal_core.training.evals import bits_per_byte, window_loss
 from lal_core.training.request import record_corpus
 
 
@@ -33,6 +34,7 @@ class Score:
     loss: float
     windows: int
     block: int  # the model's context: tokens predicted per window
+    bpb: float  # the loss in bits per byte of the text scored
 
     @property
     def tokens(self) -> int:
@@ -45,7 +47,8 @@ class Score:
     def line(self) -> str:
         return (
             f"{self.checkpoint.parent.name}/{self.checkpoint.name} on {self.text}: "
-            f"loss {self.loss:.4f}, perplexity {self.perplexity:.2f} over {self.tokens:,} tokens "
+            f"loss {self.loss:.4f} ({self.bpb:.4f} bits per byte), perplexity "
+            f"{self.perplexity:.2f} over {self.tokens:,} tokens "
             f"({self.windows:,} windows of {self.block})"
         )
 
@@ -76,7 +79,8 @@ def score(
         tokens, text = _val_split(record)
         starts = run_val_windows(tokens, block, record)
     loss = window_loss(model, tokens, starts, batch_size)
-    return Score(checkpoint, text, loss, len(starts), block)
+    bpb = loss * bits_per_byte(tokens, starts, block)
+    return Score(checkpoint, text, loss, len(starts), block, bpb)
 
 
 def run_eval_batch(model: Backend, record: RunRecord | None) -> int:

@@ -5,8 +5,11 @@ these typed events, always built by keyword; the CLI prints them, the dashboard 
 every event is also logged in the run folder as it happens, one JSON line each:
 
     metrics.jsonl      pre-training: preparing, started, step, eval, checkpoint, early_stop,
-                       finished, failed
-    sft_metrics.jsonl  fine-tuning: the same, and sft_epoch
+                       finished, failed; after an eval its samples: samples_started, then a
+                       sample_text for each piece of text as it is drawn, then samples (whole,
+                       with their figures)
+    sft_metrics.jsonl  fine-tuning: the same, and sft_epoch (its samples: the answers drawn at
+                       an epoch's end)
 
 Each line is {"type": ..., "t": wall-clock time, ...the event's fields}. Step and eval lines
 keep the keys they had in format 1 (`records.StepRecord`, `records.EvalRecord`: "iter",
@@ -36,6 +39,8 @@ from lal_core.runs.records import (
     METRIC_KEYS,
     CorpusInfo,
     EvalRecord,
+    Figures,
+    SamplesRecord,
     checked,
     json_kind,
     read_fields,
@@ -126,12 +131,55 @@ class EvalDone:
     best_iter: int
     line: str  # the write-up's log line (docs/recipe.md, Training), with * on a new best
     mfu: float | None = None  # model-FLOPs utilisation since the previous eval, 0..1
+    val_bpb: float | None = None  # val loss in bits per byte
 
     @classmethod
     def from_record(cls, record: EvalRecord, **more: Any) -> EvalDone:
         """The event of an eval as metrics.jsonl keeps it (the same field names), with the
         rest (best_val, best_iter, line, mfu) given."""
         return cls(**{f.name: getattr(record, f.name) for f in fields(record)}, **more)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplesStarted:
+    """Samples about to be drawn from the weights at `iteration`, one prompt after another;
+    the same prompts, seeds and controls at every eval, so what changes is the model."""
+
+    iteration: int
+    prompts: tuple[str, ...]  # sample i continues prompts[i], drawn with seed + i
+    tokens: int  # per sample, at most
+    seed: int
+    controls: str  # the sampling controls, for people (`Controls.describe`)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SampleText:
+    """Text sample `index` of the samples at `iteration` has just made visible."""
+
+    iteration: int
+    index: int
+    text: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplesDone:
+    """The samples at `iteration`, whole, with their figures (`records.SamplesRecord`)."""
+
+    iteration: int
+    status: str = "done"  # "stopped": a stop request came midway; "failed": see `line`
+    prompts: tuple[str, ...] = ()
+    texts: tuple[str, ...] = ()
+    figures: Figures | None = None
+    held_out: Figures | None = None
+    seconds: float = 0.0
+    line: str = ""
+
+    @classmethod
+    def from_record(cls, record: SamplesRecord) -> SamplesDone:
+        return cls(**{f.name: getattr(record, f.name) for f in fields(record)})
+
+    def record(self) -> SamplesRecord:
+        return SamplesRecord(**{f.name: getattr(self, f.name) for f in fields(self)})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -184,6 +232,9 @@ Event = (
     | RunStarted
     | StepDone
     | EvalDone
+    | SamplesStarted
+    | SampleText
+    | SamplesDone
     | CheckpointSaved
     | EarlyStopped
     | SFTEpochDone
@@ -199,6 +250,9 @@ EVENT_TYPES: dict[str, type] = {
     "started": RunStarted,
     "step": StepDone,
     "eval": EvalDone,
+    "samples_started": SamplesStarted,
+    "sample_text": SampleText,
+    "samples": SamplesDone,
     "checkpoint": CheckpointSaved,
     "early_stop": EarlyStopped,
     "sft_epoch": SFTEpochDone,
@@ -206,11 +260,13 @@ EVENT_TYPES: dict[str, type] = {
     "failed": RunFailed,
 }
 _TYPE_NAMES = {cls: name for name, cls in EVENT_TYPES.items()}
+SAMPLE_EVENTS = ("samples_started", "sample_text", "samples")
 # Nested values: how each is written and read back.
 _NESTED = {
     ModelConfig: (lambda c: c.to_dict(), ModelConfig.from_dict),
     TrainConfig: (lambda c: c.to_dict(), TrainConfig.from_dict),
     CorpusInfo: (write_fields, lambda d: read_fields(CorpusInfo, d)),
+    Figures: (write_fields, Figures.from_json),
 }
 
 
@@ -296,7 +352,7 @@ def cut_log(path: Path, iteration: int, evaluated: bool) -> None:
             return True
         if data.get("type") == "step":
             return it < iteration
-        if data.get("type") in ("eval", "checkpoint"):
+        if data.get("type") in ("eval", "checkpoint", *SAMPLE_EVENTS):
             return it < iteration or (evaluated and it == iteration)
         return it <= iteration
 

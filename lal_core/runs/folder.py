@@ -42,6 +42,7 @@ from lal_core.runs.records import (
     ProcessInfo,
     ResumeMark,
     RunRecord,
+    SamplesRecord,
     StepRecord,
     read_metrics,
 )
@@ -234,6 +235,10 @@ class RunDir:
 
     def evals(self) -> list[EvalRecord]:
         return self.curves()[1]
+
+    def eval_samples(self) -> list[SamplesRecord]:
+        """The samples drawn after each eval, whole, with their writing figures."""
+        return [r for r in self.read_metrics() if isinstance(r, SamplesRecord)]
 
 
 def process_info() -> ProcessInfo:

@@ -6,7 +6,9 @@ layout is `FORMAT_VERSION`; a reader takes every older layout and refuses a newe
 line. Keys a newer lal added are kept as they are (`extra`), so rewriting run.json keeps them.
 
     run.json       RunRecord: configs, backend, device, data, progress, status, owner, SFT
-    metrics.jsonl  one StepRecord per step, one EvalRecord per eval ({"type": "step"|"eval"})
+    metrics.jsonl  one StepRecord per step, one EvalRecord per eval, and one SamplesRecord for
+                   the samples drawn after an eval, with their writing figures (`Figures`)
+                   ({"type": "step"|"eval"|"samples"})
 
 A flat record is read field by field (`read_fields`): each JSON value is checked against the
 field's type, a missing one takes the field's default, and a wrong one is a one-line
@@ -20,6 +22,7 @@ import json
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -164,6 +167,7 @@ class RunRecord:
     iteration: int = 0
     best_val: float | None = None
     best_iter: int | None = None
+    best_bpb: float | None = None  # the best's val loss in bits per byte
     status: str = "running"  # as written; see `runs.RunEntry.status` for "interrupted"
     process: ProcessInfo | None = None
     resumed: tuple[ResumeMark, ...] = ()
@@ -190,6 +194,8 @@ class RunRecord:
         )
         if out["sft"] is None:
             del out["sft"]  # as format 1 wrote it: no key until the run is fine-tuned
+        if out["best_bpb"] is None:
+            del out["best_bpb"]  # a run from before bits per byte: as it was written
         if self.world_size == 1:  # one process, as lal always wrote it: no keys
             del out["world_size"], out["micro_per_rank"]
         return {**self.extra, **out}
@@ -274,21 +280,106 @@ class EvalRecord:
     tokens_per_sec: float = 0.0  # mean over the steps since the previous eval
     elapsed: float = 0.0
     eval_seconds: float = 0.0
+    val_bpb: float | None = None  # val loss in bits per byte (None: a run from before it)
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "eval", **write_fields(self, METRIC_KEYS)}
 
 
-MetricRecord = StepRecord | EvalRecord
+@dataclass(frozen=True)
+class Figures:
+    """A column's figures (or the held-out text's), each a mean over its samples."""
+
+    samples: int
+    distinct_1: float | None
+    distinct_2: float | None
+    repeated_4: float | None  # share of 4-grams repeating an earlier one of the same sample
+    looping: int  # samples caught in a loop
+    memorised_8: float | None  # share of 8-grams found verbatim in the training split
+    longest: int  # tokens in the longest verbatim stretch of any sample
+    longest_text: str
+    closed: float | None = None  # chat mode: share of answers the model closed
+    val_loss: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return write_fields(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Figures:
+        return read_fields(cls, data)
+
+    def describe(self, held_out: Figures | None = None) -> str:
+        """The writing figures in one line, the held-out text's after each in brackets:
+        `distinct-2 0.97 (0.91) | repeated 4-grams 0% (3%) | in a loop 0/3 (0/3) | memorised
+        8-grams 0% (6%) | longest verbatim 2 (10) tokens`."""
+
+        def pair(of: Callable[[Figures], str]) -> str:
+            return of(self) + (f" ({of(held_out)})" if held_out is not None else "")
+
+        parts = [
+            "distinct-2 " + pair(lambda f: _number(f.distinct_2, ".2f")),
+            "repeated 4-grams " + pair(lambda f: _number(f.repeated_4, ".0%")),
+            "in a loop " + pair(lambda f: f"{f.looping}/{f.samples}"),
+        ]
+        if self.memorised_8 is not None:
+            parts.append("memorised 8-grams " + pair(lambda f: _number(f.memorised_8, ".0%")))
+            parts.append("longest verbatim " + pair(lambda f: str(f.longest)) + " tokens")
+        if self.closed is not None:
+            parts.append(f"closed {self.closed:.0%}")
+        return " | ".join(parts)
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+SAMPLES_STATUSES = ("done", "stopped", "failed")
+
+
+@dataclass(frozen=True)
+class SamplesRecord:
+    """The samples drawn after one eval (fine-tuning: at an epoch's end), whole, and their
+    writing figures beside those of the held-out text that follows the same prompts."""
+
+    iteration: int
+    status: str = "done"  # "stopped": a stop request came midway; "failed": see `line`
+    prompts: tuple[str, ...] = ()
+    texts: tuple[str, ...] = ()  # each sample's text, without its prompt
+    figures: Figures | None = None  # None unless done
+    held_out: Figures | None = None  # None: no held-out text (fine-tuning, a tiny val split)
+    seconds: float = 0.0
+    line: str = ""  # failed: why, in one line
+
+    def to_json(self) -> dict[str, Any]:
+        out = write_fields(self, METRIC_KEYS)
+        for key in ("figures", "held_out"):
+            value = getattr(self, key)
+            out[key] = value.to_json() if value is not None else None
+        return {"type": "samples", **out}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> SamplesRecord:
+        nested = {}
+        for key in ("figures", "held_out"):
+            value = data.get(key)
+            nested[key] = Figures.from_json(value) if isinstance(value, dict) else None
+        return read_fields(cls, data, METRIC_KEYS, **nested)
+
+
+MetricRecord = StepRecord | EvalRecord | SamplesRecord
 
 
 def metric_from_json(data: Any) -> MetricRecord | None:
     """A metrics.jsonl line's record; None for a line this lal does not know or cannot read
     (no iteration or loss). Throughput and timing a line lacks read as 0."""
     kinds = {"step": StepRecord, "eval": EvalRecord}
-    if not isinstance(data, dict) or data.get("type") not in kinds:
+    if not isinstance(data, dict):
         return None
     try:
+        if data.get("type") == "samples":
+            return SamplesRecord.from_json(data)
+        if data.get("type") not in kinds:
+            return None
         return read_fields(kinds[data["type"]], data, METRIC_KEYS)
     except CheckpointError:
         return None

@@ -9,9 +9,10 @@ question it was not shown. Knowledge comes from pre-training; SFT only teaches h
 The steps run through the same loop as pre-training (`lal_core.training.train.run_steps`):
 one place for stop requests, a non-finite loss, timing and step events. What is SFT's own is
 `FineTuning`, its plan: its batches (chat examples with masked targets, `chat_format`), its
-epochs and the masked loss of each (SFTEpochDone), its constant lr, no evals or early stop,
-and its output: `sft.safetensors` alone (best and final stay as they were) and the `sft` entry
-of run.json.
+epochs and the masked loss of each (SFTEpochDone) with two answers drawn then (a training
+question and a held-out one, streamed as an eval's samples are: `training.samples`, so the
+format is watched as it emerges), its constant lr, no evals or early stop, and its output:
+`sft.safetensors` alone (best and final stay as they were) and the `sft` entry of run.json.
 
 Its recipe: AdamW from `Backend.setup_training` (betas 0.9/0.95, weight decay 0.1, clipping at
 1.0) at a constant lr of 3e-4 (pre-training's peak; with only 65 steps a lower one barely moves
@@ -32,23 +33,28 @@ import numpy as np
 
 from lal_core.backends import Backend, make_backend
 from lal_core.errors import CheckpointError, ConfigError, DataError
+from lal_core.generation.controls import Controls
 from lal_core.model.recipe import TrainConfig
 from lal_core.runs import events as ev
 from lal_core.runs.checkpoints import load_weights
 from lal_core.runs.events import EventCallback
 from lal_core.runs.folder import RunDir, find_run
 from lal_core.runs.records import SFTRecord
+from lal_core.sft.chat import answer_controls, closed
 from lal_core.sft.chat_format import (
     BUILTIN_REPEAT,
     DEFAULT_SEED,
+    HELD_OUT_QUESTIONS,
     Example,
     QAPair,
     builtin_pairs,
+    chat_prompt,
     load_pairs,
     make_batch,
     make_examples,
 )
 from lal_core.training.request import Clock, format_elapsed
+from lal_core.training.samples import EvalSamples
 from lal_core.training.train import (
     Plan,
     Step,
@@ -60,6 +66,7 @@ from lal_core.training.train import (
 DEFAULT_EPOCHS = 5
 DEFAULT_LR = 3e-4
 DEFAULT_BATCH_SIZE = 4
+ANSWER_TOKENS = 60  # per answer drawn at an epoch's end, as `lal report`'s chat mode
 
 
 @dataclass
@@ -118,9 +125,11 @@ class FineTuning(Plan):
         run: RunDir | None = None,  # where sft.safetensors goes (None: nothing is written)
         record: SFTRecord | None = None,  # with `run`: what run.json's `sft` will say
         backend: Backend | None = None,  # what it trains (with `run`: whose weights are saved)
+        samples: EvalSamples | None = None,  # answers drawn at each epoch's end (None: none)
     ) -> None:
         self.examples, self.settings, self.emit = examples, settings, emit
         self.run, self.record, self.backend = run, record, backend
+        self.samples = samples
         self.rng = np.random.default_rng(settings.seed)
         self.clock = Clock()
         self.iteration = 0
@@ -177,6 +186,8 @@ class FineTuning(Plan):
         )
         self.skipped_total += self.skipped
         self.total, self.counted, self.skipped = 0.0, 0, 0
+        if self.samples is not None and not stopped:
+            self.samples.draw(self.iteration, self.emit)
 
     def next_step(self) -> Step:
         assert self.batch is not None
@@ -364,8 +375,31 @@ def _fine_tune_run(
     )
     steps = s.epochs * math.ceil(len(examples) / s.batch_size)
     emit(run_started(rundir, model, "sft", steps, header))
-    job = FineTuning(examples, settings, emit, run=rundir, record=record, backend=model)
+    samples = answer_samples(model, qa, settings.seed, stop)
+    job = FineTuning(
+        examples, settings, emit, run=rundir, record=record, backend=model, samples=samples
+    )
     return _tune(job, stop)
+
+
+def answer_samples(
+    model: Backend, pairs: Sequence[QAPair], seed: int, stop: ev.StopRequest
+) -> EvalSamples:
+    """The answers drawn at each epoch's end: to the first training question and to a
+    held-out one, in the chat format, up to an end marker (counted as closed) or ANSWER_TOKENS."""
+    trained = pairs[0].question
+    held_out = next(q for q in HELD_OUT_QUESTIONS if q not in {p.question for p in pairs})
+    questions = [trained, held_out]
+    return EvalSamples(
+        backend=model,
+        prompts=[f"Q: {q}\nA:" for q in questions],
+        model_prompts=[chat_prompt(q) for q in questions],
+        tokens=ANSWER_TOKENS,
+        seed=seed,
+        controls=answer_controls(Controls()),
+        stop=stop,
+        closes=closed,
+    )
 
 
 def _base_model(rundir: RunDir, backend: str, device: str | None, seed: int) -> Backend:

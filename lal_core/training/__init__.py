@@ -5,7 +5,10 @@
                 evals, early stopping and checkpoints
     request.py  what a run is asked to be (`RunRequest`), what it became (`RunResult`), where
                 it stands between sessions (`LoopState`), and what a resume checks first
-    evals.py    the mean loss over fixed windows: training's evals, `lal eval`, the report
+    evals.py    the mean loss over fixed windows: training's evals, `lal eval`, the report;
+                and bits per byte
+    samples.py  the samples drawn after every eval (fine-tuning: at each epoch's end),
+                streamed into the run's log with their writing figures
 
-May import: errors, model, data, backends, runs.
+May import: errors, model, data, backends, runs, generation, writing.
 """

@@ -43,16 +43,18 @@ from lal_core.runs.checkpoints import STATE_FILE, save_state, save_weights
 from lal_core.runs.events import EventCallback
 from lal_core.runs.folder import RunDir
 from lal_core.runs.records import EvalRecord
-from lal_core.training.evals import evaluate
+from lal_core.training.evals import evaluate, val_bits_per_byte
 from lal_core.training.request import (
     Clock,
     LoopState,
     RunRequest,
     RunResult,
     SavedRun,
+    eval_line,
     format_elapsed,
     resume_request,
 )
+from lal_core.training.samples import EvalSamples
 
 
 # -- the run: a new one or a resumed one, set up ------------------------------------------------
@@ -135,8 +137,10 @@ class Trainer:
                     self.request.new_record(self.run.run_id, b, self.corpus_info, fields)
                 )
             set_up(b, self.cfg, emit, saved)
+            samples = None  # drawn after each eval, by rank 0 alone
             if self.run is not None:
                 emit(self._started(self.run))
+                samples = EvalSamples.for_pretraining(b, self.corpus, self.cfg, self.stop)
             plan = Pretraining(
                 cfg=self.cfg,
                 backend=b,
@@ -146,6 +150,8 @@ class Trainer:
                 stop=self.agreed_stop,
                 run=self.run,
                 peak=self.peak,
+                samples=samples,
+                bpb=val_bits_per_byte(self.corpus, b.cfg.block_size, self.cfg),
             )
             end = run_steps(plan, plan.stop)
         return RunResult.of(run.path if run else Path(), end.status, state, end.message)
@@ -296,8 +302,9 @@ def run_steps(plan: Plan, stop: ev.StopRequest | AgreedStop) -> LoopEnd:
 @dataclass
 class Pretraining(Plan):
     """Pre-training's plan: random batches at the scheduled lr; an eval every `evals_every`
-    steps (and at the end) with the best checkpoint, the resumable state and early stopping;
-    the state again on a stop; run.json throughout."""
+    steps (and at the end) with the best checkpoint, the resumable state, samples of what the
+    model writes now (`training.samples`) and early stopping; the state again on a stop;
+    run.json throughout."""
 
     cfg: TrainConfig
     backend: Backend
@@ -307,6 +314,8 @@ class Pretraining(Plan):
     stop: ev.StopRequest | AgreedStop  # also abandons an eval in progress
     run: RunDir | None = None  # None: a rank other than 0, which writes nothing
     peak: float | None = None
+    samples: EvalSamples | None = None  # drawn after each eval (None: none, or not rank 0)
+    bpb: float = 0.0  # val loss in bits per byte, for each nat per token
 
     def __post_init__(self) -> None:
         self.clock = Clock(self.state.elapsed)
@@ -348,18 +357,21 @@ class Pretraining(Plan):
             tokens_per_sec=self.step_tokens / self.step_seconds if self.step_seconds else 0.0,
             elapsed=self.clock(),
             eval_seconds=time.perf_counter() - t0,
+            val_bpb=losses[1] * self.bpb,
         )
         if record.is_best and self.run is not None:
             self.save_checkpoint("best", iteration=it)
         state.evaluated = True
         self.save_state()
+        best = {"best_val": state.best_val, "best_iter": state.best_iter}
         if self.run is not None:
-            self.run.update(iteration=it, best_val=state.best_val, best_iter=state.best_iter)
+            self.run.update(iteration=it, **best, best_bpb=state.best_val * self.bpb)
         util = mfu(record.tokens_per_sec, self.backend.cfg, self.peak)
         line = eval_line(record, util)
-        best = {"best_val": state.best_val, "best_iter": state.best_iter}
         self.emit(ev.EvalDone.from_record(record, **best, line=line, mfu=util))
         self.step_seconds, self.step_tokens = 0.0, 0
+        if self.samples is not None:  # what it writes now, streamed; a stop ends them at once
+            self.samples.draw(it, self.emit)
         if state.bad_evals < cfg.patience:
             return False
         self.emit(
@@ -431,18 +443,6 @@ class Pretraining(Plan):
             )
         )
         return final
-
-
-def eval_line(record: EvalRecord, mfu: float | None = None) -> str:
-    """The original write-up's log line, plus throughput:
-    `iter 250  | train 4.5904  | val 5.1055  | lr 2.99e-04 | 5,210 tok/s (31% MFU) | 2.1 min *`."""
-    r = record
-    util = f" ({mfu:.0%} MFU)" if mfu is not None and r.tokens_per_sec else ""
-    return (
-        f"iter {r.iteration:<4} | train {r.train_loss:<7.4f} | val {r.val_loss:<7.4f} | "
-        f"lr {r.lr:.2e} | {r.tokens_per_sec:,.0f} tok/s{util} | {format_elapsed(r.elapsed)}"
-        f"{' *' if r.is_best else ''}"
-    )
 
 
 def train(request: RunRequest, **options: Any) -> RunResult:

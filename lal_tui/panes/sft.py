@@ -4,6 +4,10 @@ The chat example is drawn token by token from `lal_core.sft.token_mask`: the ans
 count in the loss are highlighted (alternating shades show token boundaries), the prompt tokens
 whose targets are -1 are dimmed. The fine-tune's events (`SFTEvent`, from the job that follows
 it: `lal_tui.work.following`) and the answers to a question (`SFTAnswer`) are posted here.
+
+At each epoch's end the fine-tune answers a training question and a held-out one (in that
+order), streamed as they are written, with the share of answers the model closed itself (by
+the end marker): the chat format emerging, epoch after epoch (`widgets.eval_samples`).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from lal_core.sft import (
     chat_prompt,
     token_mask,
 )
+from lal_tui.widgets.eval_samples import SAMPLE_EVENTS, EvalSamples, SampleBook, render_sample
 from lal_tui.widgets.loss_plot import Series, draw
 from lal_tui.widgets.run_picker import RunPicker
 from lal_tui.work.messages import EngineError, JobEnded, SFTAnswer, SFTEvent
@@ -47,6 +52,7 @@ from lal_tui.work.messages import EngineError, JobEnded, SFTAnswer, SFTEvent
 COUNTED_STYLES = ("black on green", "black on bright_green")
 MASKED_STYLE = "dim"
 REDRAW_SECONDS = 0.25  # at most 4 redraws a second: the run shares the cores
+QUESTION_KINDS = ("training question", "held-out question")  # the epoch answers' prompts
 
 
 def render_mask(pieces: list[tuple[str, bool]]) -> Text:
@@ -100,6 +106,7 @@ class SFTPane(Vertical):
             yield Static("", id="sft-example")
             yield Static("", id="sft-legend")
             yield PlotextPlot(id="sft-plot")
+            yield Static("", id="sft-epoch-answers", classes="answer")
             with Horizontal(id="sft-answers"):
                 yield Static("before (best): -", id="sft-before", classes="answer")
                 yield Static("after (sft): -", id="sft-after", classes="answer")
@@ -117,7 +124,11 @@ class SFTPane(Vertical):
         self.steps: list[float] = []
         self.epoch_ends: list[int] = []
         self.epoch_losses: list[float] = []
+        self.answers = SampleBook()
+        self.epochs = (0, 0)  # (the last epoch ended, of how many)
+        self.answers_shown: int | None = None  # the iteration whose answers are on show
         self.dirty = False
+        self.answers_dirty = True
         self.show_example()
         self.redraw()
         self.set_interval(REDRAW_SECONDS, self.tick)
@@ -187,14 +198,20 @@ class SFTPane(Vertical):
         if not self.app.is_running:
             return  # shutting down: what the follower had queued can go
         event = message.event
+        if isinstance(event, SAMPLE_EVENTS):
+            self.answers.record(event)  # a piece of an answer: drawn on the timer
+            self.answers_dirty = True
+            return
         if isinstance(event, RunStarted):
             self.steps, self.epoch_ends, self.epoch_losses = [], [], []
+            self.answers, self.epochs, self.answers_dirty = SampleBook(), (0, 0), True
             self.set_status(event.header)
         elif isinstance(event, StepDone):
             self.steps.append(event.loss)
         elif isinstance(event, SFTEpochDone):
             self.epoch_ends.append(len(self.steps) - 1)
             self.epoch_losses.append(event.masked_loss)
+            self.epochs = (event.epoch, event.epochs)
             self.set_status(event.line)
         elif isinstance(event, Preparing):
             self.set_status(event.line)
@@ -219,8 +236,22 @@ class SFTPane(Vertical):
             self.ask(pair.question)
 
     def tick(self) -> None:
-        if self.dirty and self.is_on_screen:
+        if not self.is_on_screen:
+            return
+        if self.dirty:
             self.redraw()
+        if self.answers_dirty:
+            self.redraw_answers()
+
+    def redraw_answers(self) -> None:
+        newest = self.answers.newest()
+        box = self.query_one("#sft-epoch-answers", Static)
+        box.border_title = epoch_title(newest, *self.epochs)
+        box.update(epoch_answers(newest))
+        if newest is not None and newest.iteration != self.answers_shown:
+            self.answers_shown = newest.iteration
+            box.scroll_visible(animate=False, top=True)  # a new epoch's answers: in view
+        self.answers_dirty = False
 
     def redraw(self) -> None:
         series = [
@@ -267,3 +298,36 @@ class SFTPane(Vertical):
 
     def set_status(self, text: str) -> None:
         self.query_one("#sft-status", Static).update(text)
+
+
+def epoch_title(answers: EvalSamples | None, epoch: int, epochs: int) -> str:
+    """The epoch answers' title: after which epoch and step, and the share the model closed."""
+    if answers is None:
+        return "answers at each epoch's end"
+    at = f"epoch {epoch}/{epochs}, " if epoch else ""
+    parts = [f"answers after {at}step {answers.iteration}"]
+    figures = answers.figures
+    if answers.status == "drawing":
+        parts.append("writing…")
+    elif figures is not None and figures.closed is not None:
+        closed = round(figures.closed * figures.samples)
+        parts.append(f"closed {closed}/{figures.samples} ({figures.closed:.0%})")
+    elif answers.status != "done":
+        parts.append(answers.status)
+    return " · ".join(parts)
+
+
+def epoch_answers(answers: EvalSamples | None) -> Text:
+    """Each question (dimmed, under what it is) and the answer written to it so far."""
+    if answers is None:
+        return Text("fine-tuning answers a training question and a held-out one here", "dim")
+    if answers.status == "failed" and answers.line:
+        return Text(answers.line, style="red")
+    out = Text()
+    for i in range(answers.count):
+        if i:
+            out.append("\n\n")
+        if answers.count == len(QUESTION_KINDS):
+            out.append(f"{QUESTION_KINDS[i]}\n", style="italic dim")
+        out.append_text(render_sample(answers.prompt(i), answers.text(i), inline=False))
+    return out

@@ -1,9 +1,14 @@
-"""Train pane: the live loss plot, lr and tokens/s sparklines, a status line and the log.
+"""Train pane: the live loss plot, lr and tokens/s sparklines, the samples, a status line and
+the log.
 
 The pane shows the run the app follows (`lal_tui.work.following`): started here, elsewhere,
 live or finished. The following job posts the run's events here (`TrainEvent`), the run's whole
 log first, and they are only recorded; a timer draws what changed once a second, and only
-while the pane is on screen (at once when it comes on screen).
+while the pane is on screen (at once when it comes on screen). The samples drawn after each eval
+stream as they are written (`widgets.eval_samples`): a faster timer draws the sample view alone.
+
+Keys: `[` / `]` step back and forth through the evals' samples, `s` shows an eval's next sample,
+`w` switches the plot between the loss and the writing figures of the samples.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from lal_core.runs.events import (
     RunFailed,
     RunFinished,
     RunStarted,
+    SamplesDone,
     StepDone,
 )
+from lal_tui.widgets.eval_samples import SAMPLE_EVENTS, SampleView
 from lal_tui.widgets.format import duration
 from lal_tui.widgets.loss_plot import LossPlot, downsample
 from lal_tui.work.messages import EngineError, JobEnded, TrainEvent
@@ -32,7 +39,10 @@ from lal_tui.work.messages import EngineError, JobEnded, TrainEvent
 # A redraw of the pane costs the dashboard ~25 ms of CPU, taken from the run on a machine of few
 # cores: once a second kept the run within a few percent of `lal train` (bench/tui_latency.py).
 REDRAW_SECONDS = 1.0
+# A sample streams hundreds of pieces a second: drawn 4 times a second (~1 ms each), not per piece.
+SAMPLES_REDRAW_SECONDS = 0.25
 TOKS_SMOOTHING = 0.9
+EVALS = Binding.Group("Evals", compact=True)
 
 
 class TrainPane(Vertical):
@@ -40,7 +50,12 @@ class TrainPane(Vertical):
 
     BINDINGS = [
         Binding("m", "toggle_smoothing", "Smoothing"),
-        Binding("l", "toggle_log", "Log scale"),
+        Binding("l", "toggle_log", "Log"),
+        Binding("w", "toggle_writing", "Writing"),
+        Binding("left_square_bracket", "step_samples(-1)", "Older", key_display="[", group=EVALS),
+        Binding("right_square_bracket", "step_samples(1)", "Newer", key_display="]", group=EVALS),
+        # not in the footer (80 columns hold the rest): in the sample view's title and the help
+        Binding("s", "next_sample", "Next sample", show=False),
     ]
 
     def compose(self) -> ComposeResult:
@@ -51,15 +66,22 @@ class TrainPane(Vertical):
             yield Sparkline([], id="lr-spark")
             yield Label("tok/s", classes="spark-label")
             yield Sparkline([], id="toks-spark")
+        self.sample_view = SampleView(id="train-samples")  # kept: a piece of text each call
+        yield self.sample_view
         yield Log(id="train-log", max_lines=2000)
 
     @property
     def plot(self) -> LossPlot:
         return self.query_one(LossPlot)
 
+    @property
+    def samples(self) -> SampleView:
+        return self.sample_view
+
     def on_mount(self) -> None:
         self.reset()
         self.set_interval(REDRAW_SECONDS, self.tick)
+        self.set_interval(SAMPLES_REDRAW_SECONDS, self.tick_samples)
 
     def reset(self) -> None:
         self.state = "idle"
@@ -75,6 +97,7 @@ class TrainPane(Vertical):
         self.toks_history: list[float] = []
         self.steps: list[int] = []
         self.plot.reset()
+        self.samples.reset()
         self.dirty = True
 
     # -- events -------------------------------------------------------------------------------
@@ -90,6 +113,9 @@ class TrainPane(Vertical):
 
     def record(self, event: Event) -> None:
         """Fold one engine event into the pane's state (drawing happens on the timer)."""
+        if isinstance(event, SAMPLE_EVENTS):
+            self.record_samples(event)
+            return
         log = self.query_one(Log)
         if isinstance(event, StepDone):
             self.iteration = event.iteration
@@ -113,6 +139,8 @@ class TrainPane(Vertical):
             self.run_id = event.run_id
             self.device = f"{event.backend}/{event.device}"
             self.max_iters = event.max_steps or None
+            if event.train_config is not None:
+                self.samples.expected = event.train_config.eval_samples
             log.write_line(event.header)
         elif isinstance(event, Preparing):
             log.write_line(event.line)
@@ -130,6 +158,21 @@ class TrainPane(Vertical):
         elif isinstance(event, CheckpointSaved) and event.kind == "final":
             log.write_line(f"saved {event.kind} checkpoint @ iter {event.iteration}: {event.path}")
         self.dirty = True
+
+    def record_samples(self, event: Event) -> None:
+        """A piece of a sample costs an append; whole samples add their figures to the plot
+        and a line to the log."""
+        self.samples.record(event)
+        if not isinstance(event, SamplesDone):
+            return
+        if event.figures is not None:
+            self.plot.add_figures(event.iteration, event.figures, event.held_out)
+            line = f"writing @ {event.iteration}: {event.figures.describe(event.held_out)}"
+        elif event.status == "stopped":
+            line = f"samples @ {event.iteration}: stopped"
+        else:
+            line = event.line or f"samples @ {event.iteration}: {event.status}"
+        self.query_one(Log).write_line(line)
 
     @on(JobEnded)
     def follow_ended(self, message: JobEnded) -> None:
@@ -165,6 +208,18 @@ class TrainPane(Vertical):
         self.plot.log_scale = not self.plot.log_scale
         self.redraw_soon()
 
+    def action_toggle_writing(self) -> None:
+        self.plot.view = "writing" if self.plot.view == "loss" else "loss"
+        self.redraw_soon()
+
+    def action_step_samples(self, by: int) -> None:
+        if self.samples.step(by):
+            self.samples.redraw()
+
+    def action_next_sample(self) -> None:
+        if self.samples.next_sample():
+            self.samples.redraw()
+
     # -- drawing ------------------------------------------------------------------------------
     def status_text(self) -> str:
         it = "-" if self.iteration is None else f"{self.iteration:,}"
@@ -192,6 +247,10 @@ class TrainPane(Vertical):
             return
         self.redraw()
 
+    def tick_samples(self) -> None:
+        if self.samples.dirty and self.is_on_screen:
+            self.samples.redraw()
+
     def redraw(self) -> None:
         self.query_one("#train-status", Static).update(self.status_text())
         for spark_id, values in (
@@ -203,4 +262,6 @@ class TrainPane(Vertical):
             spark.data = downsample(self.steps, values, width)[1] if values else []
         if self.plot.dirty:
             self.plot.redraw()
+        if self.samples.dirty:
+            self.samples.redraw()
         self.dirty = False

@@ -24,12 +24,20 @@ HELP = """\
 | pane | keys |
 | --- | --- |
 | Setup | `↑`/`↓` choose a config; fields are checked as you type |
-| Train | `m` smoothing of the step loss, `l` log scale |
+| Train | `m` smoothing of the step loss, `l` log scale, `w` plot the loss / the writing figures |
+| | `[` / `]` an older / newer eval's samples (`]` to the newest follows the run again), |
+| | `s` the eval's next sample |
 | Sample | `g` or `enter` generate (samples > 1: drawn together, with figures), `x` stop, |
 | | `v` view: plain / token boundaries / probability |
-| SFT | `f` fine-tune the chosen base run, `a` or `enter` ask your question, `e` next example |
+| SFT | `f` fine-tune the chosen base run (its answers at each epoch's end stream below its |
+| | loss), `a` or `enter` ask your question, `e` next example |
 | Runs | `enter` open (a live run: follow), `space` mark, `c` overlay, `s` save a picture, |
 | | `e` report on the run (again: cancel), `d` delete, `u` resume, `r` refresh |
+
+After each eval a run draws a few short samples from its weights of the moment, the same
+prompts and seeds every time: the Train pane streams them as they are written, and `w` plots
+their writing figures (distinct 2-grams, repeated 4-grams, samples in a loop, memorised 8-grams)
+against those of the held-out text after the same prompts (dashed).
 
 A run started here is a process of its own writing an ordinary run folder (its console output
 in the folder's train.log): quitting, closing the terminal or losing the SSH link leaves it

@@ -4,8 +4,8 @@ Jobs run on worker threads (`lal_tui.work.jobs`) and only ever post these (`post
 thread-safe and never blocks); every change to the screen happens in handlers. A job posts to
 the widget it was started for (`JobRunner.start(group, job, to=pane)`): that pane handles what
 it shows, and the message bubbles on up to the app, which keeps what reaches past one pane
-(notifications, the lists of runs, the keys on offer). The two that come by the thousand, a
-token drawn and a training step, stay in their pane.
+(notifications, the lists of runs, the keys on offer). What comes by the thousand, a token
+drawn, a training step and a piece of a run's samples, stays in its pane.
 
 The panes' own requests (fine-tune this run, generate, resume...) are nested in the pane that
 posts them, e.g. `SFTPane.FineTuneRequested`.
@@ -19,7 +19,7 @@ from typing import Any
 
 from textual.message import Message
 
-from lal_core.runs.events import Event, StepDone
+from lal_core.runs.events import Event, SampleText, StepDone
 from lal_core.runs.records import CorpusInfo
 
 
@@ -31,9 +31,9 @@ class EngineEvent(Message):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        # A step is news to the pane that draws it alone, and a followed run's whole log
-        # comes at once: each hop up to the app would cost the dashboard a frame's worth.
-        self.stop(isinstance(self.event, StepDone))
+        # A step or a piece of a sample is news to the pane that draws it alone, and a followed
+        # run's whole log comes at once: each hop up to the app would cost a frame's worth.
+        self.stop(isinstance(self.event, StepDone | SampleText))
 
 
 class TrainEvent(EngineEvent):

@@ -113,9 +113,9 @@ def sample_figures(checkpoint: Path, samples: list) -> str:
     """The samples' quality figures in one line (memorisation where the run's corpus is at
     hand)."""
     from lal_core.data.tokenizer import encode
-    from lal_core.quality.report import figures_of
-    from lal_core.quality.verbatim import VerbatimIndex
     from lal_core.training.request import record_corpus
+    from lal_core.writing.figures import figures_of
+    from lal_core.writing.verbatim import VerbatimIndex
 
     index = None
     run = RunDir(checkpoint.parent)

@@ -272,6 +272,7 @@ class TorchBackend(Backend):
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.sampler.weights_changed()  # a sampling copy would be stale
+        self.model.train()  # samples drawn since the last step left it in eval mode
         if self.ranks.rank:  # rank 0's generator state is in the saved state; the others':
             torch.manual_seed(self.ranks.dropout_seed(self._seed, self._steps()))
         self.optimizer.zero_grad(set_to_none=True)

@@ -29,6 +29,7 @@ from lal_core.data.corpus import Corpus
 from lal_core.data.tokenizer import decode
 
 NGRAM = 8
+COPY_TOKENS = 50_000_000  # a training split up to this is searched in one bytes copy
 
 
 def suffix_array(tokens: np.ndarray) -> np.ndarray:
@@ -71,8 +72,11 @@ class VerbatimIndex:
     def __init__(self, tokens: np.ndarray, suffixes: np.ndarray) -> None:
         self.tokens = np.asarray(tokens)
         self.suffixes = suffixes
-        # Big-endian 16-bit tokens compare as bytes in token order: slices compare in C.
-        self._bytes = self.tokens.astype(">u2").tobytes()
+        # Big-endian 16-bit tokens compare as bytes in token order: slices compare in C. A
+        # large split (a memory-mapped dataset) is not copied whole: each suffix compared is
+        # converted as it is read (a search reads some 30 per position of a sample).
+        small = len(self.tokens) <= COPY_TOKENS
+        self._bytes = self.tokens.astype(">u2").tobytes() if small else None
 
     @classmethod
     def of(cls, tokens: np.ndarray) -> VerbatimIndex:
@@ -93,6 +97,8 @@ class VerbatimIndex:
         return index
 
     def _suffix(self, start: int, length: int) -> bytes:
+        if self._bytes is None:
+            return self.tokens[start : start + length].astype(">u2").tobytes()
         return self._bytes[2 * start : 2 * (start + length)]
 
     def longest_match(self, query: bytes) -> int:
