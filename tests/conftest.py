@@ -29,7 +29,16 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED_DATA / "tiktoken-cache").i
 # A model small enough that a training step takes milliseconds; the 50,257-wide head dominates.
 MICRO = ModelConfig("micro", n_layer=2, n_head=2, n_embd=32, block_size=32)
 # A short recipe for it: 12 steps, evals at 0, 4, 8 and 12; and one that runs until stopped.
-FAST = TrainConfig(max_iters=12, eval_interval=4, batch_size=2, lr=3e-3, warmup_iters=2)
+# One short sample an eval: what is drawn after evals is tested in test_eval_samples.py.
+FAST = TrainConfig(
+    max_iters=12,
+    eval_interval=4,
+    batch_size=2,
+    lr=3e-3,
+    warmup_iters=2,
+    eval_samples=1,
+    eval_sample_tokens=8,
+)
 LONG = TrainConfig(max_iters=100_000, eval_interval=50_000, batch_size=2)
 
 

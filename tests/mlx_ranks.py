@@ -7,6 +7,7 @@ The micro model (tests/conftest.py's MICRO), float32, STEPS steps (4) at batch 4
 every 2. Without mlx.launch it trains as one process, the same way."""
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -22,6 +23,7 @@ from lal_core.training.train import Trainer  # noqa: E402
 corpus, runs, run_id, micro = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 steps = int(sys.argv[5]) if len(sys.argv) > 5 else 4
 cfg = TrainConfig(max_iters=steps, eval_interval=2, batch_size=4, micro_batch=micro, lr=3e-3)
+cfg = replace(cfg, eval_samples=1, eval_sample_tokens=8)
 ranks, stop = distributed.join(None), StopRequest()
 trainer = Trainer(
     RunRequest(MICRO, cfg, backend="mlx", data=corpus, runs_dir=runs),

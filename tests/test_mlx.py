@@ -186,6 +186,7 @@ def test_stopped_and_resumed_run_ends_bit_identical(micro_cfg, shakespeare, tmp_
     corpus.write_text(shakespeare.read_text()[:6_000])
     model_cfg = replace(micro_cfg, dropout=0.1)
     cfg = TrainConfig(max_iters=6, eval_interval=3, batch_size=2, lr=2e-3, warmup_iters=2)
+    cfg = replace(cfg, eval_samples=1, eval_sample_tokens=8)  # MLX's CPU wheel samples slowly
     straight = train(RunRequest(model_cfg, cfg, backend="mlx", data=corpus))
 
     stop = ev.StopRequest()
@@ -335,6 +336,7 @@ def test_cli_samples_a_torch_run_with_mlx(micro_cfg, shakespeare, tmp_path, caps
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(shakespeare.read_text()[:10_000])
     cfg = TrainConfig(max_iters=8, eval_interval=8, batch_size=4, lr=3e-3, warmup_iters=2)
+    cfg = replace(cfg, eval_samples=1, eval_sample_tokens=8)
     result = train(RunRequest(micro_cfg, cfg, backend="torch", data=corpus))
     capsys.readouterr()
     args = ["sample", result.run_dir.name, "--backend", "mlx", "--prompt", "ROMEO:"]

@@ -22,7 +22,15 @@ SHORT_RUN = {  # backend: (recipe, characters of TinyShakespeare)
         0,
     ),
     "mlx": (
-        TrainConfig(max_iters=12, eval_interval=6, batch_size=4, lr=2e-2, warmup_iters=2),
+        TrainConfig(
+            max_iters=12,
+            eval_interval=6,
+            batch_size=4,
+            lr=2e-2,
+            warmup_iters=2,
+            eval_samples=1,
+            eval_sample_tokens=8,
+        ),
         10_000,
     ),
 }

@@ -48,7 +48,15 @@ from lal_tui.work.messages import ReportProgress, SampleFinished, SFTEvent, Trai
 
 SIZE = (100, 30)
 # The dashboard's own short recipe (batch 4: a smoother curve to draw); LONG runs until stopped.
-FAST = TrainConfig(max_iters=8, eval_interval=4, batch_size=4, lr=3e-3, warmup_iters=2)
+FAST = TrainConfig(
+    max_iters=8,
+    eval_interval=4,
+    batch_size=4,
+    lr=3e-3,
+    warmup_iters=2,
+    eval_samples=1,
+    eval_sample_tokens=8,
+)
 
 
 @pytest.fixture(autouse=True)
