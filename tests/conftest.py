@@ -39,7 +39,9 @@ FAST = TrainConfig(
     eval_samples=1,
     eval_sample_tokens=8,
 )
-LONG = TrainConfig(max_iters=100_000, eval_interval=50_000, batch_size=2)
+LONG = TrainConfig(
+    max_iters=100_000, eval_interval=50_000, batch_size=2, eval_samples=1, eval_sample_tokens=8
+)
 
 
 def wait_for(condition, timeout: float = 60.0, what: str = "the condition"):

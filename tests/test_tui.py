@@ -230,7 +230,13 @@ def shifted_corpus(shakespeare, tmp_path_factory) -> Path:
 @pytest.mark.asyncio
 async def test_early_stop_shows_its_marker(settings, micro_cfg, shifted_corpus, threads):
     recipe = TrainConfig(
-        max_iters=200, eval_interval=4, batch_size=4, lr=1e-2, warmup_iters=2, patience=2
+        max_iters=200,
+        eval_interval=4,
+        batch_size=4,
+        lr=1e-2,
+        warmup_iters=2,
+        patience=2,
+        eval_samples=0,
     )
     settings = micro(settings, recipe, data=str(shifted_corpus))
     seen: list = []
