@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -28,20 +29,19 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED_DATA / "tiktoken-cache").i
 
 # A model small enough that a training step takes milliseconds; the 50,257-wide head dominates.
 MICRO = ModelConfig("micro", n_layer=2, n_head=2, n_embd=32, block_size=32)
+
+
 # A short recipe for it: 12 steps, evals at 0, 4, 8 and 12; and one that runs until stopped.
-# One short sample an eval: what is drawn after evals is tested in test_eval_samples.py.
-FAST = TrainConfig(
-    max_iters=12,
-    eval_interval=4,
-    batch_size=2,
-    lr=3e-3,
-    warmup_iters=2,
-    eval_samples=1,
-    eval_sample_tokens=8,
+def one_short_sample(cfg: TrainConfig) -> TrainConfig:
+    """The recipe drawing one 8-token sample after each eval: for runs whose samples are not
+    what a test looks at (those are tested in test_eval_samples.py), so they cost no time."""
+    return replace(cfg, eval_samples=1, eval_sample_tokens=8)
+
+
+FAST = one_short_sample(
+    TrainConfig(max_iters=12, eval_interval=4, batch_size=2, lr=3e-3, warmup_iters=2)
 )
-LONG = TrainConfig(
-    max_iters=100_000, eval_interval=50_000, batch_size=2, eval_samples=1, eval_sample_tokens=8
-)
+LONG = one_short_sample(TrainConfig(max_iters=100_000, eval_interval=50_000, batch_size=2))
 
 
 def wait_for(condition, timeout: float = 60.0, what: str = "the condition"):

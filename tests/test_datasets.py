@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import assert_one_line_error, call_main
+from conftest import assert_one_line_error, call_main, one_short_sample
 from lal_core.data import prepare as preparing
 from lal_core.data.corpus import find_dataset, load_corpus, open_dataset
 from lal_core.data.prepare import prepare
@@ -83,9 +83,7 @@ def test_training_reads_a_dataset_by_name_and_records_its_identity(
     corpus = load_corpus("mine")
     assert corpus.sha256 == dataset.sha256 and len(corpus.tokens) == len(dataset.tokens)
     assert len(corpus.train) + len(corpus.val) == len(corpus.tokens)
-    cfg = TrainConfig(
-        max_iters=2, eval_interval=2, batch_size=2, eval_samples=1, eval_sample_tokens=8
-    )
+    cfg = one_short_sample(TrainConfig(max_iters=2, eval_interval=2, batch_size=2))
     result = Trainer(RunRequest(micro_cfg, cfg, data="mine")).run_training()
     record = RunDir(result.run_dir).read()
     assert result.status == "completed" and record.data.sha256 == dataset.sha256

@@ -3,6 +3,7 @@ from dataclasses import replace
 
 import pytest
 
+from conftest import one_short_sample
 from lal_core.backends.torch.device import default_device
 from lal_core.data.corpus import load_corpus
 from lal_core.generation.sampling import load_for_sampling
@@ -139,9 +140,7 @@ def test_stop_request_from_another_thread(micro_cfg, small_corpus):
             if event.iteration == 4:
                 threading.Thread(target=stop.set).start()
 
-    cfg = TrainConfig(
-        max_iters=500, eval_interval=100, batch_size=2, eval_samples=1, eval_sample_tokens=8
-    )
+    cfg = one_short_sample(TrainConfig(max_iters=500, eval_interval=100, batch_size=2))
     trainer = Trainer(RunRequest(micro_cfg, cfg, data=small_corpus), on_event=on_event, stop=stop)
     result = trainer.run_training()
     assert result.status == "stopped"
@@ -157,9 +156,7 @@ def test_a_compiling_run_says_so_before_the_wait(micro_cfg, small_corpus, monkey
     seen, at_compile = [], []
     # Compiling takes a minute on a CPU: record what was said when it would start instead.
     monkeypatch.setattr(TorchBackend, "_compile", lambda self, b: at_compile.append(list(seen)))
-    cfg = TrainConfig(
-        max_iters=2, eval_interval=2, batch_size=2, eval_samples=1, eval_sample_tokens=8
-    )
+    cfg = one_short_sample(TrainConfig(max_iters=2, eval_interval=2, batch_size=2))
     train(
         RunRequest(micro_cfg, cfg, data=small_corpus, backend_options={"compile": True}),
         on_event=seen.append,
@@ -189,9 +186,7 @@ def test_non_finite_loss_fails_and_writes_no_checkpoint(micro_cfg, small_corpus,
 
     monkeypatch.setattr(TorchBackend, "train_step", poisoned)
     seen = []
-    cfg = TrainConfig(
-        max_iters=50, eval_interval=10, batch_size=2, eval_samples=1, eval_sample_tokens=8
-    )
+    cfg = one_short_sample(TrainConfig(max_iters=50, eval_interval=10, batch_size=2))
     result = train(RunRequest(micro_cfg, cfg, data=small_corpus), on_event=seen.append)
     assert result.status == "failed" and len(taken) == 13
     (failed,) = [e for e in seen if isinstance(e, ev.RunFailed)]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import MICRO
+from conftest import MICRO, one_short_sample
 from lal_core.backends import make_backend
 from lal_core.data.corpus import load_corpus, val_windows
 from lal_core.model.recipe import TrainConfig, eval_batch_size
@@ -32,14 +32,7 @@ def test_val_windows_spread_a_capped_count_evenly():
 
 @pytest.mark.parametrize("backend", ["torch", pytest.param("mlx", marks=pytest.mark.slow)])
 def test_a_stop_during_an_eval_abandons_it_and_a_resume_runs_it(backend, short_corpus):
-    cfg = TrainConfig(
-        max_iters=8,
-        eval_interval=5,
-        batch_size=2,
-        eval_tokens=0,
-        eval_samples=1,
-        eval_sample_tokens=8,
-    )
+    cfg = one_short_sample(TrainConfig(max_iters=8, eval_interval=5, batch_size=2, eval_tokens=0))
     model = make_backend(backend, MICRO, seed=cfg.seed)
     stop, batches = ev.StopRequest(), []
     plain_eval = model.eval_loss
@@ -75,14 +68,7 @@ def test_a_stop_during_an_eval_abandons_it_and_a_resume_runs_it(backend, short_c
 
 
 def test_eval_tokens_caps_what_an_eval_scores(small_corpus):
-    cfg = TrainConfig(
-        max_iters=4,
-        eval_interval=2,
-        batch_size=2,
-        eval_tokens=320,
-        eval_samples=1,
-        eval_sample_tokens=8,
-    )
+    cfg = one_short_sample(TrainConfig(max_iters=4, eval_interval=2, batch_size=2, eval_tokens=320))
     seen = []
     result = Trainer(RunRequest(MICRO, cfg, data=small_corpus), on_event=seen.append).run_training()
     record = RunDir(result.run_dir).read()

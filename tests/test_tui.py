@@ -20,7 +20,7 @@ import pytest
 from rich.text import Text
 from textual.worker import WorkerState
 
-from conftest import LONG
+from conftest import LONG, one_short_sample
 from lal_core import cli
 from lal_core.cli.flags import recipe_flags
 from lal_core.errors import LalError
@@ -48,14 +48,8 @@ from lal_tui.work.messages import ReportProgress, SampleFinished, SFTEvent, Trai
 
 SIZE = (100, 30)
 # The dashboard's own short recipe (batch 4: a smoother curve to draw); LONG runs until stopped.
-FAST = TrainConfig(
-    max_iters=8,
-    eval_interval=4,
-    batch_size=4,
-    lr=3e-3,
-    warmup_iters=2,
-    eval_samples=1,
-    eval_sample_tokens=8,
+FAST = one_short_sample(
+    TrainConfig(max_iters=8, eval_interval=4, batch_size=4, lr=3e-3, warmup_iters=2)
 )
 
 
@@ -230,14 +224,9 @@ def shifted_corpus(shakespeare, tmp_path_factory) -> Path:
 @pytest.mark.asyncio
 async def test_early_stop_shows_its_marker(settings, micro_cfg, shifted_corpus, threads):
     recipe = TrainConfig(
-        max_iters=200,
-        eval_interval=4,
-        batch_size=4,
-        lr=1e-2,
-        warmup_iters=2,
-        patience=2,
-        eval_samples=0,
+        max_iters=200, eval_interval=4, batch_size=4, lr=1e-2, warmup_iters=2, patience=2
     )
+    recipe = replace(recipe, eval_samples=0)  # many evals: no samples to draw
     settings = micro(settings, recipe, data=str(shifted_corpus))
     seen: list = []
     app = LalApp(settings, launcher=threads)

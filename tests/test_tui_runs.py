@@ -21,7 +21,7 @@ import pytest
 import test_tui
 from test_tui import FAST, SIZE, Notes, job, micro, trained_run, wait_until
 
-from conftest import wait_for
+from conftest import one_short_sample, wait_for
 from lal_core.cli.flags import request_argv
 from lal_core.model.config import MODEL_CONFIGS
 from lal_core.model.recipe import TrainConfig
@@ -63,13 +63,8 @@ def table_status(app: LalApp, path: Path) -> str:
 async def test_two_dashboards_follow_a_cli_run_and_x_stops_it(settings, micro_cfg, tiny_corpus):
     # A run started elsewhere (here: the engine call `lal train` makes, in a thread); after its
     # eval at 4 it waits until the test lets it go on, so it is live while the dashboards look.
-    recipe = TrainConfig(
-        max_iters=12,
-        eval_interval=4,
-        batch_size=2,
-        warmup_iters=2,
-        eval_samples=1,
-        eval_sample_tokens=8,
+    recipe = one_short_sample(
+        TrainConfig(max_iters=12, eval_interval=4, batch_size=2, warmup_iters=2)
     )
     gate = threading.Event()
 
@@ -290,9 +285,7 @@ def tiny_run(settings, tiny_corpus) -> Settings:
     """`lal train --config tiny` at batch 2 on a short corpus, on the CPU."""
 
     def recipe(**changes) -> Settings:
-        train = TrainConfig(
-            batch_size=2, eval_interval=2, **changes, eval_samples=1, eval_sample_tokens=8
-        )
+        train = one_short_sample(TrainConfig(batch_size=2, eval_interval=2, **changes))
         request = replace(
             settings.request, model_config=MODEL_CONFIGS["tiny"], train_config=train, device="cpu"
         )

@@ -178,9 +178,6 @@ class SamplesDone:
     def from_record(cls, record: SamplesRecord) -> SamplesDone:
         return cls(**{f.name: getattr(record, f.name) for f in fields(record)})
 
-    def record(self) -> SamplesRecord:
-        return SamplesRecord(**{f.name: getattr(self, f.name) for f in fields(self)})
-
 
 @dataclass(frozen=True, kw_only=True)
 class CheckpointSaved:
