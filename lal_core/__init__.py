@@ -14,7 +14,9 @@ its own __init__ says what it holds):
     training/    a run from its set-up to its last checkpoint: the one training loop
     sft/         fine-tuning into a (very small) chat model, and chatting with it
     quality/     is it any good: `lal eval`'s loss, `lal report`'s figures on samples
-    export/      what users take away: a Hugging Face folder, loss curves as pictures and CSV
+    export/      what users take away: a Hugging Face folder, a GGUF file, loss curves as
+                 pictures and CSV
+    trackers/    a run in TensorBoard and Weights & Biases (reads runs/ alone)
     cli/         the headless command line, `lal`
 
 The dashboard (`lal_tui`) uses these packages' API; nothing here imports it. docs/architecture.md

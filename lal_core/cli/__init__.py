@@ -6,6 +6,7 @@
     sft.py      lal sft, lal chat
     quality.py  lal eval, lal report
     export.py   lal export, lal plot
+    track.py    lal track (and --report-to): runs in TensorBoard and Weights & Biases
     prepare.py  lal prepare
     flags.py    the flags several commands share (a run's, a checkpoint's, sampling's)
     console.py  what a command prints while a run goes, signals, exit statuses
@@ -25,12 +26,12 @@ import os
 import sys
 from collections.abc import Sequence
 
-from lal_core.cli import export, prepare, quality, runs, sample, sft, train
+from lal_core.cli import export, prepare, quality, runs, sample, sft, track, train
 from lal_core.cli.console import EXIT_ERROR, EXIT_INTERRUPTED, OneLineParser
 from lal_core.cli.ranks import LAUNCHED
 from lal_core.errors import LalError, RankLost
 
-GROUPS = (train, sample, runs, sft, export, quality, prepare)  # in `lal --help`'s order
+GROUPS = (train, sample, runs, sft, export, track, quality, prepare)  # in `lal --help`'s order
 
 
 def build_parser() -> argparse.ArgumentParser:

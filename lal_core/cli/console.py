@@ -2,8 +2,9 @@
 flag is said (`OneLineParser`, for `lal` and `lal-tui`).
 
 `Printer` prints a run's events as `lal train`, `lal sft` and `lal watch` show them: the
-header, one line per eval (or SFT epoch), how it ended; on a terminal the latest step in place;
-after an eval its samples as they are drawn, indented, then their writing figures.
+header, one line per eval (or SFT epoch), how it ended; on a terminal a progress line under
+them (`lal_core.cli.progress`); after an eval its samples as they are drawn, indented, then
+their writing figures.
 `StopOnSignals` turns Ctrl-C, `kill` and a closed terminal into a stop request: the run ends
 after its step with everything saved; a second signal exits at once.
 """
@@ -16,6 +17,7 @@ import signal
 import sys
 import threading
 
+from lal_core.cli.progress import ProgressLine, terminal
 from lal_core.runs import events as ev
 from lal_core.runs.follow import describe
 
@@ -32,11 +34,13 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 class Printer:
-    """Prints a run's events; steps only on a terminal, in place. A failure is left to the
-    command (one `lal: error:` line) unless `failures` (`lal watch`, which only reads)."""
+    """Prints a run's events; on a terminal, a live progress line under them (`ProgressLine`).
+    A failure is left to the command (one `lal: error:` line) unless `failures` (`lal watch`,
+    which only reads). Without a terminal, only the lines: what a log always received."""
 
     def __init__(self, failures: bool = False, samples: bool = True) -> None:
-        self.live = sys.stderr.isatty()
+        stream = terminal()
+        self.progress = ProgressLine(stream) if stream is not None else None
         self.failures = failures
         self.samples = samples  # print the samples drawn after each eval
         self.printed = 0
@@ -45,33 +49,44 @@ class Printer:
         self._what = "samples"  # fine-tuning's are answers
 
     def __call__(self, event: ev.Event) -> None:
+        progress = self.progress
         if isinstance(event, (ev.SamplesStarted, ev.SampleText, ev.SamplesDone)):
             if self.samples:
+                if progress is not None:
+                    progress.pause()  # the samples stream on the terminal, a piece at a time
                 self._print_samples(event)
             return
         if isinstance(event, ev.RunStarted):
             self._what = "answers" if event.kind == "sft" else "samples"
+            if progress is not None:
+                progress.started(event)
         if isinstance(event, ev.StepDone):
-            if self.live:
-                mfu = f" | {event.mfu:.0%} MFU" if event.mfu is not None else ""
-                sys.stderr.write(
-                    f"\riter {event.iteration} | loss {event.loss:.4f} | "
-                    f"{event.tokens_per_sec:,.0f} tok/s{mfu} \x1b[K"
-                )
-                sys.stderr.flush()
+            if progress is not None:
+                progress.step(event)
             return
+        if isinstance(event, (ev.EvalDone, ev.SFTEpochDone)) and progress is not None:
+            progress.evaluated()
+        if isinstance(event, (ev.RunFinished, ev.RunFailed)) and progress is not None:
+            progress.close()  # the last lines, the command's own included, come under it
         line = describe(event)
         if line is None or (isinstance(event, ev.RunFailed) and not self.failures):
             return
-        if self.live:
-            sys.stderr.write("\r\x1b[K")
-        print(line, flush=True)
+        if progress is not None and progress.on_stdout:
+            progress.print(line)  # above the progress line, which stays under it
+        else:
+            print(line, flush=True)
         self.printed += 1
+
+    def __enter__(self) -> Printer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Take the progress line away, whatever ended the run: the terminal's cursor back."""
+        if self.progress is not None:
+            self.progress.close()
 
     def _print_samples(self, event: ev.SamplesStarted | ev.SampleText | ev.SamplesDone) -> None:
         """Each sample streamed as it is drawn, its prompt first, every line indented."""
-        if self.live:
-            sys.stderr.write("\r\x1b[K")
         out = sys.stdout
         if isinstance(event, ev.SamplesStarted):
             self._sample, self._prompts = None, event.prompts

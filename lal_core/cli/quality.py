@@ -92,6 +92,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     import sys
 
     from lal_core.cli.console import EXIT_INTERRUPTED, StopOnSignals
+    from lal_core.cli.progress import CountProgress
     from lal_core.quality import report as rp
     from lal_core.quality import report_file
     from lal_core.quality.report_file import save_report
@@ -106,12 +107,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     corpus = rp.report_corpus(columns, args.data)
     chat = args.chat or "sft" in args.checkpoint
 
-    def progress(done: int, total: int, what: str) -> None:
-        if total and done < total:
-            print(f"[{done}/{total}] {what}", file=sys.stderr, flush=True)
-
     stop = StopRequest()
-    with StopOnSignals(stop):
+    with StopOnSignals(stop), CountProgress() as progress:
         report = rp.make_report(
             columns,
             corpus,

@@ -71,9 +71,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
     from lal_core.runs.follow import RunFollower, live_run
 
     run = live_run(args.run, args.runs_dir)
-    printer = Printer(failures=True, samples=not args.no_samples)
-    for event in RunFollower(run, "sft" if args.sft else "train").events():
-        printer(event)
+    with Printer(failures=True, samples=not args.no_samples) as printer:
+        for event in RunFollower(run, "sft" if args.sft else "train").events():
+            printer(event)
     if not printer.printed:
         what = "fine-tuning" if args.sft else "training"
         print(f"run {run.run_id} has no {what} events logged (a run from an older lal?)")

@@ -16,6 +16,7 @@ from lal_core.cli.flags import (
     positive_int,
     sampling_options,
 )
+from lal_core.cli.track import add_report_flag
 from lal_core.generation.controls import Controls
 
 BEFORE_AFTER = ("before (best)", "after (sft)")
@@ -47,6 +48,7 @@ def add_parsers(sub) -> None:
         "--no-compare", action="store_true", help="skip the before/after answers at the end"
     )
     f.add_argument("--runs-dir", default=None)
+    add_report_flag(f)
     f.set_defaults(handler=cmd_sft)
 
     c = sub.add_parser("chat", help="ask the fine-tuned model a question")
@@ -65,11 +67,16 @@ def cmd_sft(args: argparse.Namespace) -> int:
     import warnings
 
     from lal_core import sft
-    from lal_core.runs.events import StopRequest
+    from lal_core.runs.events import StopRequest, chain
+    from lal_core.trackers.send import LiveTrackers, check_installed
+
+    check_installed(args.report_to)
+    trackers = LiveTrackers(args.report_to, "sft")
 
     stop = StopRequest()
     seed = sft.DEFAULT_SEED if args.seed is None else args.seed
-    with warnings.catch_warnings(record=True) as caught, StopOnSignals(stop):
+    printer = Printer()
+    with warnings.catch_warnings(record=True) as caught, StopOnSignals(stop), printer:
         warnings.simplefilter("always", sft.SFTWarning)
         result = sft.run_sft(
             args.run,
@@ -83,11 +90,13 @@ def cmd_sft(args: argparse.Namespace) -> int:
             backend=args.backend,
             device=args.device,
             runs_root=args.runs_dir,
-            on_event=Printer(),
+            on_event=chain(printer, trackers),
             stop=stop,
         )
     for w in caught:
         print(f"lal: warning: {w.message}", file=sys.stderr)
+    for line in trackers.report():
+        print(line, flush=True)
     if result.status == "failed":
         print(f"lal: error: {result.message}", file=sys.stderr)
         return EXIT_ERROR

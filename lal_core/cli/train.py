@@ -8,6 +8,7 @@ import sys
 
 from lal_core.cli.console import EXIT_ERROR, EXIT_INTERRUPTED, Printer, StopOnSignals
 from lal_core.cli.flags import add_run_flags, positive_int
+from lal_core.cli.track import add_report_flag
 from lal_core.errors import LalError
 
 
@@ -36,15 +37,18 @@ def add_parsers(sub) -> None:
         help="name the new run's folder (default: date, config and backend); the dashboard "
         "names it first to send the run's console output there",
     )
+    add_report_flag(t)
     t.set_defaults(handler=cmd_train)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from lal_core.backends import distributed
     from lal_core.cli.flags import fixed_by_resume, run_request
-    from lal_core.runs.events import StopRequest
+    from lal_core.runs.events import StopRequest, chain
+    from lal_core.trackers.send import LiveTrackers, check_installed
     from lal_core.training.train import Trainer
 
+    check_installed(args.report_to)
     request = None
     if args.resume:
         given = fixed_by_resume(args)
@@ -59,8 +63,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
         return launch_ranks(args, request)
     stop = StopRequest()
-    with distributed.joined(args.device) as ranks:  # one process, or a rank under a launcher
-        told = {"on_event": Printer() if ranks.main else None, "stop": stop, "ranks": ranks}
+    trackers = LiveTrackers(args.report_to, "train")
+    # One process, or a rank under a launcher; the printer takes its progress line away at the end.
+    with distributed.joined(args.device) as ranks, Printer() as printer:
+        on_event = chain(printer, trackers) if ranks.main else None
+        told = {"on_event": on_event, "stop": stop, "ranks": ranks}
         if request is None:
             changes = {"max_iters": args.max_iters, "micro_batch": args.micro_batch}
             trainer = Trainer.resume(
@@ -72,14 +79,17 @@ def cmd_train(args: argparse.Namespace) -> int:
             result = trainer.run_training()
     if not ranks.main:  # rank 0 speaks for the run
         return EXIT_INTERRUPTED if result.status == "stopped" else 0
+    code = 0
     if result.status == "failed":
         print(f"lal: error: {result.message}", file=sys.stderr)
-        return EXIT_ERROR
-    if result.status == "stopped":
+        code = EXIT_ERROR
+    elif result.status == "stopped":
         print(
             f"stopped ({stop.reason}) at iter {result.iteration}; checkpoints and metrics are "
             f"saved; resume with: lal train --resume {result.run_dir.name}",
             flush=True,
         )
-        return EXIT_INTERRUPTED
-    return 0
+        code = EXIT_INTERRUPTED
+    for line in trackers.report():  # after the run: they may still be sending its end
+        print(line, flush=True)
+    return code

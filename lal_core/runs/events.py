@@ -241,6 +241,17 @@ Event = (
 EventCallback = Callable[[Event], None]  # where a run's events go as they happen
 
 
+def chain(*callbacks: EventCallback | None) -> EventCallback:
+    """One callback that passes each event to every one of `callbacks` given, in order."""
+    given = [c for c in callbacks if c is not None]
+
+    def each(event: Event) -> None:
+        for callback in given:
+            callback(event)
+
+    return each
+
+
 # -- on disk: one line per event ---------------------------------------------------------------
 EVENT_TYPES: dict[str, type] = {
     "preparing": Preparing,

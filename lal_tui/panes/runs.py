@@ -29,11 +29,24 @@ from textual_plotext import PlotextPlot
 from lal_core.errors import LalError
 from lal_core.runs.folder import RunDir, RunEntry, delete_run
 from lal_tui.screens.confirm import ConfirmScreen
+from lal_tui.widgets.fit import Column, Fitted, ellipsized, fit_columns
 from lal_tui.widgets.loss_plot import Series, VLine, draw
 from lal_tui.widgets.run_picker import read_runs
 from lal_tui.work.messages import EngineError, ReportDone, ReportProgress
 
 OVERLAY_COLORS = ("orange", "cyan")
+# the table's columns; at 80 columns the date goes first (a run id starts with it), then the
+# backend and config (also in a run id), and, for a very long run id, the run column narrows
+COLUMNS = (
+    Column("mark", ""),
+    Column("run", "run"),
+    Column("config", "config", drop=3),
+    Column("backend", "backend", drop=2),
+    Column("best", "best val", short="best"),
+    Column("iter", "@iter"),
+    Column("status", "status"),
+    Column("date", "date", drop=1),
+)
 HINT = "enter: open · space: mark two · c: overlay · s: picture · e: report · d: delete · u: resume"
 LIVE_SECONDS = 2.0  # how often a live run's row is read again while this pane is on screen
 
@@ -62,6 +75,21 @@ def best_cells(best_val: float | None, best_iter: int | None) -> tuple[str, str]
     """The "best val" and "@iter" cells of a run's row."""
     val = f"{best_val:.4f}" if best_val is not None else "-"
     return val, str(best_iter) if best_iter is not None else "-"
+
+
+def run_cells(run: RunEntry, marked: bool) -> dict[str, str]:
+    """A run's row: column key to cell."""
+    best, at = best_cells(run.best_val, run.best_iter)
+    return {
+        "mark": "●" if marked else " ",
+        "run": run.run_id,
+        "config": run.config,
+        "backend": run.backend,
+        "best": best,
+        "iter": at,
+        "status": run.status,
+        "date": run.date,
+    }
 
 
 def damage_line(run: RunEntry) -> str:
@@ -130,6 +158,7 @@ class RunsPane(Vertical):
         self.marked: list[str] = []
         self.shown: list[str] = []
         self.report_stopped = False  # a report was cancelled: what it still says is stale
+        self.fitted: Fitted | None = None  # the columns the table shows now
 
     def compose(self) -> ComposeResult:
         yield DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
@@ -137,12 +166,11 @@ class RunsPane(Vertical):
         yield PlotextPlot(id="runs-plot")
 
     def on_mount(self) -> None:
-        columns = self.table.add_columns(
-            "", "run", "config", "backend", "best val", "@iter", "status", "date"
-        )
-        self.best_columns = columns[4:6]
         self.refresh_runs()
         self.set_interval(LIVE_SECONDS, self.refresh_live)
+
+    def on_resize(self) -> None:
+        self.fill_table()  # a narrower or wider pane may show fewer or more columns
 
     @property
     def table(self) -> DataTable:
@@ -156,26 +184,43 @@ class RunsPane(Vertical):
 
     def refresh_runs(self, runs: list[RunEntry] | None = None) -> None:
         """List the runs again (or show `runs`, as the caller has just listed them)."""
-        table = self.table
-        row = table.cursor_row
         if runs is None:
             runs = read_runs(self, self.runs_dir)
         self.runs = {str(r.path): r for r in reversed(runs)}
         self.marked = [m for m in self.marked if m in self.runs]
+        self.fill_table(always=True)
+
+    def fill_table(self, always: bool = False) -> None:
+        """Show the runs with the columns that fit the pane's width (the rows again only when
+        the columns change, unless `always`)."""
+        table = self.table
+        rows = {key: run_cells(r, key in self.marked) for key, r in self.runs.items()}
+        room = self.table_room(len(rows))
+        fitted = fit_columns(COLUMNS, list(rows.values()), room, "run", table.cell_padding)
+        if fitted == self.fitted and not always:
+            return
+        row = table.cursor_row
+        if fitted != self.fitted:
+            self.fitted = fitted
+            table.clear(columns=True)
+            # widths measured here, not by the table: it measures new columns only when idle,
+            # and a frame drawn before that (on a resize) would keep the labels' widths
+            for c, width in zip(fitted.columns, fitted.widths, strict=True):
+                table.add_column(c.shown_label(fitted.short), key=c.key, width=width)
         table.clear()
-        for key, r in self.runs.items():
-            table.add_row(
-                "●" if key in self.marked else " ",
-                r.run_id,
-                r.config,
-                r.backend,
-                *best_cells(r.best_val, r.best_iter),
-                r.status,
-                r.date,
-                key=key,
-            )
+        run_width = fitted.widths[[c.key for c in fitted.columns].index("run")]
+        for key, cells in rows.items():
+            cells["run"] = ellipsized(cells["run"], run_width)  # where its column is narrowed
+            table.add_row(*(cells[c.key] for c in fitted.columns), key=key)
         if self.runs and row is not None:
             table.move_cursor(row=min(row, len(self.runs) - 1))
+
+    def table_room(self, rows: int) -> int:
+        """The table's width for its columns: the pane's, less the vertical scrollbar when the
+        rows overflow the table's max-height (0 while the pane is not laid out)."""
+        table, max_height = self.table, self.table.styles.max_height
+        overflows = max_height is not None and max_height.is_cells and rows + 1 > max_height.value
+        return self.size.width - (table.styles.scrollbar_size_vertical if overflows else 0)
 
     def action_refresh_runs(self) -> None:
         self.refresh_runs()
@@ -187,7 +232,7 @@ class RunsPane(Vertical):
         if key not in self.runs:
             self.refresh_runs()  # not listed yet
             return
-        for column, value in zip(self.best_columns, best_cells(best_val, best_iter), strict=True):
+        for column, value in zip(("best", "iter"), best_cells(best_val, best_iter), strict=True):
             self.table.update_cell(key, column, value)
 
     def current(self) -> str | None:
@@ -206,7 +251,7 @@ class RunsPane(Vertical):
 
     def info(self, text: str, damaged: bool = False) -> None:
         info = self.query_one("#runs-info", Static)
-        info.set_class(damaged, "-damaged")  # room for the reason, which may not fit one line
+        info.set_class(damaged, "-damaged")  # in the warning colour
         info.update(text)
 
     @on(DataTable.RowHighlighted, "#runs-table")

@@ -17,7 +17,7 @@ from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
-from textual.widgets import Label, Log, Sparkline, Static
+from textual.widgets import Label, Log, Sparkline
 
 from lal_core.runs.events import (
     CheckpointSaved,
@@ -32,6 +32,7 @@ from lal_core.runs.events import (
     StepDone,
 )
 from lal_tui.widgets.eval_samples import SAMPLE_EVENTS, SampleView
+from lal_tui.widgets.fit import FittingLine
 from lal_tui.widgets.format import duration
 from lal_tui.widgets.loss_plot import LossPlot, downsample
 from lal_tui.work.messages import EngineError, JobEnded, TrainEvent
@@ -59,7 +60,8 @@ class TrainPane(Vertical):
     ]
 
     def compose(self) -> ComposeResult:
-        yield Static("no run yet: press t to train (settings in Setup, key 1)", id="train-status")
+        status = "no run yet: press t to train (settings in Setup, key 1)"
+        yield FittingLine(status, id="train-status")
         yield LossPlot(id="loss-plot")
         with Horizontal(id="sparks"):
             yield Label("lr", classes="spark-label")
@@ -221,7 +223,9 @@ class TrainPane(Vertical):
             self.samples.redraw()
 
     # -- drawing ------------------------------------------------------------------------------
-    def status_text(self) -> str:
+    def status_forms(self) -> tuple[str, str, str, str]:
+        """The status line, fullest first: at 80 columns the device goes (the log's first
+        line names it), then the words "iter" and "val", then tokens/s and the time so far."""
         it = "-" if self.iteration is None else f"{self.iteration:,}"
         if self.max_iters:
             it += f"/{self.max_iters:,}"
@@ -231,9 +235,13 @@ class TrainPane(Vertical):
         if self.state == "running" and self.elapsed and self.iteration and self.max_iters:
             done = self.iteration + 1
             eta = self.elapsed / done * max(self.max_iters - done, 0)
+        speed = f"{toks} tok/s | {duration(self.elapsed)} | ETA {duration(eta)}"
+        without_device = f"{self.state} | iter {it} | best val {best} | {speed}"
         return (
-            f"{self.state} | iter {it} | best val {best} | {toks} tok/s | "
-            f"{duration(self.elapsed)} | ETA {duration(eta)} | {self.device}"
+            f"{without_device} | {self.device}",
+            without_device,
+            f"{self.state} | {it} | best {best} | {speed}",
+            f"{self.state} | {it} | best {best} | ETA {duration(eta)}",
         )
 
     def redraw_soon(self) -> None:
@@ -252,7 +260,7 @@ class TrainPane(Vertical):
             self.samples.redraw()
 
     def redraw(self) -> None:
-        self.query_one("#train-status", Static).update(self.status_text())
+        self.query_one("#train-status", FittingLine).show(*self.status_forms())
         for spark_id, values in (
             ("#lr-spark", self.lr_history),
             ("#toks-spark", self.toks_history),
