@@ -25,6 +25,9 @@ from lal_core.runs.checkpoints import expected_shapes, save_weights
 from lal_core.runs.folder import RunDir
 from lal_core.runs.records import RunRecord
 
+# Reading a file's 50,257 tokens back takes the reader seconds: the suite's, not the fast lane's.
+pytestmark = pytest.mark.slow
+
 PADDED = replace(MICRO, vocab_size=50304)  # embedding rows past the tokenizer's 50,257
 Q8 = gguf.GGMLQuantizationType.Q8_0
 F32 = gguf.GGMLQuantizationType.F32

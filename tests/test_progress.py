@@ -11,6 +11,8 @@ import subprocess
 import sys
 import termios
 
+import pytest
+
 from conftest import run_cli
 from lal_core.cli.progress import Pace, clock
 from lal_core.runs import events as ev
@@ -45,14 +47,16 @@ def run_in_terminal(*args: str, columns: int = 100) -> tuple[int, str]:
     return proc.wait(timeout=60), received.decode()
 
 
+@pytest.mark.slow
 def test_a_terminal_shows_the_progress_line_and_keeps_the_eval_lines(short_corpus):
     code, screen = run_in_terminal("train", "--data", str(short_corpus), *TRAIN)
     assert code == 0, screen
     # Redrawn in place: a draw after the first starts by clearing the line, "\r\x1b[2K".
     draws = [ESCAPES.sub("", d) for d in re.split(r"\r\x1b\[2K|\x1b\[\?25l", screen)[1:]]
     progress = [d for d in draws if d.startswith("iter ") and "/6" in d.split()[1]]
-    assert [d.split()[1] for d in progress][:3] == ["1/6", "2/6", "3/6"]
-    assert re.search(r"iter 5/6 .*loss \d+\.\d{4} \| [\d,]+ tok/s", "\n".join(progress))
+    done = [int(d.split()[1].split("/")[0]) for d in progress]
+    assert done[0] == 1 and done == sorted(done) and done[-1] == 6  # at most every 0.1 s
+    assert re.search(r"iter \d/6 .*loss \d+\.\d{4} \| [\d,]+ tok/s", "\n".join(progress))
     assert any("eval in 0:0" in d and "end in 0:" in d for d in progress)
     # The eval lines, whole, each on a line of its own: at a line's start or where the progress
     # line was cleared, to the line's end.
@@ -63,6 +67,7 @@ def test_a_terminal_shows_the_progress_line_and_keeps_the_eval_lines(short_corpu
     assert screen.rfind("\x1b[?25h") > screen.rfind("\x1b[?25l")  # the cursor shown again
 
 
+@pytest.mark.slow
 def test_a_pipe_gets_the_lines_lal_watch_prints_and_no_progress(short_corpus, tmp_path):
     result = run_cli("train", "--data", str(short_corpus), "--runs-dir", str(tmp_path), *TRAIN)
     assert result.returncode == 0, result.stderr

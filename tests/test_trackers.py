@@ -73,6 +73,7 @@ def wandb_run(run: RunDir) -> dict:
     return offline_run(folder)
 
 
+@pytest.mark.slow
 def test_trackers_hold_the_numbers_of_the_log(tracked):
     steps, evals = tracked.steps(), tracked.evals()
     samples = tracked.eval_samples()
@@ -114,6 +115,7 @@ def test_trackers_hold_the_numbers_of_the_log(tracked):
     assert wb["summary"]["best_val"] == record.best_val
 
 
+@pytest.mark.slow
 def test_track_after_the_fact_gives_what_live_logging_gave(tracked):
     live_tb = tensorboard_scalars(tracked.path / "tracking" / "tensorboard" / "train")
     live_wb = wandb_run(tracked)
@@ -162,6 +164,7 @@ send(RunDir(sys.argv[1]), "train", Raising())
 """
 
 
+@pytest.mark.slow
 def test_a_tracker_that_fails_leaves_the_run_as_it_was(small_corpus, tmp_path):
     def losses(events):
         return [e.loss for e in events if isinstance(e, ev.StepDone)]

@@ -332,6 +332,7 @@ async def test_a_dashboard_on_a_terminal_takes_sigterm_and_sighup_once_mounted(
         assert loop.remove_signal_handler(signal.SIGHUP)
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_sigterm_and_sighup_end_the_dashboard_and_leave_the_run(settings, threads):
     # What `kill` and a closed terminal do to the dashboard (lal_tui.work.signals): it is a viewer;

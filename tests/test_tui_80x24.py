@@ -106,6 +106,7 @@ async def test_runs_pane_fits_80_columns_and_widens_and_narrows_again(snap_app):
         assert table.size.height == table.row_count + 1  # no row left over for a scrollbar
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_every_panes_footer_and_train_status_fit_80_columns(snap_app):
     async with snap_app.run_test(size=SIZE) as pilot:

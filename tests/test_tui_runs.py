@@ -120,6 +120,7 @@ async def _attach_two_and_stop(settings: Settings, trainer: Trainer, thread, gat
     thread.join(60)
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_a_killed_run_shows_as_interrupted(settings, micro_cfg, tiny_corpus, threads):
     path = unfinished_run(micro_cfg, tiny_corpus, settings.runs_dir)
@@ -202,6 +203,7 @@ class FakeChild:
         self.returncode = 1
 
 
+@pytest.mark.slow
 @pytest.mark.asyncio
 async def test_the_launcher_starts_lal_in_a_session_of_its_own(
     settings, micro_cfg, tiny_corpus, monkeypatch

@@ -11,6 +11,7 @@ so nothing else writes to the terminal while samples stream there.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -20,6 +21,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from lal_core.runs import events as ev
 
 SMOOTHING = 0.1  # weight of the newest step in the mean step time
+REDRAW_SECONDS = 0.1  # at most this often; a line printed above it shows the latest step
 WIDE_ENOUGH = 110  # terminal columns from which the bar is drawn beside the figures
 
 
@@ -76,6 +78,7 @@ class ProgressLine:
         self.label = "iter"
         self._progress: Progress | None = None
         self._task = 0
+        self._drawn = 0.0  # when it was last drawn (time.monotonic)
 
     def started(self, event: ev.RunStarted) -> None:
         self.close()
@@ -99,11 +102,13 @@ class ProgressLine:
         progress.update(
             self._task, completed=done, total=total, what=f"{self.label} {done}/{total}", info=info
         )
+        now = time.monotonic()
         if self._progress is None:
             progress.start()  # drawn first with this step's figures
-            self._progress = progress
-        else:
+            self._progress, self._drawn = progress, now
+        elif now - self._drawn >= REDRAW_SECONDS:  # `lal watch` replays thousands at once
             progress.refresh()
+            self._drawn = now
 
     def evaluated(self) -> None:
         self.pace.evaluated = True
