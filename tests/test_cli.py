@@ -1,6 +1,8 @@
 import contextlib
 import io
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -164,3 +166,20 @@ def test_exit_codes_through_a_real_process(tmp_path):
     bad.write_bytes(b"\x00" * 100)
     assert_one_line_error(run_cli("sample", str(bad), timeout=120), 1, "not a valid safetensors")
     assert_one_line_error(run_cli("sample", "--tokens", "0", timeout=120), 2, "at least 1")
+
+
+def test_the_commands_that_read_run_folders_import_no_framework(tmp_path):
+    """`lal runs` (and `lal --help`) start in a fraction of a second: no torch, no MLX."""
+    script = (
+        "import sys\n"
+        "from lal_core.cli import main\n"
+        "main(sys.argv[1:])\n"
+        "print(sorted(m for m in ('torch', 'mlx', 'textual', 'wandb') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, "runs", "--runs-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"

@@ -13,13 +13,15 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lal_core.backends import BACKENDS
 from lal_core.errors import ConfigError, LalError
 from lal_core.model.config import DEFAULT_DROPOUT, MODEL_CONFIGS, get_model_config
 from lal_core.model.recipe import EVAL_EVERY_SEQUENCES, TrainConfig
-from lal_core.training.request import RunRequest
+
+if TYPE_CHECKING:  # its import loads the corpus and data modules: only for a run's commands
+    from lal_core.training.request import RunRequest
 
 DEFAULT_CONFIG = "tiny"
 DEFAULT_BACKEND = "torch"
@@ -322,6 +324,8 @@ def backend_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_request(args: argparse.Namespace, base: TrainConfig | None = None) -> RunRequest:
     """The run the parsed flags ask for: `base` (default: the recipe) with the flags given."""
+    from lal_core.training.request import RunRequest
+
     given = {f.name: getattr(args, f.name) for f in recipe_flags()}
     train_cfg = replace(base or TrainConfig(), **{k: v for k, v in given.items() if v is not None})
     options = backend_options(args)

@@ -26,11 +26,14 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lal_core.cli.console import EXIT_ERROR, EXIT_INTERRUPTED
 from lal_core.errors import LalError
 from lal_core.runs.folder import find_run, new_run_id, read_entry, runs_root
-from lal_core.training.request import RunRequest
+
+if TYPE_CHECKING:
+    from lal_core.training.request import RunRequest
 
 LAUNCHED = "LAL_RANKS_LAUNCHED"  # set for ranks started by `lal train --nproc`
 
