@@ -53,7 +53,7 @@ class Printer:
         if isinstance(event, (ev.SamplesStarted, ev.SampleText, ev.SamplesDone)):
             if self.samples:
                 if progress is not None:
-                    progress.pause()  # the samples stream on the terminal, a piece at a time
+                    progress.close()  # the samples stream on the terminal, a piece at a time
                 self._print_samples(event)
             return
         if isinstance(event, ev.RunStarted):

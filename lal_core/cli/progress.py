@@ -68,8 +68,8 @@ class Pace:
 
 
 class ProgressLine:
-    """A run's progress line on `stream` (a terminal). `print` puts a line above it; `pause`
-    takes it away until the next step (while text streams on the terminal); `close` for good."""
+    """A run's progress line on `stream` (a terminal). `print` puts a line above it; `close`
+    takes it away (the next step draws it again: samples stream on the terminal between)."""
 
     def __init__(self, stream: TextIO) -> None:
         self.console = Console(file=stream, highlight=False)
@@ -131,9 +131,6 @@ class ProgressLine:
 
     def print(self, line: str) -> None:
         self.console.print(line, markup=False, emoji=False, soft_wrap=True)
-
-    def pause(self) -> None:
-        self.close()
 
     def close(self) -> None:
         if self._progress is not None:
