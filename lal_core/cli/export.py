@@ -99,16 +99,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
         save_csv,
         save_picture,
     )
-    from lal_core.runs.folder import find_run
+    from lal_core.runs.folder import find_runs
 
-    runs = [find_run(ref, args.runs_dir) for ref in args.runs or [None]]
+    runs = find_runs(args.runs, args.runs_dir)
     output = args.output
     if output is None and args.csv is None:
         output = default_picture(runs[0])
     if output is not None:
         picture_format(Path(output))  # a wrong suffix is an error before anything is read
-    if len({run.path.resolve() for run in runs}) < len(runs):
-        raise LalError("a run is named twice; name each run once")
     curves = read_curves(runs)
     if output is not None:
         print(f"wrote {save_picture(curves, Path(output))}")

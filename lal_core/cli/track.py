@@ -12,16 +12,18 @@ from lal_core.trackers import TRACKERS
 JOBS = ("train", "sft")
 
 
-def add_report_flag(parser: argparse.ArgumentParser) -> None:
+def add_report_flag(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    """`--report-to`: optional for `lal train` and `lal sft` (live), required by `lal track`."""
     parser.add_argument(
         "--report-to",
         nargs="+",
         choices=TRACKERS,
         default=[],
+        required=required,
         metavar="TRACKER",
-        help="send the run to experiment trackers as it goes: tensorboard (event files in the "
-        "run folder), wandb (offline without an account; wandb sync sends it later); each an "
-        "extra: uv sync --extra tensorboard --extra wandb",
+        help="send the run to experiment trackers: tensorboard (event files in the run folder), "
+        "wandb (offline without an account; wandb sync sends it later); each an extra: "
+        "uv sync --extra tensorboard --extra wandb",
     )
 
 
@@ -30,10 +32,7 @@ def add_parsers(sub) -> None:
         "track", help="send runs to TensorBoard or Weights & Biases from their folders"
     )
     t.add_argument("runs", nargs="*", metavar="RUN", help="run ids or folders (default: newest)")
-    t.add_argument(
-        "--report-to", nargs="+", choices=TRACKERS, required=True, metavar="TRACKER",
-        help=f"one or more of: {', '.join(TRACKERS)}",
-    )  # fmt: skip
+    add_report_flag(t, required=True)
     t.add_argument(
         "--job",
         choices=JOBS,
@@ -46,16 +45,13 @@ def add_parsers(sub) -> None:
 
 
 def cmd_track(args: argparse.Namespace) -> int:
-    from lal_core.runs.folder import find_run
+    from lal_core.runs.folder import find_runs
     from lal_core.trackers.send import check_installed, lower_priority, open_tracker, send
 
     check_installed(args.report_to)
     if args.nice:
         lower_priority()
-    runs = [find_run(ref, args.runs_dir) for ref in args.runs or [None]]
-    if len({run.path.resolve() for run in runs}) < len(runs):
-        raise LalError("a run is named twice; name each run once")
-    for run in runs:
+    for run in find_runs(args.runs, args.runs_dir):
         jobs = [args.job] if args.job else [j for j in JOBS if run.event_log(j).is_file()]
         if not jobs:
             raise LalError(f"run {run.run_id} has no event log to send (a run from an older lal?)")

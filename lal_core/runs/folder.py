@@ -356,6 +356,14 @@ def find_run(ref: str | Path | RunDir | None, root: Path | None = None) -> RunDi
     )
 
 
+def find_runs(refs: list[str], root: Path | None = None) -> list[RunDir]:
+    """The runs `refs` name (none: the newest), each once: a run named twice is an error."""
+    runs = [find_run(ref, root) for ref in refs or [None]]
+    if len({run.path.resolve() for run in runs}) < len(runs):
+        raise LalError("a run is named twice; name each run once")
+    return runs
+
+
 def stopped_run(
     ref: str | Path, root: Path | None = None, check_writer: bool = True
 ) -> tuple[RunDir, RunRecord, dict[str, Any]]:
