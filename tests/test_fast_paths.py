@@ -117,6 +117,21 @@ def test_chunked_loss_with_every_target_ignored_is_zero_not_nan():
     assert loss.item() == 0.0 and torch.all(x.grad == 0)
 
 
+def test_chunked_loss_hands_its_gradients_over_once_scaled_by_the_incoming_gradient():
+    x, w = torch.randn(6, 8, requires_grad=True), torch.randn(20, 8, requires_grad=True)
+    t = torch.tensor([1, 2, -1, 3, 4, 5])
+    (3.0 * linear_cross_entropy(x, w, t)).backward()
+    want_x, want_w = torch.autograd.grad(
+        3.0 * F.cross_entropy(x @ w.t(), t, ignore_index=-1), (x, w)
+    )
+    torch.testing.assert_close(x.grad, want_x)
+    torch.testing.assert_close(w.grad, want_w)
+    loss = linear_cross_entropy(x, w, t)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="runs once"):
+        loss.backward()
+
+
 def loss_and_grads(model: GPT, loss_fn, x, y) -> tuple[float, list[torch.Tensor]]:
     model.zero_grad()
     loss = loss_fn(model, x, y)
@@ -243,7 +258,8 @@ def block_activation_bytes(model: GPT, x: torch.Tensor, loss_fn=None) -> int:
     return sum(kept.values())
 
 
-def test_recompute_gives_the_same_loss_and_gradients_for_less_memory():
+@pytest.mark.parametrize("cpu_dropout", [False, True], ids=["torch-masks", "16-bit-masks"])
+def test_recompute_gives_the_same_loss_and_gradients_for_less_memory(cpu_dropout):
     cfg = ModelConfig("wide", n_layer=3, n_head=2, n_embd=64, block_size=32, dropout=0.1)
     x, y = batch(shape=(4, cfg.block_size))
     x, y = torch.from_numpy(x), torch.from_numpy(y)
@@ -251,7 +267,7 @@ def test_recompute_gives_the_same_loss_and_gradients_for_less_memory():
     for recompute in (False, True):
         torch.manual_seed(0)
         model = GPT(cfg)
-        loss_fn = TrainingLoss(chunked=True, recompute=recompute)
+        loss_fn = TrainingLoss(chunked=True, recompute=recompute, cpu_dropout=cpu_dropout)
         kept.append(block_activation_bytes(model, x, loss_fn))
         torch.manual_seed(1)  # the same dropout masks for both, if recomputing redraws alike
         results.append(loss_and_grads(model, loss_fn, x, y))

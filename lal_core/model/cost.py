@@ -44,7 +44,8 @@ def attention_weight_bytes(cfg: ModelConfig, batch_size: int) -> int:
     softmax, dropout mask and dropped weights, (B, nh, T, T) float32 each, as attention with
     dropout runs unfused (counted with saved-tensor hooks). Without dropout the fused kernel
     keeps none of them. Medium at batch 16 keeps 3.2 GB of them, more than its (B, T, C)
-    activations."""
+    activations. (Training in bf16 on a CPU, `cpu_dropout`'s attention keeps them in bf16:
+    half this. The estimate stays float32's.)"""
     if cfg.dropout == 0:
         return 0
     return 12 * cfg.n_layer * batch_size * cfg.n_head * cfg.block_size**2

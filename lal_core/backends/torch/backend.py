@@ -10,7 +10,8 @@ measurements behind each default are in bench/README.md):
 - fused: fused AdamW kernels where torch has them, else foreach.
 - chunked_loss, recompute: how the training loss is computed (`training_loss`).
 - infer_dtype, int8_head, decode_threads: sampling (`sampler`).
-On CUDA also TF32 matmuls and pinned, non-blocking host-to-device copies.
+Eager on a CPU, dropout draws its masks 16 bits at a time (`cpu_dropout`). On CUDA also TF32
+matmuls and pinned, non-blocking host-to-device copies.
 """
 
 from __future__ import annotations
@@ -76,6 +77,9 @@ class TorchBackend(Backend):
         self.chunked_loss = default_chunked_loss(dev) if chunked_loss is None else chunked_loss
         self._recompute_option = recompute  # None: decided in setup_training, by batch size
         self.recompute = bool(recompute)
+        # Dropout's masks by `cpu_dropout`, eager on a CPU (a compile that fails later keeps
+        # torch's masks).
+        self.cpu_dropout = self.device == "cpu" and not self.compile and cfg.dropout > 0
         self.compile_seconds: float | None = None  # set by setup_training when compiled
         self._micro = 0  # sequences per forward pass, set by setup_training
         self._ddp: torch.nn.Module | None = None  # the loss under DDP, on several ranks
@@ -95,7 +99,7 @@ class TorchBackend(Backend):
     def _use_loss(self) -> None:
         """The training loss for the current switches (chunked, recompute); `_compile` may
         replace `_train_loss` with its compiled form."""
-        self.loss = TrainingLoss(self.chunked_loss, self.recompute)
+        self.loss = TrainingLoss(self.chunked_loss, self.recompute, cpu_dropout=self.cpu_dropout)
         self._train_loss = functools.partial(self.loss, self.model)
 
     def _make_sampler(
@@ -184,6 +188,8 @@ class TorchBackend(Backend):
         parts.append("chunked loss" if self.chunked_loss else "plain loss")
         if self.recompute:
             parts.append("recomputed activations")
+        if self.cpu_dropout:
+            parts.append("16-bit dropout masks")
         return ", ".join(parts)
 
     # -- training ----------------------------------------------------------------------------

@@ -115,15 +115,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
                         grad_w += torch.mm(probs.t(), kept[s : s + chunk], out=low_w)
             losses = torch.where(counted, -p_target.log(), 0.0)  # (N,)
             _exact_where_underflowed(losses, p_target, counted, xs, w, safe, chunk)
-            if needs_grad:
-                grad_w /= n
-        ctx.save_for_backward(grad_x if needs_grad else None, grad_w if needs_grad else None)
+        # Kept on ctx, not saved: backward hands them to autograd, which then takes them as
+        # they are instead of copying a tensor something else still holds. grad_w's 1/n is
+        # applied there, with the incoming gradient, in one pass.
+        ctx.grads = (grad_x, grad_w, n) if needs_grad else None
         return losses.sum() / n
 
     @staticmethod
     def backward(ctx, grad_loss):
-        grad_x, grad_w = ctx.saved_tensors
-        return grad_x * grad_loss, grad_w * grad_loss, None, None, None
+        if ctx.grads is None:
+            raise RuntimeError("the chunked loss's backward runs once (no retain_graph)")
+        grad_x, grad_w, n = ctx.grads
+        ctx.grads = None
+        return grad_x.mul_(grad_loss), grad_w.mul_(grad_loss / n), None, None, None
 
 
 def _exact_where_underflowed(losses, p_target, counted, xs, w, safe, chunk) -> None:

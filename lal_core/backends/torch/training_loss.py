@@ -6,12 +6,16 @@ memory savers a device may want, chosen by the backend (`precision` has the defa
 - recompute: activation checkpointing, each block's input kept for backward and the block run
   again there, a third more compute for a fraction of the memory.
 
-Either way the loss and its gradients are those of `model(idx, targets)[1]`
-(tests/test_fast_paths.py checks both).
+And one for speed, eager on a CPU: cpu_dropout, dropout's masks from a quarter of the draws
+(`cpu_dropout`; the same function, from other random numbers).
+
+Either way the loss and its gradients are those of `model(idx, targets)[1]` with the same
+dropout masks (tests/test_fast_paths.py and tests/test_cpu_dropout.py check them).
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,18 +24,26 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 
 from lal_core.backends.torch.chunked_loss import linear_cross_entropy
+from lal_core.backends.torch.cpu_dropout import CPUDropout
 from lal_core.model.gpt import GPT
 
 LossOfRows = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def recomputed_hidden_states(model: GPT, idx: torch.Tensor) -> torch.Tensor:
-    """`model.hidden_states(idx)`, keeping only each block's input for backward."""
+def recomputed_hidden_states(
+    model: GPT, idx: torch.Tensor, masks: Callable = contextlib.nullcontext
+) -> torch.Tensor:
+    """`model.hidden_states(idx)`, keeping only each block's input for backward; `masks` is
+    the context the blocks run in, entered again for their recomputation in backward."""
     T = idx.shape[1]
     x = model.drop(model.wte(idx) + model.wpe(torch.arange(T, device=idx.device)))  # (B, T, C)
+
+    def contexts():  # forward's (already inside `masks`), then the recomputation's
+        return contextlib.nullcontext(), masks()
+
     for block in model.blocks:
         # Same values and gradients; the block's dropout masks are drawn again alike.
-        x = checkpoint(block, x, use_reentrant=False)  # (B, T, C)
+        x = checkpoint(block, x, use_reentrant=False, context_fn=contexts)  # (B, T, C)
     return model.ln_f(x)
 
 
@@ -42,10 +54,18 @@ class TrainingLoss:
     chunked: bool
     recompute: bool
     rows_loss: LossOfRows = linear_cross_entropy  # a compiled step passes it un-traced
+    cpu_dropout: bool = False
 
     def __call__(self, model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        recompute = self.recompute and torch.is_grad_enabled()
-        x = recomputed_hidden_states(model, idx) if recompute else model.hidden_states(idx)
+        masks = CPUDropout if self.cpu_dropout else contextlib.nullcontext
+        with masks():
+            return self._loss(model, idx, targets, masks)
+
+    def _loss(self, model: GPT, idx, targets, masks: Callable) -> torch.Tensor:
+        if self.recompute and torch.is_grad_enabled():
+            x = recomputed_hidden_states(model, idx, masks)  # (B, T, C)
+        else:
+            x = model.hidden_states(idx)  # (B, T, C)
         if self.chunked:
             return self.rows_loss(x.flatten(0, 1), model.wte.weight, targets.flatten())
         logits = model.head(x).flatten(0, 1)  # (B*T, V)
