@@ -78,6 +78,15 @@ def test_named_configs_train_with_dropout_and_the_spec_regime_is_one_flag_away()
     assert ModelConfig("mine", n_layer=1, n_head=1, n_embd=8, block_size=8).dropout == 0.0
 
 
+def test_dropout_on_the_attention_projection_is_off_unless_asked_and_old_configs_load_so():
+    tiny = get_model_config("tiny")
+    assert not tiny.attn_proj_dropout
+    old = {k: v for k, v in tiny.to_dict().items() if k != "attn_proj_dropout"}  # run.json before
+    assert ModelConfig.from_dict(old) == tiny
+    asked = get_model_config("tiny", attn_proj_dropout=True)
+    assert ModelConfig.from_dict(asked.to_dict()) == asked
+
+
 def test_dropout_range():
     with pytest.raises(ConfigError, match="dropout"):
         get_model_config("tiny", dropout=1.0)

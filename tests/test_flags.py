@@ -46,13 +46,15 @@ def test_resume_refuses_what_the_run_keeps_and_takes_what_it_may_change():
     assert fixed_by_resume(parse("--max-iters", "9", "--device", "cpu")) == []
     given = fixed_by_resume(parse("--lr", "1e-3", "--config", "small", "--no-compile"))
     assert sorted(given) == ["--config", "--lr", "--no-compile"]
+    assert fixed_by_resume(parse("--no-attn-proj-dropout")) == ["--attn-proj-dropout"]
 
 
 def test_a_request_turns_back_into_the_flags_that_ask_for_it(tmp_path):
     argv = ["--config", "small", "--lr", "0.001", "--max-iters", "7", "--dropout", "0.2"]
+    argv += ["--attn-proj-dropout"]
     argv += ["--no-compile", "--recompute", "--dtype", "float32", "--device", "cpu"]
     argv += ["--data", str(tmp_path / "c.txt"), "--runs-dir", str(tmp_path), "--seed", "3"]
     request = run_request(parse(*argv))
     again = run_request(parse(*request_argv(request)))
-    assert again == request
+    assert again == request and request.model_config.attn_proj_dropout
     assert request_argv(run_request(parse())) == ["--config", "tiny", "--backend", "torch"]

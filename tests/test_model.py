@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from torch.nn import functional as F
 from conftest import random_tokens
 from lal_core.backends import make_backend
 from lal_core.backends.torch.training_loss import TrainingLoss
-from lal_core.model.config import get_model_config
+from lal_core.model.config import ModelConfig, get_model_config
 from lal_core.model.gpt import GPT
 
 
@@ -80,3 +81,32 @@ def test_backend_state_dict_has_canonical_names(micro_cfg):
     state = make_backend("torch", micro_cfg).state_dict()
     assert {k: v.shape for k, v in state.items()} == expected_shapes(micro_cfg)
     assert all(v.dtype == np.float32 for v in state.values())
+
+
+@pytest.mark.parametrize("backend", ["torch", "mlx"])
+@pytest.mark.parametrize("on", [False, True], ids=["off", "attn-proj-dropout"])
+def test_attention_output_is_dropped_only_where_the_config_asks(backend, on):
+    # With dropout 0.5 on the projection, about half the attention's outputs are exactly 0
+    # while training, none in eval; off, only a few in training (a first position whose one
+    # attention weight is dropped in both heads), none in eval.
+    if backend == "mlx":
+        pytest.importorskip("mlx.core")
+    cfg = ModelConfig("drop", n_layer=1, n_head=2, n_embd=32, block_size=8, dropout=0.5)
+    cfg = replace(cfg, attn_proj_dropout=on)
+    x = np.random.default_rng(0).standard_normal((4, 8, 32)).astype(np.float32)
+    zeros = []
+    for training in (True, False):
+        if backend == "torch":
+            attn = GPT(cfg).blocks[0].attn.train(training)
+            y = attn(torch.from_numpy(x)).detach().numpy()
+        else:
+            import mlx.core as mx
+
+            from lal_core.model.gpt_mlx import GPT as MLXGPT
+
+            attn = MLXGPT(cfg).blocks[0].attn
+            attn.train(training)
+            y = np.array(attn(mx.array(x)))
+        zeros.append(float((y == 0).mean()))
+    assert zeros[1] == 0.0
+    assert (0.4 < zeros[0] < 0.65) if on else zeros[0] < 0.1

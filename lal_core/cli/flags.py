@@ -252,6 +252,13 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"dropout (default: {DEFAULT_DROPOUT:g}; 0: the original write-up's regime)",
     )
+    recipe.add_argument(
+        "--attn-proj-dropout",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="dropout on the attention's output projection too, as nanoGPT (default: off, "
+        "as the write-up)",
+    )
     _add_backend_flags(parser.add_argument_group("fast paths"))
 
 
@@ -284,11 +291,13 @@ def _add_backend_flags(group) -> None:
 def request_argv(request: RunRequest) -> list[str]:
     """`lal train` flags that ask for exactly this run (the dashboard starts its runs so)."""
     cfg, base = request.model_config, get_model_config(request.model_config.name)
-    if replace(cfg, dropout=base.dropout) != base:
+    if replace(cfg, dropout=base.dropout, attn_proj_dropout=base.attn_proj_dropout) != base:
         raise ConfigError(f"the model config {cfg.name!r} is not one `lal train` knows")
     argv = ["--config", cfg.name, "--backend", request.backend]
     if cfg.dropout != base.dropout:
         argv += ["--dropout", repr(cfg.dropout)]
+    if cfg.attn_proj_dropout != base.attn_proj_dropout:
+        argv += ["--attn-proj-dropout" if cfg.attn_proj_dropout else "--no-attn-proj-dropout"]
     defaults = TrainConfig()
     for f in recipe_flags():
         value = getattr(request.train_config, f.name)
@@ -329,7 +338,8 @@ def run_request(args: argparse.Namespace, base: TrainConfig | None = None) -> Ru
     given = {f.name: getattr(args, f.name) for f in recipe_flags()}
     train_cfg = replace(base or TrainConfig(), **{k: v for k, v in given.items() if v is not None})
     options = backend_options(args)
-    overrides = {"dropout": args.dropout} if args.dropout is not None else {}
+    given_model = {"dropout": args.dropout, "attn_proj_dropout": args.attn_proj_dropout}
+    overrides = {key: value for key, value in given_model.items() if value is not None}
     return RunRequest(
         model_config=get_model_config(args.config or DEFAULT_CONFIG, **overrides),
         train_config=train_cfg.validate(),
@@ -344,7 +354,8 @@ def run_request(args: argparse.Namespace, base: TrainConfig | None = None) -> Ru
 
 def fixed_by_resume(args: argparse.Namespace) -> list[str]:
     """The flags given that a resumed run cannot take (it keeps its own settings)."""
-    names = ["config", "backend", "data", "dropout", "dtype", "recompute", "peak_tflops"]
+    names = ["config", "backend", "data", "dropout", "attn_proj_dropout", "dtype", "recompute"]
+    names += ["peak_tflops"]
     names += [f.name for f in recipe_flags()]
     given = [
         flag_name(n) for n in names if n not in RESUME_MAY_CHANGE and getattr(args, n) is not None

@@ -25,6 +25,10 @@ class ModelConfig:
     vocab_size: int = VOCAB_SIZE
     dropout: float = 0.0
     bias: bool = False  # no biases in Linear and LayerNorm (docs/recipe.md, The model)
+    # Dropout on the attention's output projection too, before the residual add, as nanoGPT
+    # has it; the write-up (and lal's runs so far) drop only attention weights, the MLP's
+    # output and the embeddings. A run.json without the key is such a run.
+    attn_proj_dropout: bool = False
 
     def validate(self) -> ModelConfig:
         for key in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):

@@ -46,7 +46,8 @@ class CausalSelfAttention(nn.Module):
         self.n_head = cfg.n_head
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)  # Q, K, V in one
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)  # merge the heads
-        self.dropout = cfg.dropout
+        self.dropout = cfg.dropout  # on the attention weights, while training
+        self.proj_dropout = nn.Dropout(cfg.dropout if cfg.attn_proj_dropout else 0.0)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0):
         B, T, C = x.shape
@@ -74,7 +75,7 @@ class CausalSelfAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         y = F.scaled_dot_product_attention(q, k, v, is_causal=causal, dropout_p=dropout)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again: (B, T, C)
-        return self.c_proj(y)
+        return self.proj_dropout(self.c_proj(y))  # (B, T, C)
 
 
 class MLP(nn.Module):

@@ -52,6 +52,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)  # merge the heads
         self.dropout = cfg.dropout  # on the attention weights, while training
         self.attn_dropout = nn.Dropout(cfg.dropout)
+        self.proj_dropout = nn.Dropout(cfg.dropout if cfg.attn_proj_dropout else 0.0)
 
     def __call__(self, x: mx.array, cache: KVCache | None = None, layer: int = 0) -> mx.array:
         B, T, C = x.shape
@@ -86,7 +87,7 @@ class CausalSelfAttention(nn.Module):
             mask = "causal" if causal else None
             y = mx.fast.scaled_dot_product_attention(q, k, v, scale=scale, mask=mask)
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)  # heads side by side again: (B, T, C)
-        return self.c_proj(y)
+        return self.proj_dropout(self.c_proj(y))  # (B, T, C)
 
 
 class MLP(nn.Module):
