@@ -14,10 +14,12 @@ import pytest
 from conftest import FAST, MICRO, assert_one_line_error, call_main
 from lal_core.data.corpus import load_corpus
 from lal_core.data.tokenizer import encode
-from lal_core.quality.report_file import read_report
+from lal_core.quality.report_file import ColumnResult, QualityReport, format_report, read_report
 from lal_core.runs.folder import RunDir
+from lal_core.runs.records import Figures
 from lal_core.training.request import RunRequest
 from lal_core.training.train import train
+from lal_core.writing.figures import figures_of
 from lal_core.writing.repetition import distinct, find_loop, repeated_share
 from lal_core.writing.verbatim import VerbatimIndex, suffix_array
 
@@ -111,6 +113,46 @@ def test_report_compares_best_and_final_with_held_out_text(run, capsys):
     # Held-out text is real text: more varied than a micro model's samples, and not a loop.
     assert saved.baseline.looping == 0
     assert saved.baseline.distinct_2 > 0.8
+
+
+def test_each_mean_figure_has_its_standard_error_over_the_samples(index):
+    samples = [encode("To be, or not to be, that is the question."), encode("a b a b a b a b a b")]
+    samples.append(encode("Whether 'tis nobler in the mind to suffer the slings"))
+    figures = figures_of(samples, index[0])
+    shares = [repeated_share(s, 4) for s in samples]
+    assert figures.repeated_4 == pytest.approx(np.mean(shares))
+    assert figures.repeated_4_se == pytest.approx(np.std(shares, ddof=1) / np.sqrt(3))
+    assert figures.distinct_2_se > 0 and figures.memorised_8_se is not None
+    assert figures_of(samples[:1], index[0]).distinct_2_se is None  # one sample: no spread
+
+
+def column(label: str, **figures) -> ColumnResult:
+    base = dict(samples=40, distinct_1=0.6, distinct_2=0.9, looping=2, memorised_8=0.1)
+    base |= dict(longest=5, longest_text="", distinct_1_se=0.01, distinct_2_se=0.01)
+    base |= dict(repeated_4=0.10, repeated_4_se=0.01, memorised_8_se=0.01)
+    return ColumnResult(label, "c", "torch", "t", Figures(**(base | figures)), ())
+
+
+def test_the_table_gives_each_figures_error_and_marks_what_is_within_noise():
+    columns = (column("best"), column("near", repeated_4=0.12), column("far", repeated_4=0.17))
+    report = QualityReport("text", "", ("p",), (), 40, 128, 1, columns, None, ())
+    rows = {line[:26].strip(): line[26:].split() for line in format_report(report).splitlines()}
+    assert rows["repeated 4-grams"] == [
+        "0.100",
+        "±0.010",
+        "0.120",
+        "±0.010",
+        "≈",
+        "0.170",
+        "±0.010",
+    ]
+    assert rows["samples in a loop"][:2] == ["2/40", "±1.6"]  # 40 sqrt(p (1 - p) / 40), p 3/42
+    assert "within two standard errors" in format_report(report)
+    # A report written before the errors were kept: its figures, without them.
+    old = json.loads(json.dumps(report.to_json()))
+    for c in old["columns"]:
+        c["figures"] = {k: v for k, v in c["figures"].items() if not k.endswith("_se")}
+    assert "±0.010" not in format_report(QualityReport.from_json(old)).split("loop")[0]
 
 
 @pytest.mark.slow

@@ -133,9 +133,51 @@ ROWS = (
 )
 
 
+# Two standard errors of a difference: a gap inside it is not told apart from the draw's noise.
+WITHIN = 2.0
+NOISE_NOTE = (
+    "± one standard error over the samples\n"
+    "≈ within two standard errors of the first column's figure: not a difference"
+)
+
+
+def estimate(figures: Figures, key: str) -> tuple[float, float] | None:
+    """A row's figure and its standard error, where it has one: the means' from the samples,
+    a loop count's as a binomial share's, taken at (k + 1) / (n + 2) so that none in n
+    samples is not read as certainty."""
+    if key == "looping":
+        n = figures.samples
+        if n < 2:
+            return None
+        smoothed = (figures.looping + 1) / (n + 2)
+        return figures.looping / n, (smoothed * (1 - smoothed) / n) ** 0.5
+    value, error = getattr(figures, key), getattr(figures, f"{key}_se", None)
+    return (value, error) if value is not None and error is not None else None
+
+
+def _cell(figures: Figures, key: str, fmt: str | None, first: Figures) -> str:
+    """A row's cell: the figure, ± its standard error, and ≈ where it is within WITHIN standard
+    errors of the first column's (the first column itself is the reference)."""
+    value = getattr(figures, key)
+    if key == "looping":
+        text = f"{value}/{figures.samples}"
+    else:
+        text = "-" if value is None else fmt.format(value)
+    mine, theirs = estimate(figures, key), estimate(first, key)
+    if mine is None:
+        return text
+    scale = figures.samples if key == "looping" else 1
+    text += f" ±{mine[1] * scale:{'.1f' if key == 'looping' else '.3f'}}"
+    if figures is not first and theirs is not None:
+        near = abs(mine[0] - theirs[0]) <= WITHIN * (mine[1] ** 2 + theirs[1] ** 2) ** 0.5
+        text += " ≈" if near else "  "
+    return text
+
+
 def format_report(report: QualityReport, show_samples: bool = False, width: int = 100) -> str:
-    """The figures as a table, a column per checkpoint and one for held-out text; then each
-    column's longest verbatim stretch, and the samples themselves on request."""
+    """The figures as a table, a column per checkpoint and one for held-out text, each with its
+    standard error and a mark where it is within noise of the first column; then each column's
+    longest verbatim stretch, and the samples themselves on request."""
     what = "questions" if report.mode == "chat" else "prompts"
     head = (
         f"{len(report.prompts)} {what} x {report.samples} samples x up to {report.tokens} "
@@ -145,20 +187,16 @@ def format_report(report: QualityReport, show_samples: bool = False, width: int 
     figures = [c.figures for c in report.columns]
     if report.baseline is not None:
         names, figures = [*names, "held-out text"], [*figures, report.baseline]
-    cell = max(12, *(len(x) + 2 for x in names))
+    cell = max(18, *(len(x) + 2 for x in names))
     lines = [head, ""]
     lines.append(f"{'':<26}" + "".join(f"{x:>{cell}}" for x in names))
     for label, key, fmt in ROWS:
         if key == "closed" and report.mode != "chat":
             continue
-        cells = []
-        for f in figures:
-            value = getattr(f, key)
-            if key == "looping":
-                cells.append(f"{value}/{f.samples}")
-            else:
-                cells.append("-" if value is None else fmt.format(value))
+        cells = [_cell(f, key, fmt, figures[0]) for f in figures]
         lines.append(f"{label:<26}" + "".join(f"{c:>{cell}}" for c in cells))
+    if any(f.samples > 1 for f in figures):
+        lines.append(NOISE_NOTE)
     settings = {c.settings for c in report.columns}
     if len(settings) == 1:
         lines.append(f"\nsampling: {settings.pop()}")

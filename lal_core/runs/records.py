@@ -288,7 +288,9 @@ class EvalRecord:
 
 @dataclass(frozen=True)
 class Figures:
-    """A column's figures (or the held-out text's), each a mean over its samples."""
+    """A column's figures (or the held-out text's), each a mean over its samples, and the
+    standard errors of those means (the samples' standard deviation over the square root of
+    their number; None for one sample, and in files written before them)."""
 
     samples: int
     distinct_1: float | None
@@ -300,6 +302,10 @@ class Figures:
     longest_text: str
     closed: float | None = None  # chat mode: share of answers the model closed
     val_loss: float | None = None
+    distinct_1_se: float | None = None
+    distinct_2_se: float | None = None
+    repeated_4_se: float | None = None
+    memorised_8_se: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return write_fields(self)

@@ -17,6 +17,16 @@ def _mean(values: Sequence[float | None]) -> float | None:
     return float(np.mean(known)) if known else None
 
 
+def standard_error(values: Sequence[float | None]) -> float | None:
+    """The standard error of the mean of the known values: their standard deviation (n - 1)
+    over sqrt(n); None under two values. Samples of one prompt are alike, so this is a lower
+    bound on the spread a redraw would show (bench/README.md's report checks say by how much)."""
+    known = [v for v in values if v is not None]
+    if len(known) < 2:
+        return None
+    return float(np.std(known, ddof=1) / np.sqrt(len(known)))
+
+
 def figures_of(
     samples: Sequence[Sequence[int]],
     index: VerbatimIndex | None,
@@ -26,15 +36,21 @@ def figures_of(
     """The figures of samples given as BPE tokens (without an index, no memorisation)."""
     found = [index.verbatim(s) for s in samples] if index is not None else []
     longest = max(found, key=lambda v: v.longest, default=None)
+    per_sample = {
+        "distinct_1": [distinct(s, 1) for s in samples],
+        "distinct_2": [distinct(s, 2) for s in samples],
+        "repeated_4": [repeated_share(s, 4) for s in samples],
+        "memorised_8": [v.memorised for v in found],
+    }
+    means = {name: _mean(values) for name, values in per_sample.items()}
+    errors = {f"{name}_se": standard_error(values) for name, values in per_sample.items()}
     return Figures(
         samples=len(samples),
-        distinct_1=_mean([distinct(s, 1) for s in samples]),
-        distinct_2=_mean([distinct(s, 2) for s in samples]),
-        repeated_4=_mean([repeated_share(s, 4) for s in samples]),
         looping=sum(find_loop(s) is not None for s in samples),
-        memorised_8=_mean([v.memorised for v in found]),
         longest=longest.longest if longest else 0,
         longest_text=longest.longest_text if longest else "",
         closed=closed,
         val_loss=val_loss,
+        **means,
+        **errors,
     )
