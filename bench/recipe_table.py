@@ -21,6 +21,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
+from lal_core.errors import ConfigError
 from lal_core.model.config import get_model_config
 from lal_core.model.recipe import TrainConfig
 from lal_core.quality.report_file import read_report
@@ -34,7 +35,7 @@ def changes(run: RunDir) -> str:
     cfg, parts = record.model_config, []
     try:
         base = get_model_config(cfg.name)
-    except Exception:  # a hand-made config: all of it is a change
+    except ConfigError:  # a hand-made config: all of it is a change
         base = None
     for key in ("dropout", "attn_proj_dropout"):
         if base is None or getattr(cfg, key) != getattr(base, key):
