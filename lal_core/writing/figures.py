@@ -20,7 +20,8 @@ def _mean(values: Sequence[float | None]) -> float | None:
 def standard_error(values: Sequence[float | None]) -> float | None:
     """The standard error of the mean of the known values: their standard deviation (n - 1)
     over sqrt(n); None under two values. Samples of one prompt are alike, so this is a lower
-    bound on the spread a redraw would show (bench/README.md's report checks say by how much)."""
+    bound on the spread a redraw with other prompts would show (README.md, Is what it writes any
+    good?, checks it with two seeds)."""
     known = [v for v in values if v is not None]
     if len(known) < 2:
         return None

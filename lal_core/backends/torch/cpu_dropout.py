@@ -4,7 +4,7 @@ On a CPU, torch draws a dropout mask with `bernoulli_`, one Mersenne Twister num
 element on one thread (about 6 ns each here), and attention with dropout leaves the fused
 kernel for the "math" one, which upcasts bf16 to float32 and makes extra passes. For small at
 batch 16 that was 10% of the step in masks and another 10% in attention's extra passes
-(bench/README.md, "Dropout on a CPU").
+(bench/README.md, "Round three").
 
 While training eagerly on a CPU, the backend's training loss runs the model inside
 `CPUDropout` (blocks recomputed in backward too), a TorchFunctionMode that answers two calls
@@ -20,7 +20,7 @@ of the model's and leaves every other call alone:
 The masks come from torch's default generator, as `bernoulli_` did: its state is saved with
 the optimizer, so a resumed run draws the masks the straight run drew, and recomputed
 activations (checkpointing restores the generator) redraw theirs alike. The draws are serial,
-so the masks do not depend on the thread count. tests/test_fast_paths.py checks both calls
+so the masks do not depend on the thread count. tests/test_cpu_dropout.py checks both calls
 against the formulas with the same masks, and the masks' rate.
 """
 
