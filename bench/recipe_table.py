@@ -3,9 +3,10 @@
     uv run python bench/recipe_table.py RUN [RUN ...] [--runs-dir DIR]
 
 RUN is a run id (under --runs-dir) or a run folder. Per run, one row of a Markdown table:
-- what differs from its config's defaults (the model's dropout and placement, the recipe's
-  fields, the seed);
-- the best val loss in nats per token and in bits per byte, and its iteration;
+- what differs from the write-up's recipe (the model's dropout and its placement, the
+  recipe's fields, the seed): stable while lal's own defaults move;
+- the best val loss in nats per token and in bits per byte ("avg" where the weights' moving
+  average scored it), and its iteration;
 - where the run ended (status, iteration), its wall time to the best and to its last eval;
 - from its report.json (`lal report RUN`), if it has one: the first column's repeated 4-grams,
   loops and memorised 8-grams, each with its standard error, and held-out text's beside them.
@@ -30,11 +31,12 @@ from lal_core.runs.records import Figures
 
 
 def changes(run: RunDir) -> str:
-    """The run's settings that differ from its named config's and the recipe's defaults."""
+    """The run's settings that differ from the write-up's recipe: its named config without
+    dropout, TrainConfig's defaults."""
     record = run.read()
     cfg, parts = record.model_config, []
     try:
-        base = get_model_config(cfg.name)
+        base = get_model_config(cfg.name, dropout=0.0, attn_proj_dropout=False)
     except ConfigError:  # a hand-made config: all of it is a change
         base = None
     for key in ("dropout", "attn_proj_dropout"):
@@ -46,7 +48,7 @@ def changes(run: RunDir) -> str:
             continue  # how it is watched, not how it learns
         if getattr(recipe, f.name) != getattr(defaults, f.name):
             parts.append(f"{f.name} {getattr(recipe, f.name):g}")
-    return ", ".join(parts) or "defaults"
+    return ", ".join(parts) or "the write-up's"
 
 
 def _with_error(figures: Figures, key: str) -> str:
@@ -79,6 +81,8 @@ def row(run: RunDir) -> str:
     best = next((e for e in evals if e.iteration == record.best_iter), None)
     bpb = f"{record.best_bpb:.3f}" if record.best_bpb is not None else "-"
     val = f"{record.best_val:.4f}" if record.best_val is not None else "-"
+    if best is not None and best.ema_val_loss is not None and best.ema_val_loss < best.val_loss:
+        val += " (avg)"
     to_best = f"{best.elapsed / 60:.0f}" if best else "-"
     total = f"{evals[-1].elapsed / 60:.0f}" if evals else "-"
     cells = [

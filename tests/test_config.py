@@ -1,7 +1,13 @@
 import pytest
 
 from lal_core.errors import ConfigError
-from lal_core.model.config import MODEL_CONFIGS, ModelConfig, count_parameters, get_model_config
+from lal_core.model.config import (
+    CONFIG_DROPOUT,
+    MODEL_CONFIGS,
+    ModelConfig,
+    count_parameters,
+    get_model_config,
+)
 from lal_core.model.gpt import GPT
 from lal_core.model.recipe import TrainConfig
 
@@ -73,7 +79,8 @@ def test_heads_must_divide_width():
 
 
 def test_named_configs_train_with_dropout_and_the_spec_regime_is_one_flag_away():
-    assert all(c.dropout == 0.1 for c in MODEL_CONFIGS.values())
+    assert {name: c.dropout for name, c in MODEL_CONFIGS.items()} == CONFIG_DROPOUT
+    assert all(rate > 0 for rate in CONFIG_DROPOUT.values())
     assert get_model_config("tiny", dropout=0.0).dropout == 0.0
     assert ModelConfig("mine", n_layer=1, n_head=1, n_embd=8, block_size=8).dropout == 0.0
 

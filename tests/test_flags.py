@@ -7,7 +7,8 @@ import pytest
 
 from lal_core.cli import build_parser
 from lal_core.cli.flags import fixed_by_resume, flag_name, request_argv, run_request
-from lal_core.model.recipe import TrainConfig
+from lal_core.model.config import MODEL_CONFIGS
+from lal_core.model.recipe import CONFIG_RECIPES, TrainConfig, default_recipe
 
 
 def parse(*argv: str):
@@ -58,3 +59,24 @@ def test_a_request_turns_back_into_the_flags_that_ask_for_it(tmp_path):
     again = run_request(parse(*request_argv(request)))
     assert again == request and request.model_config.attn_proj_dropout
     assert request_argv(run_request(parse())) == ["--config", "tiny", "--backend", "torch"]
+
+
+def test_each_config_trains_with_its_own_recipe_and_the_writeups_is_one_flag_away():
+    assert CONFIG_RECIPES, "no config has a recipe of its own: drop this test"
+    for name in CONFIG_RECIPES:
+        own = run_request(parse("--config", name))
+        assert own.train_config == default_recipe(name) != TrainConfig()
+        assert own.model_config == MODEL_CONFIGS[name]
+        # The dashboard starts it with no recipe flag; a value equal to another config's
+        # default is given.
+        assert request_argv(own) == ["--config", name, "--backend", "torch"]
+        plain = run_request(parse("--config", name, "--max-iters", "5000"))
+        assert run_request(parse(*request_argv(plain))) == plain
+        # --writeup: the write-up's recipe, no dropout; a flag beside it still counts.
+        writeup = run_request(parse("--config", name, "--writeup", "--seed", "3"))
+        assert writeup.train_config == TrainConfig(seed=3)
+        assert writeup.model_config.dropout == 0.0 and not writeup.model_config.attn_proj_dropout
+        assert run_request(parse(*request_argv(writeup))) == writeup
+    given = run_request(parse("--writeup", "--dropout", "0.1"))
+    assert given.model_config.dropout == 0.1
+    assert fixed_by_resume(parse("--writeup")) == ["--writeup"]

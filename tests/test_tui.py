@@ -27,7 +27,7 @@ from lal_core.errors import LalError
 from lal_core.generation.controls import Controls
 from lal_core.generation.sampling import Generation, load_for_sampling
 from lal_core.model.config import MODEL_CONFIGS
-from lal_core.model.recipe import TrainConfig
+from lal_core.model.recipe import TrainConfig, default_recipe
 from lal_core.runs import events as ev
 from lal_core.runs.folder import RunDir
 from lal_core.sft import builtin_pairs, chat_answer, chat_prompt
@@ -415,6 +415,32 @@ async def test_setup_validates_as_you_type(settings, monkeypatch, threads):
         await pilot.pause()
         assert app.settings.request.train_config.micro_batch == 2
         assert "@ micro 2 of 6" in str(app.query_one("#configs").get_row("tiny")[-1])
+
+
+@pytest.mark.asyncio
+async def test_choosing_a_config_gives_untouched_fields_its_defaults(settings, threads):
+    # Small trains with its own dropout and schedule: the fields left at tiny's take small's.
+    tiny = replace(settings.request, model_config=MODEL_CONFIGS["tiny"])
+    tiny = replace(tiny, train_config=default_recipe("tiny"))
+    app = LalApp(Settings(request=tiny, model_configs=dict(MODEL_CONFIGS)), launcher=threads)
+    async with app.run_test(size=SIZE) as pilot:
+        app.query_one("#field-seed").value = "7"  # typed: it stays
+        table = app.query_one("#configs")
+        table.move_cursor(row=list(MODEL_CONFIGS).index("small"))
+        await wait_until(pilot, lambda: app.settings.config == "small")
+        await pilot.pause()
+        request = app.settings.request
+        assert request.model_config.dropout == MODEL_CONFIGS["small"].dropout != 0.1
+        assert request.train_config.max_iters == default_recipe("small").max_iters != 5000
+        assert request.train_config.seed == 7
+        assert app.query_one("#field-max_iters").value == str(default_recipe("small").max_iters)
+        app.query_one("#field-dropout").value = "0.3"  # typed for small: kept for tiny too
+        table.move_cursor(row=list(MODEL_CONFIGS).index("tiny"))
+        await wait_until(pilot, lambda: app.settings.config == "tiny")
+        await pilot.pause()
+        request = app.settings.request
+        assert request.model_config.dropout == 0.3
+        assert request.train_config.max_iters == default_recipe("tiny").max_iters
 
 
 # -- the samples drawn after each eval ------------------------------------------------------------

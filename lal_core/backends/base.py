@@ -9,7 +9,9 @@ checkpoint layout (the PyTorch module names, Linear weights as (out, in)).
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,12 +104,35 @@ class Backend(ABC):
 
     def optimizer_state(self) -> dict[str, np.ndarray]:
         """Everything besides the weights that exact resume needs, as numpy arrays: the
-        optimizer's step count ("step") and moments ("m.<name>", "v.<name>"), and the
-        framework's random-generator state ("rng.<which>", for dropout)."""
+        optimizer's step count ("step") and moments ("m.<name>", "v.<name>"), the framework's
+        random-generator state ("rng.<which>", for dropout) and, with an ema decay, the
+        weights' average ("ema.<name>")."""
         raise NotImplementedError
 
     def load_optimizer_state(self, tensors: dict[str, np.ndarray]) -> None:
         raise NotImplementedError
+
+    # -- the weights' moving average (TrainConfig.ema) ---------------------------------------
+    # With an ema decay, setup_training starts the average and every train_step that updates
+    # the weights moves it: average <- decay * average + (1 - decay) * weights, from the
+    # weights after the first step. A float32 copy of the weights, kept on their device.
+    def average_state_dict(self) -> dict[str, np.ndarray]:
+        """The average as float32 numpy arrays under the weights' names."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def averaged_weights(self, swap: bool = True) -> Iterator[None]:
+        """The average in the weights' place inside the block (its evals, its checkpoint), the
+        weights themselves back after it, exactly; the weights as they are if not `swap`."""
+        if not swap:
+            yield
+            return
+        weights = self.state_dict()
+        self.load_state_dict(self.average_state_dict())
+        try:
+            yield
+        finally:
+            self.load_state_dict(weights)
 
     # -- sampling ----------------------------------------------------------------------------
     def ready_for_sampling(self) -> None:  # noqa: B027 - optional: most backends need nothing

@@ -17,8 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 from lal_core.backends import BACKENDS
 from lal_core.errors import ConfigError, LalError
-from lal_core.model.config import DEFAULT_DROPOUT, MODEL_CONFIGS, get_model_config
-from lal_core.model.recipe import EVAL_EVERY_SEQUENCES, TrainConfig
+from lal_core.model.config import CONFIG_DROPOUT, MODEL_CONFIGS, get_model_config
+from lal_core.model.recipe import (
+    CONFIG_RECIPES,
+    EVAL_EVERY_SEQUENCES,
+    TrainConfig,
+    default_recipe,
+)
 
 if TYPE_CHECKING:  # its import loads the corpus and data modules: only for a run's commands
     from lal_core.training.request import RunRequest
@@ -175,6 +180,11 @@ RECIPE_FLAGS = {
     ),
     "eval_sample_tokens": ("eval sample tokens", "tokens per eval sample, at most"),
     "seed": ("seed", "random seed (weights, batches, dropout)"),
+    "ema": (
+        "ema decay",
+        "keep a moving average of the weights with this decay per step, evaluated beside "
+        "them: the best checkpoint is whichever scores lower; 0: none",
+    ),
 }
 
 
@@ -212,6 +222,14 @@ def recipe_flags() -> list[RecipeFlag]:
     ]
 
 
+def _own_defaults(field: str) -> str:
+    """`; small: 1500` for a recipe field a named config sets itself (CONFIG_RECIPES)."""
+    own = [
+        f"{name}: {values[field]:g}" for name, values in CONFIG_RECIPES.items() if field in values
+    ]
+    return "".join(f"; {text}" for text in own)
+
+
 def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -244,13 +262,21 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
             dest=f.name,
             type=number if f.kind is float else int,
             default=None,
-            help=f"{f.help} (default: {f.default:g})",
+            help=f"{f.help} (default: {f.default:g}{_own_defaults(f.name)})",
         )
+    dropouts = "; ".join(f"{name} {rate:g}" for name, rate in CONFIG_DROPOUT.items())
     recipe.add_argument(
         "--dropout",
         type=number,
         default=None,
-        help=f"dropout (default: {DEFAULT_DROPOUT:g}; 0: the original write-up's regime)",
+        help=f"dropout (default: {dropouts}; 0: the original write-up's regime)",
+    )
+    recipe.add_argument(
+        "--writeup",
+        action="store_true",
+        default=None,
+        help="train with the original write-up's recipe: no dropout, and the same settings "
+        "(5,000 iterations...) for every config; flags given beside it still count",
     )
     recipe.add_argument(
         "--attn-proj-dropout",
@@ -298,7 +324,7 @@ def request_argv(request: RunRequest) -> list[str]:
         argv += ["--dropout", repr(cfg.dropout)]
     if cfg.attn_proj_dropout != base.attn_proj_dropout:
         argv += ["--attn-proj-dropout" if cfg.attn_proj_dropout else "--no-attn-proj-dropout"]
-    defaults = TrainConfig()
+    defaults = default_recipe(cfg.name)
     for f in recipe_flags():
         value = getattr(request.train_config, f.name)
         if value != getattr(defaults, f.name):
@@ -332,16 +358,21 @@ def backend_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run_request(args: argparse.Namespace, base: TrainConfig | None = None) -> RunRequest:
-    """The run the parsed flags ask for: `base` (default: the recipe) with the flags given."""
+    """The run the parsed flags ask for: `base` (default: the config's recipe, or with
+    --writeup the write-up's) with the flags given."""
     from lal_core.training.request import RunRequest
 
+    config, writeup = args.config or DEFAULT_CONFIG, bool(getattr(args, "writeup", None))
+    base = base or (TrainConfig() if writeup else default_recipe(config))
     given = {f.name: getattr(args, f.name) for f in recipe_flags()}
-    train_cfg = replace(base or TrainConfig(), **{k: v for k, v in given.items() if v is not None})
+    train_cfg = replace(base, **{k: v for k, v in given.items() if v is not None})
     options = backend_options(args)
     given_model = {"dropout": args.dropout, "attn_proj_dropout": args.attn_proj_dropout}
     overrides = {key: value for key, value in given_model.items() if value is not None}
+    if writeup:
+        overrides = {"dropout": 0.0, "attn_proj_dropout": False, **overrides}
     return RunRequest(
-        model_config=get_model_config(args.config or DEFAULT_CONFIG, **overrides),
+        model_config=get_model_config(config, **overrides),
         train_config=train_cfg.validate(),
         backend=args.backend or DEFAULT_BACKEND,
         device=args.device,
@@ -354,8 +385,8 @@ def run_request(args: argparse.Namespace, base: TrainConfig | None = None) -> Ru
 
 def fixed_by_resume(args: argparse.Namespace) -> list[str]:
     """The flags given that a resumed run cannot take (it keeps its own settings)."""
-    names = ["config", "backend", "data", "dropout", "attn_proj_dropout", "dtype", "recompute"]
-    names += ["peak_tflops"]
+    names = ["config", "backend", "data", "dropout", "attn_proj_dropout", "writeup", "dtype"]
+    names += ["recompute", "peak_tflops"]
     names += [f.name for f in recipe_flags()]
     given = [
         flag_name(n) for n in names if n not in RESUME_MAY_CHANGE and getattr(args, n) is not None

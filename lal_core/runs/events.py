@@ -132,6 +132,7 @@ class EvalDone:
     line: str  # the write-up's log line (docs/recipe.md, Training), with * on a new best
     mfu: float | None = None  # model-FLOPs utilisation since the previous eval, 0..1
     val_bpb: float | None = None  # val loss in bits per byte
+    ema_val_loss: float | None = None  # the weights' moving average's (TrainConfig.ema)
 
     @classmethod
     def from_record(cls, record: EvalRecord, **more: Any) -> EvalDone:

@@ -281,6 +281,7 @@ class EvalRecord:
     elapsed: float = 0.0
     eval_seconds: float = 0.0
     val_bpb: float | None = None  # val loss in bits per byte (None: a run from before it)
+    ema_val_loss: float | None = None  # the weights' moving average's (None: none kept)
 
     def to_json(self) -> dict[str, Any]:
         return {"type": "eval", **write_fields(self, METRIC_KEYS)}

@@ -101,13 +101,15 @@ class SFTSettings:
         return self
 
     def train_config(self) -> TrainConfig:
-        """The recipe the step loop runs: a constant lr, no warmup."""
+        """The recipe the step loop runs: a constant lr, no warmup, no average of the weights
+        (a fine-tune keeps its last weights)."""
         return TrainConfig(
             batch_size=self.batch_size,
             micro_batch=self.micro_batch,
             lr=self.lr,
             warmup_iters=0,
             seed=self.seed,
+            ema=0.0,
         ).validate()
 
 

@@ -45,6 +45,21 @@ def evaluate(
     return None if val is None else (train, val)
 
 
+def average_val_loss(
+    backend: Backend,
+    corpus: Corpus,
+    cfg: TrainConfig,
+    stop: Callable[[], bool] | None = None,
+) -> float | None:
+    """The val loss of the weights' moving average (TrainConfig.ema), over `evaluate`'s val
+    windows; the weights are back as they were after it. None: abandoned for `stop()`."""
+    block = backend.cfg.block_size
+    starts = val_windows(corpus.val, block, cfg.eval_tokens)
+    batch = eval_batch_size(backend.cfg, cfg.micro_per_rank(backend.ranks.world))
+    with backend.averaged_weights():
+        return window_loss(backend, corpus.val, starts, batch, stop)
+
+
 def window_loss(
     backend: Backend,
     split: np.ndarray,

@@ -188,13 +188,15 @@ def record_corpus(record: RunRecord, then: str = "give the text with --data PATH
 def eval_line(record: EvalRecord, mfu: float | None = None) -> str:
     """The original write-up's log line, plus throughput:
     `iter 250  | train 4.5904  | val 5.1055  | lr 2.99e-04 | 5,210 tok/s (31% MFU) | 2.1 min *`,
-    with the val loss in bits per byte after it where known (`val 5.1055 (2.161 bpb)`)."""
+    with the val loss in bits per byte after it where known (`val 5.1055 (2.161 bpb)`) and the
+    weights' average's val loss after that where one is kept (`ema 5.0712`)."""
     r = record
     val = f"{r.val_loss:.4f}" + (f" ({r.val_bpb:.3f} bpb)" if r.val_bpb else "")
     width = 19 if r.val_bpb else 7  # the columns after it line up from eval to eval
     util = f" ({mfu:.0%} MFU)" if mfu is not None and r.tokens_per_sec else ""
+    ema = f"ema {r.ema_val_loss:.4f} | " if r.ema_val_loss is not None else ""
     return (
-        f"iter {r.iteration:<4} | train {r.train_loss:<7.4f} | val {val:<{width}} | "
+        f"iter {r.iteration:<4} | train {r.train_loss:<7.4f} | val {val:<{width}} | {ema}"
         f"lr {r.lr:.2e} | {r.tokens_per_sec:,.0f} tok/s{util} | {format_elapsed(r.elapsed)}"
         f"{' *' if r.is_best else ''}"
     )

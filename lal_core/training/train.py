@@ -11,13 +11,10 @@
             a loss that is not finite?    -> "failed": nothing more is written
         the plan's last checkpoint (final; fine-tuning's sft), its records, RunFinished
 
-Pre-training's plan, `Pretraining`, is the original write-up's recipe (docs/recipe.md,
-Training): random windows of the train split at the scheduled learning rate (`lr_at`), an eval
-every `evals_every` steps and at the end, the best checkpoint at each new best val loss, early
-stopping after `patience` evals without one, and the resumable state (weights, AdamW's moments,
-the random generators, `LoopState`) at every eval and on a stop. Fine-tuning's plan is
-`lal_core.sft.tune.FineTuning`. On several ranks every rank runs this same loop on its rows of
-each batch (`lal_core.backends.distributed`); rank 0 alone writes the folder and speaks.
+Pre-training's plan, `Pretraining`, is the recipe (docs/recipe.md, Training): evals, the best
+checkpoint, early stopping, the resumable state. Fine-tuning's is `lal_core.sft.tune.FineTuning`.
+On several ranks every rank runs this same loop on its rows of each batch
+(`lal_core.backends.distributed`); rank 0 alone writes the folder and speaks.
 """
 
 from __future__ import annotations
@@ -43,7 +40,7 @@ from lal_core.runs.checkpoints import STATE_FILE, save_state, save_weights
 from lal_core.runs.events import EventCallback
 from lal_core.runs.folder import RunDir
 from lal_core.runs.records import EvalRecord
-from lal_core.training.evals import evaluate, val_bits_per_byte
+from lal_core.training.evals import average_val_loss, evaluate, val_bits_per_byte
 from lal_core.training.request import (
     Clock,
     LoopState,
@@ -301,10 +298,10 @@ def run_steps(plan: Plan, stop: ev.StopRequest | AgreedStop) -> LoopEnd:
 # -- pre-training's plan: the recipe ---------------------------------------------------------
 @dataclass
 class Pretraining(Plan):
-    """Pre-training's plan: random batches at the scheduled lr; an eval every `evals_every`
-    steps (and at the end) with the best checkpoint, the resumable state, samples of what the
-    model writes now (`training.samples`) and early stopping; the state again on a stop;
-    run.json throughout."""
+    """Pre-training's plan: random train windows at the scheduled lr (`lr_at`); an eval every
+    `evals_every` steps and at the end: the best checkpoint (the weights, or their ema average
+    where it scores lower), the resumable state, samples (`training.samples`), early stopping
+    after `patience` evals without a new best; the state again on a stop; run.json throughout."""
 
     cfg: TrainConfig
     backend: Backend
@@ -344,23 +341,28 @@ class Pretraining(Plan):
         True when val loss has not improved for `patience` evals. None: a stop request came
         during the eval, which was dropped (a resume runs it again)."""
         state, cfg, it = self.state, self.cfg, self.state.iteration
-        t0 = time.perf_counter()
-        losses = evaluate(self.backend, self.corpus, cfg, self.stop.is_set)
-        if losses is None:
+        t0, b = time.perf_counter(), self.backend
+        losses = evaluate(b, self.corpus, cfg, self.stop.is_set)
+        # With an ema decay the weights' average is scored too; the better of the two counts.
+        ema = average_val_loss(b, self.corpus, cfg, self.stop.is_set) if cfg.ema else None
+        if losses is None or (cfg.ema and ema is None):
             return None
+        averaged = ema is not None and ema < losses[1]
         record = EvalRecord(
             iteration=it,
             train_loss=losses[0],
             val_loss=losses[1],
             lr=lr_at(it, cfg),
-            is_best=state.new_best(losses[1]),  # else one more eval without a better val loss
+            is_best=state.new_best(ema if averaged else losses[1]),  # else one more bad eval
             tokens_per_sec=self.step_tokens / self.step_seconds if self.step_seconds else 0.0,
             elapsed=self.clock(),
             eval_seconds=time.perf_counter() - t0,
             val_bpb=losses[1] * self.bpb,
+            ema_val_loss=ema,
         )
         if record.is_best and self.run is not None:
-            self.save_checkpoint("best", iteration=it)
+            with b.averaged_weights(swap=averaged):  # the weights that scored it
+                self.save_checkpoint("best", iteration=it, averaged=averaged)
         state.evaluated = True
         self.save_state()
         best = {"best_val": state.best_val, "best_iter": state.best_iter}
@@ -424,11 +426,9 @@ class Pretraining(Plan):
         final = self.save_checkpoint("final", iteration=it)
         best = state.best_val if state.best_iter is not None else None
         self.run.update(status=status, iteration=it, best_val=best, best_iter=state.best_iter)
-        words = {
-            "completed": f"finished {self.cfg.max_iters} iterations",
-            "early_stopped": "stopped early",
-            "stopped": "stopped on request",
-        }[status]
+        words = {"early_stopped": "stopped early", "stopped": "stopped on request"}.get(
+            status, f"finished {self.cfg.max_iters} iterations"
+        )
         elapsed = self.clock()
         self.emit(
             ev.RunFinished(

@@ -11,6 +11,7 @@ is counted once typing pauses, by a job the app starts for the pane (`CountReque
 
 from __future__ import annotations
 
+import contextlib
 import gc
 from dataclasses import dataclass, replace
 
@@ -25,9 +26,9 @@ from textual.worker import Worker, WorkerState
 from lal_core.backends import BACKENDS, BackendInfo, available_backends
 from lal_core.cli.flags import RecipeFlag, recipe_flags
 from lal_core.errors import LalError
-from lal_core.model.config import DEFAULT_DROPOUT, count_parameters
+from lal_core.model.config import CONFIG_DROPOUT, count_parameters
 from lal_core.model.cost import estimate_training_memory
-from lal_core.model.recipe import TrainConfig
+from lal_core.model.recipe import TrainConfig, default_recipe
 from lal_tui.settings import Settings
 from lal_tui.widgets.format import human_bytes, params
 from lal_tui.work.messages import CorpusCounted, EngineError
@@ -47,7 +48,9 @@ AUTO = "auto"  # the device Select's "let the engine choose"
 COUNT_AFTER_SECONDS = 0.4  # count the corpus once typing pauses: a path in full, not a prefix
 
 
-DROPOUT = RecipeFlag("dropout", "dropout", float, DEFAULT_DROPOUT, "the model's dropout, in [0, 1)")
+DROPOUT = RecipeFlag(
+    "dropout", "dropout", float, CONFIG_DROPOUT["tiny"], "the model's dropout, in [0, 1)"
+)
 
 
 def setup_fields(shown: tuple[str, ...] = SHOWN) -> list[RecipeFlag]:
@@ -94,6 +97,7 @@ class SetupPane(VerticalScroll):
         self.fields = setup_fields()
         self.train_config = settings.request.train_config
         self.dropout = settings.request.model_config.dropout
+        self.shown_config = settings.config  # whose defaults the untouched fields hold
         self.devices: dict[str, tuple[str, ...]] = {}  # per backend, once probed
         self.corpus = settings.request.data  # the path as typed (None: the default corpus)
         self._count_timer: Timer | None = None
@@ -210,6 +214,29 @@ class SetupPane(VerticalScroll):
     def backend_chosen(self) -> None:
         if self.devices:
             self.offer_devices()
+
+    def defaults_of(self, config: str) -> dict[str, int | float]:
+        """The fields' values for `config` as its recipe has them (dropout, max iterations)."""
+        recipe, model = default_recipe(config), self.settings.model_configs[config]
+        return {
+            spec.name: model.dropout if spec.name == "dropout" else getattr(recipe, spec.name)
+            for spec in self.fields
+        }
+
+    @on(DataTable.RowHighlighted, "#configs")
+    def config_chosen(self) -> None:
+        """A field left at the last config's default takes the new config's (small trains
+        with more dropout and a shorter schedule than tiny); one the user typed stays."""
+        config = self.config
+        if config == self.shown_config or config not in self.settings.model_configs:
+            return
+        old, new = self.defaults_of(self.shown_config), self.defaults_of(config)
+        self.shown_config = config
+        for spec in self.fields:
+            field = self.query_one(f"#field-{spec.name}", Input)
+            with contextlib.suppress(LalError):
+                if old[spec.name] != new[spec.name] and spec.parse(field.value) == old[spec.name]:
+                    field.value = str(new[spec.name])
 
     # -- reporting ----------------------------------------------------------------------------
     @on(DataTable.RowHighlighted, "#configs")

@@ -109,6 +109,9 @@ class MLXBackend(Backend):
         self._rows = 1  # sequences in this generation
         self._cache: KVCache | None = None
         self._seen: mx.array | None = None  # (rows, V) bool: tokens in each row's context
+        self._ema = 0.0  # the decay of the weights' moving average (TrainConfig.ema); 0: none
+        self._average: dict | None = None  # that average: the weights until a first step
+        self._averaged = False  # whether a step has moved it
 
     # -- the model ---------------------------------------------------------------------------
     def num_parameters(self) -> int:
@@ -147,6 +150,8 @@ class MLXBackend(Backend):
         self.optimizer.init(self.model.trainable_parameters())
         self._grad_clip = train_cfg.grad_clip
         self._micro = train_cfg.micro_per_rank(self.ranks.world)
+        self._ema, self._averaged = train_cfg.ema, False
+        self._average = self.model.parameters() if train_cfg.ema else None
         self._step = None
         self.model.train()
 
@@ -196,7 +201,25 @@ class MLXBackend(Backend):
             self.optimizer.state = before[1]
             self._step = None  # the compiled step captured the replaced state: trace it again
             return float("nan")
+        if self._ema:
+            self._update_average()
         return loss.item()
+
+    def _update_average(self) -> None:
+        """average <- decay * average + (1 - decay) * weights; the weights, after a first step
+        (as torch.optim.swa_utils' EMA)."""
+        weights, keep = self.model.parameters(), self._ema
+        if not self._averaged:
+            self._average, self._averaged = weights, True  # arrays are values: no copy needed
+        else:
+            self._average = tree_map(lambda a, w: keep * a + (1 - keep) * w, self._average, weights)
+        mx.eval(self._average)
+
+    def average_state_dict(self) -> dict[str, np.ndarray]:
+        assert self._average is not None, "set up training with an ema decay first"
+        return {
+            k: np.array(a.astype(mx.float32), copy=True) for k, a in tree_flatten(self._average)
+        }
 
     def _passes(self, x: np.ndarray, y: np.ndarray) -> tuple[list, list, mx.array]:
         split = passes(x, y, self._micro, self.ranks)
@@ -227,10 +250,19 @@ class MLXBackend(Backend):
             name, _, moment = key.rpartition(".")
             if moment in ("m", "v"):
                 out[f"{moment}.{name}"] = np.array(value.astype(mx.float32), copy=True)
+        if self._average is not None:
+            out.update({f"ema.{k}": v for k, v in self.average_state_dict().items()})
         return out
 
     def load_optimizer_state(self, tensors: dict[str, np.ndarray]) -> None:
         assert self.optimizer is not None, "call setup_training first"
+        if self._ema and "ema.wte.weight" in tensors:
+            saved = [
+                (k[4:], mx.array(v.astype(np.float32)))
+                for k, v in tensors.items()
+                if k[:4] == "ema."
+            ]
+            self._average, self._averaged = tree_unflatten(saved), True
         if "step" not in tensors:
             return  # saved before the first step: nothing to restore
         params = dict(tree_flatten(self.model.trainable_parameters()))

@@ -23,13 +23,14 @@ import warnings
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lal_core.backends.base import Backend, passes
 from lal_core.backends.distributed import lost_rank_is_said
 from lal_core.backends.torch.chunked_loss import linear_cross_entropy
 from lal_core.backends.torch.cpu_memory import keep_freed_memory
 from lal_core.backends.torch.cpu_threads import TRAINING
-from lal_core.backends.torch.device import resolve_device
+from lal_core.backends.torch.device import Staging, resolve_device
 from lal_core.backends.torch.int8_head import int8_head_works
 from lal_core.backends.torch.precision import (
     autocast,
@@ -93,7 +94,8 @@ class TorchBackend(Backend):
         self.optimizer: torch.optim.Optimizer | None = None
         self._scaler: torch.amp.GradScaler | None = None
         self._grad_clip = 1.0
-        self._pinned: dict[tuple, torch.Tensor] = {}
+        self._tensor = Staging(dev)  # batches onto the device
+        self._average: AveragedModel | None = None  # the weights' moving average, if kept
         self.sampler = self._make_sampler(infer_dtype, int8_head, decode_threads)
 
     def _use_loss(self) -> None:
@@ -141,29 +143,15 @@ class TorchBackend(Backend):
 
     def state_dict(self) -> dict[str, np.ndarray]:
         # From the module itself, never a compiled wrapper: canonical names, float32.
-        return {
-            name: t.detach().to("cpu", torch.float32).numpy().copy()
-            for name, t in self.model.state_dict().items()
-        }
+        return _arrays(self.model)
+
+    def average_state_dict(self) -> dict[str, np.ndarray]:
+        assert self._average is not None, "train with an ema decay first"
+        return _arrays(self._average.module)
 
     def load_state_dict(self, tensors: dict[str, np.ndarray]) -> None:
         self.model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in tensors.items()})
         self.sampler.weights_changed()
-
-    def _tensor(self, a: np.ndarray, slot: str = "x") -> torch.Tensor:
-        t = torch.from_numpy(np.ascontiguousarray(a))
-        if self.device != "cuda":
-            return t.to(self.torch_device)
-        # CUDA: stage in reused page-locked memory so the copy runs asynchronously. A buffer is
-        # reused only after the step that used it has synchronised (loss.item()).
-        key = (slot, tuple(t.shape), t.dtype)
-        if key not in self._pinned:
-            if len(self._pinned) > 8:
-                self._pinned.clear()
-            self._pinned[key] = torch.empty(t.shape, dtype=t.dtype).pin_memory()
-        pinned = self._pinned[key]
-        pinned.copy_(t)
-        return pinned.to(self.torch_device, non_blocking=True)
 
     @torch.no_grad()
     def logits(self, x: np.ndarray) -> np.ndarray:
@@ -180,10 +168,8 @@ class TorchBackend(Backend):
 
     def describe(self) -> str:
         """The fast paths in use, for a run's header: `bfloat16, compiled in 52 s, fused AdamW`."""
-        compiled = "compiled"
-        if self.compile_seconds is not None:
-            compiled += f" in {self.compile_seconds:.0f} s"
-        parts = [self.dtype, compiled if self.compile else "eager"]
+        took = f" in {self.compile_seconds:.0f} s" if self.compile_seconds is not None else ""
+        parts = [self.dtype, f"compiled{took}" if self.compile else "eager"]
         parts.append("fused AdamW" if self.fused else "foreach AdamW")
         parts.append("chunked loss" if self.chunked_loss else "plain loss")
         if self.recompute:
@@ -219,6 +205,10 @@ class TorchBackend(Backend):
             self.optimizer = torch.optim.AdamW(groups, lr=train_cfg.lr, betas=betas, foreach=True)
         self._params = params
         self._grad_clip = train_cfg.grad_clip
+        self._average = None
+        if train_cfg.ema:  # torch's own EMA: a float32 copy of the weights, lerped to them
+            average = get_ema_multi_avg_fn(train_cfg.ema)
+            self._average = AveragedModel(self.model, multi_avg_fn=average, use_buffers=False)
         self._micro = train_cfg.micro_per_rank(self.ranks.world)
         if self._recompute_option is None:  # one pass's activations are what memory holds
             self.recompute = default_recompute(self.torch_device, self.cfg, self._micro)
@@ -247,8 +237,7 @@ class TorchBackend(Backend):
             rows_loss = torch.compiler.disable(linear_cross_entropy)
             loss_fn = TrainingLoss(self.chunked_loss, self.recompute, rows_loss)
             compiled = torch.compile(functools.partial(loss_fn, self.model))
-            x = torch.zeros(batch_size, self.cfg.block_size, dtype=torch.long)
-            x = x.to(self.torch_device)
+            x = torch.zeros(batch_size, self.cfg.block_size, dtype=torch.long).to(self.torch_device)
             with autocast(self.torch_device, self.dtype):
                 compiled(x, x).backward()
             self._train_loss = compiled
@@ -290,13 +279,15 @@ class TorchBackend(Backend):
             # update and lowers the scale. Only a non-finite loss is a failure.
             self._scaler.step(self.optimizer)
             self._scaler.update()
-            return loss.item()
-        norm = torch.nn.utils.clip_grad_norm_(self._params, self._grad_clip)
-        if not torch.isfinite(norm):
-            # A non-finite gradient would poison the weights: skip the update and report it.
-            self.optimizer.zero_grad(set_to_none=True)
-            return float("nan")
-        self.optimizer.step()
+        else:
+            norm = torch.nn.utils.clip_grad_norm_(self._params, self._grad_clip)
+            if not torch.isfinite(norm):
+                # A non-finite gradient would poison the weights: skip the update, report it.
+                self.optimizer.zero_grad(set_to_none=True)
+                return float("nan")
+            self.optimizer.step()
+        if self._average is not None:
+            self._average.update_parameters(self.model)
         return loss.item()
 
     def _steps(self) -> int:
@@ -372,6 +363,8 @@ class TorchBackend(Backend):
             out["step"] = np.array([float(state["step"])], dtype=np.float64)
             out[f"m.{name}"] = state["exp_avg"].detach().cpu().numpy().copy()
             out[f"v.{name}"] = state["exp_avg_sq"].detach().cpu().numpy().copy()
+        if self._average is not None:
+            out.update({f"ema.{k}": v for k, v in self.average_state_dict().items()})
         return out
 
     def load_optimizer_state(self, tensors: dict[str, np.ndarray]) -> None:
@@ -387,6 +380,12 @@ class TorchBackend(Backend):
             scaler["scale"] = float(tensors["scaler.scale"][0])
             scaler["_growth_tracker"] = int(tensors["scaler.growth_tracker"][0])
             self._scaler.load_state_dict(scaler)
+        if self._average is not None and "ema.wte.weight" in tensors:
+            average = {
+                k[4:]: torch.from_numpy(v.copy()) for k, v in tensors.items() if k[:4] == "ema."
+            }
+            self._average.module.load_state_dict(average)
+            self._average.n_averaged.fill_(1)  # an average to move, not a copy to take
         if "step" not in tensors:
             return  # saved before the first step: the optimizer has no state yet
         step = float(tensors["step"][0])
@@ -431,6 +430,14 @@ class _LossModule(torch.nn.Module):
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         return self._backend[0]._train_loss(idx, targets)
+
+
+def _arrays(module: torch.nn.Module) -> dict[str, np.ndarray]:
+    """A module's weights as float32 numpy arrays under their names."""
+    return {
+        name: t.detach().to("cpu", torch.float32).numpy().copy()
+        for name, t in module.state_dict().items()
+    }
 
 
 def _distributed_loss(backend: TorchBackend) -> torch.nn.Module:

@@ -1,11 +1,13 @@
 """The PyTorch device: which one (CUDA, else Apple MPS, else the CPU, unless the user names
-one), and its peak FLOP/s, what MFU is measured against (`lal_core.model.cost.mfu`)."""
+one), its peak FLOP/s, what MFU is measured against (`lal_core.model.cost.mfu`), and how
+batches reach it (`Staging`)."""
 
 from __future__ import annotations
 
 import functools
 import time
 
+import numpy as np
 import torch
 
 from lal_core.errors import DeviceError
@@ -121,3 +123,26 @@ def default_peak_flops(device: torch.device, dtype: str = "float32") -> float | 
         fast = dtype if sixteen and cpu_has_fast_bf16() else "float32"
         return measure_matmul_flops("cpu", fast)
     return measure_matmul_flops(str(device), dtype, 2048)
+
+
+class Staging:
+    """Token batches onto the device. On CUDA through reused page-locked memory, so the copy
+    runs asynchronously; a buffer is reused only after the step that used it has synchronised
+    (loss.item())."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._pinned: dict[tuple, torch.Tensor] = {}
+
+    def __call__(self, a: np.ndarray, slot: str = "x") -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(a))
+        if self.device.type != "cuda":
+            return t.to(self.device)
+        key = (slot, tuple(t.shape), t.dtype)
+        if key not in self._pinned:
+            if len(self._pinned) > 8:
+                self._pinned.clear()
+            self._pinned[key] = torch.empty(t.shape, dtype=t.dtype).pin_memory()
+        pinned = self._pinned[key]
+        pinned.copy_(t)
+        return pinned.to(self.device, non_blocking=True)
