@@ -148,7 +148,8 @@ class TrainConfig:
 # recipe): the fields it changes (docs/recipe.md, Where lal departs from it). Small overfits
 # TinyShakespeare's 304k train tokens from about iteration 1,000 (13 epochs of them): with the
 # cosine over 5,000 iterations its learning rate was still 93% of the peak there; over 1,500 it
-# is low where val loss is lowest.
+# is low where val loss is lowest: best val 4.6469 @ 1500 against 4.6705 @ 1250 (dropout 0.2,
+# seed 1337; README.md, Training).
 CONFIG_RECIPES: dict[str, dict[str, Any]] = {"small": {"max_iters": 1500}}
 
 
