@@ -341,10 +341,10 @@ class Pretraining(Plan):
         True when val loss has not improved for `patience` evals. None: a stop request came
         during the eval, which was dropped (a resume runs it again)."""
         state, cfg, it = self.state, self.cfg, self.state.iteration
-        t0, b = time.perf_counter(), self.backend
-        losses = evaluate(b, self.corpus, cfg, self.stop.is_set)
+        t0, b, stop = time.perf_counter(), self.backend, self.stop.is_set
+        losses = evaluate(b, self.corpus, cfg, stop)
         # With an ema decay the weights' average is scored too; the better of the two counts.
-        ema = average_val_loss(b, self.corpus, cfg, self.stop.is_set) if cfg.ema else None
+        ema = average_val_loss(b, self.corpus, cfg, stop) if cfg.ema and losses else None
         if losses is None or (cfg.ema and ema is None):
             return None
         averaged = ema is not None and ema < losses[1]
