@@ -62,9 +62,9 @@ class ModelConfig:
 # The named configs train with dropout, not the original write-up's 0 (docs/recipe.md, Where
 # lal departs from it), each at the rate measured best for it (TinyShakespeare, CPU, to early
 # stop or max-iters, seed 1337; README.md, Training). Tiny: best val 4.7713 @ 3000 without
-# dropout, 4.7275 @ 5000 with 0.1, 4.7527 @ 5000 with 0.2. Small, which has four times tiny's
-# parameters in its blocks: 4.7039 @ 1000 with 0.1, 4.6705 @ 1250 with 0.2. Medium and lal,
-# not measured yet, keep 0.1. `--dropout 0` (or `--writeup`) is the write-up's regime.
+# dropout, 4.7275 @ 5000 with 0.1, 4.7527 @ 5000 with 0.2. Small: 4.7039 @ 1000 with 0.1,
+# 4.6705 @ 1250 with 0.2. Medium and lal, not measured yet, keep 0.1. `--dropout 0` (or
+# `--writeup`) is the write-up's regime.
 CONFIG_DROPOUT = {"tiny": 0.1, "small": 0.2, "medium": 0.1, "lal": 0.1}
 
 MODEL_CONFIGS: dict[str, ModelConfig] = {

@@ -111,7 +111,6 @@ class MLXBackend(Backend):
         self._seen: mx.array | None = None  # (rows, V) bool: tokens in each row's context
         self._ema = 0.0  # the decay of the weights' moving average (TrainConfig.ema); 0: none
         self._average: dict | None = None  # that average: the weights until a first step
-        self._averaged = False  # whether a step has moved it
 
     # -- the model ---------------------------------------------------------------------------
     def num_parameters(self) -> int:
@@ -150,7 +149,7 @@ class MLXBackend(Backend):
         self.optimizer.init(self.model.trainable_parameters())
         self._grad_clip = train_cfg.grad_clip
         self._micro = train_cfg.micro_per_rank(self.ranks.world)
-        self._ema, self._averaged = train_cfg.ema, False
+        self._ema = train_cfg.ema
         self._average = self.model.parameters() if train_cfg.ema else None
         self._step = None
         self.model.train()
@@ -209,8 +208,8 @@ class MLXBackend(Backend):
         """average <- decay * average + (1 - decay) * weights; the weights, after a first step
         (as torch.optim.swa_utils' EMA)."""
         weights, keep = self.model.parameters(), self._ema
-        if not self._averaged:
-            self._average, self._averaged = weights, True  # arrays are values: no copy needed
+        if self.optimizer.step.item() == 1:  # the first step: its weights (values: no copy)
+            self._average = weights
         else:
             self._average = tree_map(lambda a, w: keep * a + (1 - keep) * w, self._average, weights)
         mx.eval(self._average)
@@ -262,7 +261,7 @@ class MLXBackend(Backend):
                 for k, v in tensors.items()
                 if k[:4] == "ema."
             ]
-            self._average, self._averaged = tree_unflatten(saved), True
+            self._average = tree_unflatten(saved)
         if "step" not in tensors:
             return  # saved before the first step: nothing to restore
         params = dict(tree_flatten(self.model.trainable_parameters()))
