@@ -9,7 +9,8 @@ RUN is a run id (under --runs-dir) or a run folder. Per run, one row of a Markdo
   average scored it), and its iteration;
 - where the run ended (status, iteration), its wall time to the best and to its last eval;
 - from its report.json (`lal report RUN`), if it has one: the first column's repeated 4-grams,
-  loops and memorised 8-grams, each with its standard error, and held-out text's beside them.
+  loops, memorised 8-grams and invented words, each with its standard error, and held-out
+  text's beside them.
 
 It reads the folders through lal's records and imports no framework, so it runs beside
 training. Compare rows of one seed with care: the issue asks for two seeds where a gap is
@@ -59,13 +60,14 @@ def _with_error(figures: Figures, key: str) -> str:
 
 
 def report_cells(run: RunDir) -> list[str]:
-    """The report's first column and held-out text: repeated 4-grams, loops, memorised."""
+    """The report's first column and held-out text: repeated 4-grams, loops, memorised 8-grams,
+    invented words."""
     report = read_report(run)
     if report is None or not report.columns:
-        return ["-"] * 3
+        return ["-"] * 4
     mine, held = report.columns[0].figures, report.baseline
     cells = []
-    for key in ("repeated_4", "looping", "memorised_8"):
+    for key in ("repeated_4", "looping", "memorised_8", "invented_words"):
         if key == "looping":
             cell = f"{mine.looping}/{mine.samples}"
             theirs = f"{held.looping}/{held.samples}" if held else "-"
@@ -102,7 +104,7 @@ def row(run: RunDir) -> str:
 HEAD = (
     "| run | config | changes | best val (nats) | bits per byte | at iter | ended | minutes to "
     "best / to the last eval | repeated 4-grams (held-out) | loops (held-out) | memorised 8-grams "
-    "(held-out) |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    "(held-out) | invented words (held-out) |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 

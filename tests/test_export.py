@@ -78,7 +78,7 @@ def test_transformers_loads_the_export_with_the_same_logits_and_tokens(
     assert len(set(greedy)) > 1  # not one token repeated: the comparison says something
 
     generation = json.loads((tmp_path / "hf" / "generation_config.json").read_text())
-    assert (generation["temperature"], generation["top_k"]) == (0.8, 50)  # lal's defaults
+    assert (generation["temperature"], generation["top_k"]) == (1.0, 50)  # lal's defaults
 
 
 @pytest.mark.slow

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -74,6 +76,20 @@ def test_shuffled_and_held_out_text_are_neither_memorised_nor_loops(index):
     assert find_loop(shuffled) is None
     held_out = idx.verbatim(val_tokens[1_000:1_200].tolist())
     assert held_out.memorised < 0.3  # the corpus's own phrases, not the text
+
+
+def test_invented_words_are_those_the_training_text_never_uses(index):
+    idx, train_tokens, _ = index
+    # Training text uses only its own words; a cut word at either end is not counted.
+    assert idx.invented(train_tokens[5_000:5_200].tolist()) == 0.0
+    line = encode(" my lord, thou art grac and the thoust wooing of the king")
+    assert idx.invented(line) == pytest.approx(2 / 10)  # "grac", "thoust" of the ten inside
+    assert idx.invented(encode(" my lord")) is None  # no word between the first and last
+    # Upper case and inner apostrophes are the training text's words too.
+    assert idx.invented(encode(" I ROMEO look'd upon the king")) == 0.0
+    figures = figures_of([line, train_tokens[5_000:5_200].tolist()], idx)
+    assert figures.invented_words == pytest.approx(0.1) and figures.invented_words_se > 0
+    assert "invented words 10.0%" in figures.describe()
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -153,6 +169,27 @@ def test_the_table_gives_each_figures_error_and_marks_what_is_within_noise():
     for c in old["columns"]:
         c["figures"] = {k: v for k, v in c["figures"].items() if not k.endswith("_se")}
     assert "±0.010" not in format_report(QualityReport.from_json(old)).split("loop")[0]
+
+
+def test_the_sampling_table_ranks_settings_by_their_distance_from_held_out_text():
+    path = Path(__file__).parent.parent / "bench" / "sampling_table.py"
+    spec = importlib.util.spec_from_file_location("sampling_table", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    held = column("held", repeated_4=0.06, memorised_8=0.05, distinct_2=0.85).figures
+    columns = (
+        column("0.8"),
+        column("1.0", repeated_4=0.07, memorised_8=0.08, distinct_2=0.88),
+        column("near", repeated_4=0.11),
+    )
+    report = QualityReport("text", "", ("p",), (), 40, 128, 1, columns, held, ())
+    lines = bench.table(report).splitlines()
+    rows = [line.split(" | ") for line in lines if line.startswith("| t ")]
+    assert [r[2] for r in rows] == ["0.100 ± 0.010", "0.070 ± 0.010", "0.110 ± 0.010 ≈"]
+    far = [float(r[-1].rstrip(" |")) for r in rows]
+    # In standard errors of the difference (0.01 * sqrt 2): 0.8 is 0.14 away (9.9), 1.0 0.07.
+    assert far[1] < far[0] < far[2] and far[0] == pytest.approx(0.14 / 0.01 / 2**0.5, abs=0.1)
 
 
 @pytest.mark.slow

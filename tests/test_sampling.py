@@ -204,7 +204,7 @@ def test_bad_controls_are_one_line(settings, words):
 def test_settings_text_sets_the_controls():
     c = Controls().with_settings("top_p=0.9, repetition-penalty=1.3,top_k=none")
     assert (c.top_p, c.repetition_penalty, c.top_k) == (0.9, 1.3, None)
-    assert c.describe() == "temperature 0.8, all tokens, top-p 0.9, repetition penalty 1.3"
+    assert c.describe() == "temperature 1, all tokens, top-p 0.9, repetition penalty 1.3"
     with pytest.raises(ConfigError, match="stop string is empty"):
         Controls(stop=("",)).check()
     with pytest.raises(ConfigError, match="number of samples"):

@@ -33,6 +33,7 @@ WRITING = (
     ("repeated_4", "repeated 4-grams", lambda f: f.repeated_4),
     ("in_loop", "samples in a loop", lambda f: f.looping / f.samples if f.samples else None),
     ("memorised_8", "memorised 8-grams", lambda f: f.memorised_8),
+    ("invented_words", "invented words", lambda f: f.invented_words),
 )
 CSV_COLUMNS = (
     "run",

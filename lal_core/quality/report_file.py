@@ -129,6 +129,7 @@ ROWS = (
     ("samples in a loop", "looping", None),
     ("memorised 8-grams", "memorised_8", "{:.3f}"),
     ("longest verbatim (tokens)", "longest", "{}"),
+    ("invented words", "invented_words", "{:.3f}"),
     ("answers closed", "closed", "{:.0%}"),
 )
 

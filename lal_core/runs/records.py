@@ -307,6 +307,8 @@ class Figures:
     distinct_2_se: float | None = None
     repeated_4_se: float | None = None
     memorised_8_se: float | None = None
+    invented_words: float | None = None  # share of words the training text never uses
+    invented_words_se: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return write_fields(self)
@@ -331,6 +333,8 @@ class Figures:
         if self.memorised_8 is not None:
             parts.append("memorised 8-grams " + pair(lambda f: _number(f.memorised_8, ".0%")))
             parts.append("longest verbatim " + pair(lambda f: str(f.longest)) + " tokens")
+        if self.invented_words is not None:
+            parts.append("invented words " + pair(lambda f: _number(f.invented_words, ".1%")))
         if self.closed is not None:
             parts.append(f"closed {self.closed:.0%}")
         return " | ".join(parts)

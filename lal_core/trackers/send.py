@@ -37,7 +37,15 @@ from lal_core.trackers import TRACKERS
 TRACKING = "tracking"  # the trackers' own folder in a run folder
 POLL_SECONDS = 0.5  # how often a live tracker looks for new lines in the log
 WAIT_SECONDS = 20.0  # after the run, how long a command waits for its trackers to finish
-FIGURES = ("distinct_2", "repeated_4", "looping", "memorised_8", "longest", "closed")
+FIGURES = (
+    "distinct_2",
+    "repeated_4",
+    "looping",
+    "memorised_8",
+    "longest",
+    "invented_words",
+    "closed",
+)
 
 
 class Tracker(Protocol):

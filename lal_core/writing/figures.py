@@ -42,6 +42,7 @@ def figures_of(
         "distinct_2": [distinct(s, 2) for s in samples],
         "repeated_4": [repeated_share(s, 4) for s in samples],
         "memorised_8": [v.memorised for v in found],
+        "invented_words": [v.invented for v in found],
     }
     means = {name: _mean(values) for name, values in per_sample.items()}
     errors = {f"{name}_se": standard_error(values) for name, values in per_sample.items()}

@@ -8,6 +8,9 @@ lengths:
 
     memorised 8-grams   the share of the sample's 8-grams that occur in the training split
     longest verbatim    the longest stretch of the sample found there (tokens, and its text)
+    invented words      the share of the sample's words found nowhere in the training text: a
+                        broken or made-up word ("thoust", "grac") where held-out text has only
+                        the rare name or word the training text lacks
 
 The array is built once per corpus by prefix doubling (sorting by the first 1, 2, 4, ... tokens)
 in numpy, and cached beside the corpus's token cache (`<cache>.train-suffixes.npy`, 4 bytes a
@@ -18,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +35,13 @@ from lal_core.data.tokenizer import decode
 
 NGRAM = 8
 COPY_TOKENS = 50_000_000  # a training split up to this is searched in one bytes copy
+WORDS_TOKENS = 10_000_000  # a training split up to this is read for its words (a few seconds)
+WORD = re.compile(r"[A-Za-z]+(?:'[A-Za-z]+)*")  # letters, with inner apostrophes: "look'd"
+
+
+def words_of(text: str) -> list[str]:
+    """The words of a text, lower-cased: "ROMEO" at a speech's head is "Romeo" in a line."""
+    return [w.lower() for w in WORD.findall(text)]
 
 
 def suffix_array(tokens: np.ndarray) -> np.ndarray:
@@ -64,6 +76,7 @@ class Verbatim:
     memorised: float | None  # share of its 8-grams found (None: shorter than 8 tokens)
     longest: int  # tokens in its longest verbatim stretch
     longest_text: str  # that stretch's text
+    invented: float | None = None  # share of its whole words not in the training text
 
 
 class VerbatimIndex:
@@ -95,6 +108,22 @@ class VerbatimIndex:
         if path is not None:
             _save(path, index.suffixes)  # a cache: not being able to write it costs only time
         return index
+
+    @cached_property
+    def vocabulary(self) -> frozenset[str] | None:
+        """Every word of the training text, read on first use; None for a split too large to
+        read in a few seconds (then no sample's invented words are counted)."""
+        if len(self.tokens) > WORDS_TOKENS:
+            return None
+        return frozenset(words_of(decode(self.tokens.tolist())))
+
+    def invented(self, sample: Sequence[int]) -> float | None:
+        """The share of the sample's words that the training text never uses. Its first and
+        last words are left out: the prompt or the token limit may have cut them."""
+        inner = words_of(decode(list(sample)))[1:-1]
+        if not inner or self.vocabulary is None:
+            return None
+        return sum(w not in self.vocabulary for w in inner) / len(inner)
 
     def _suffix(self, start: int, length: int) -> bytes:
         if self._bytes is None:
@@ -132,7 +161,11 @@ class VerbatimIndex:
         start = int(np.argmax(lengths))
         longest = int(lengths[start])
         return Verbatim(
-            len(sample), memorised, longest, decode(list(sample[start : start + longest]))
+            len(sample),
+            memorised,
+            longest,
+            decode(list(sample[start : start + longest])),
+            self.invented(sample),
         )
 
 

@@ -130,6 +130,7 @@ def sample_figures(checkpoint: Path, samples: list) -> str:
         f"repeated 4-grams {f.repeated_4:.2f}" if f.repeated_4 is not None else "",
         f"in a loop {f.looping}/{f.samples}",
         f"memorised 8-grams {f.memorised_8:.2f}" if f.memorised_8 is not None else "",
+        f"invented words {f.invented_words:.2f}" if f.invented_words is not None else "",
     ]
     return " · ".join(p for p in parts if p)
 
