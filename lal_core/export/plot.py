@@ -163,7 +163,7 @@ def _writing_panel(ax, curves: Sequence[Curves]) -> None:
         _markers(ax, run, f"C{7 + n % 3}", name)
     ax.plot([], [], "--", color="grey", label="held-out text (dashed)")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("share (of 2-grams, 4-grams, samples, 8-grams)")
+    ax.set_ylabel("share (of 2-grams, 4-grams, samples, 8-grams, words)")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("how it writes: samples drawn at each eval")
     ax.grid(True, alpha=0.3)
