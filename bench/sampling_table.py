@@ -6,7 +6,7 @@
 Per report, a Markdown table with a row per column (a checkpoint, backend or setting) and one
 for the held-out text: distinct-2, repeated 4-grams, samples in a loop, memorised 8-grams and
 invented words, each with its standard error over the samples. A figure within two standard
-errors of the first column's (the report's own test, `report_file.estimate`) is marked ≈: that
+errors of the first column's (the report's own test, `report_file.within_noise`) is marked ≈: that
 gap is the draw's noise. The last column sums each figure's distance from held-out text in its
 standard errors (repeated 4-grams, memorised 8-grams, distinct-2): lower is closer. Invented
 words are left out of that sum on purpose: held-out text's are real words of other plays
@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
-from lal_core.quality.report_file import WITHIN, QualityReport, estimate
+from lal_core.quality.report_file import QualityReport, estimate, within_noise
 from lal_core.runs.records import Figures
 
 FIGURES = (
@@ -41,8 +42,7 @@ def cell(figures: Figures, key: str, first: Figures | None) -> str:
     else:
         text = f"{found[0]:.3f} ± {found[1]:.3f}"
     theirs = estimate(first, key) if first is not None else None
-    near = found is not None and theirs is not None and figures is not first
-    if near and abs(found[0] - theirs[0]) <= WITHIN * (found[1] ** 2 + theirs[1] ** 2) ** 0.5:
+    if found and theirs and figures is not first and within_noise(found, theirs):
         text += " ≈"
     return text
 
@@ -54,7 +54,7 @@ def distance(figures: Figures, held: Figures) -> float:
         mine, theirs = estimate(figures, key), estimate(held, key)
         if mine is None or theirs is None:
             return float("nan")
-        total += abs(mine[0] - theirs[0]) / (mine[1] ** 2 + theirs[1] ** 2) ** 0.5
+        total += abs(mine[0] - theirs[0]) / math.hypot(mine[1], theirs[1])
     return total
 
 

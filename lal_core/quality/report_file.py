@@ -156,6 +156,12 @@ def estimate(figures: Figures, key: str) -> tuple[float, float] | None:
     return (value, error) if value is not None and error is not None else None
 
 
+def within_noise(mine: tuple[float, float], theirs: tuple[float, float]) -> bool:
+    """Whether two (figure, standard error) pairs differ by no more than WITHIN standard errors
+    of their difference: a gap the draw's noise explains."""
+    return abs(mine[0] - theirs[0]) <= WITHIN * math.hypot(mine[1], theirs[1])
+
+
 def _cell(figures: Figures, key: str, fmt: str | None, first: Figures) -> str:
     """A row's cell: the figure, ± its standard error, and ≈ where it is within WITHIN standard
     errors of the first column's (the first column itself is the reference)."""
@@ -170,8 +176,7 @@ def _cell(figures: Figures, key: str, fmt: str | None, first: Figures) -> str:
     scale = figures.samples if key == "looping" else 1
     text += f" ±{mine[1] * scale:{'.1f' if key == 'looping' else '.3f'}}"
     if figures is not first and theirs is not None:
-        near = abs(mine[0] - theirs[0]) <= WITHIN * (mine[1] ** 2 + theirs[1] ** 2) ** 0.5
-        text += " ≈" if near else "  "
+        text += " ≈" if within_noise(mine, theirs) else "  "
     return text
 
 
