@@ -14,7 +14,7 @@ from lal_core.backends import make_backend
 from lal_core.data.corpus import load_corpus, val_windows
 from lal_core.data.tokenizer import decode, encode
 from lal_core.errors import ConfigError
-from lal_core.generation.controls import Controls
+from lal_core.generation.controls import DEFAULT_TEMPERATURE, Controls
 from lal_core.generation.sampling import Generation, load_for_sampling
 from lal_core.model.recipe import TrainConfig
 from lal_core.quality import report
@@ -201,6 +201,31 @@ def test_samples_off_means_no_sample_events(tmp_path, small_corpus):
     with pytest.raises(ConfigError, match="eval-samples must be 0"):
         TrainConfig(eval_samples=-1).validate()
     assert TrainConfig.from_dict({"max_iters": 5}).eval_samples == 0  # a run from before them
+
+
+def test_eval_samples_keep_the_runs_own_temperature(small_corpus):
+    from conftest import MICRO
+
+    backend = make_backend("torch", MICRO, seed=0)
+    corpus = load_corpus(small_corpus)
+    # The default is the sampler's; a run sets its own, and greedy (0) is allowed.
+    assert TrainConfig().eval_temperature == DEFAULT_TEMPERATURE
+    for temperature in (0.7, 0.0):
+        cfg = replace(CFG, eval_temperature=temperature)
+        samples = EvalSamples.for_pretraining(backend, corpus, cfg, ev.StopRequest())
+        assert samples.controls == Controls(temperature=temperature)
+    greedy = EvalSamples.for_pretraining(
+        backend, corpus, replace(CFG, eval_temperature=0.0), ev.StopRequest()
+    )
+    again = greedy.draw(1, lambda e: None)
+    assert again.texts == greedy.draw(1, lambda e: None).texts  # greedy: the same text twice
+    # A run from before the field drew at the sampler's default then (0.8), and resumes so.
+    assert TrainConfig.from_dict({"max_iters": 5}).eval_temperature == 0.8
+    assert (
+        TrainConfig.from_dict(TrainConfig(eval_temperature=1.0).to_dict()).eval_temperature == 1.0
+    )
+    with pytest.raises(ConfigError, match="eval-temperature must be 0"):
+        TrainConfig(eval_temperature=-1.0).validate()
 
 
 def test_a_sample_that_is_not_finite_is_one_line_not_a_crash(small_corpus):

@@ -507,6 +507,7 @@ async def test_a_runs_samples_show_as_they_come_and_keys_step_through_evals(sett
         plot = pane.plot
         assert plot.view == "writing" and plot.writing_iters == [0, 4, 8]
         assert plot.drawn.series["distinct-2"] == 3 and plot.drawn.series["in a loop"] == 3
+        assert plot.drawn.series["invented words"] == 3
         assert [v.label for v in plot.drawn.vlines] == ["best"]
         logged = app.query_one("#train-log").lines
         assert any(line.startswith("writing @ 8: distinct-2 ") for line in logged)

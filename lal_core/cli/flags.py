@@ -179,6 +179,10 @@ RECIPE_FLAGS = {
         "time, to watch the model learn to write; 0: none",
     ),
     "eval_sample_tokens": ("eval sample tokens", "tokens per eval sample, at most"),
+    "eval_temperature": (
+        "eval temperature",
+        "the eval samples' temperature (top-k 50); 0: greedy",
+    ),
     "seed": ("seed", "random seed (weights, batches, dropout)"),
     "ema": (
         "ema decay",

@@ -50,6 +50,8 @@ class TrainConfig:
     patience: int = 4  # evals without a new best before early stopping
     eval_samples: int = 3  # samples drawn after each eval, to watch it write; 0: none
     eval_sample_tokens: int = 64  # tokens per such sample, at most
+    # Their temperature (top-k 50): lal sample's default, generation.controls.DEFAULT_TEMPERATURE.
+    eval_temperature: float = 1.0
     seed: int = 1337  # weights, batches, dropout
     ema: float = 0.0  # the decay of the weights' moving average, evaluated beside them; 0: none
 
@@ -75,6 +77,10 @@ class TrainConfig:
         if not isinstance(self.eval_sample_tokens, int) or self.eval_sample_tokens < 1:
             raise ConfigError(
                 f"eval-sample-tokens must be a positive integer, got {self.eval_sample_tokens}"
+            )
+        if not (math.isfinite(self.eval_temperature) and self.eval_temperature >= 0):
+            raise ConfigError(
+                f"eval-temperature must be 0 (greedy) or more, got {self.eval_temperature}"
             )
         if not isinstance(self.micro_batch, int) or self.micro_batch < 0:
             raise ConfigError(
@@ -139,8 +145,10 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         # A run from before eval_tokens scored all of val; one from before eval samples drew
-        # none; one from before the average kept none.
-        data = {"eval_tokens": 0, "eval_samples": 0, "ema": 0.0, **data}
+        # none; one from before the average kept none; one from before eval_temperature drew
+        # its samples at the sampler's default then, 0.8.
+        legacy = {"eval_tokens": 0, "eval_samples": 0, "ema": 0.0, "eval_temperature": 0.8}
+        data = {**legacy, **data}
         return cls(**{k: v for k, v in data.items() if k in known}).validate()
 
 

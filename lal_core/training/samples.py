@@ -83,7 +83,8 @@ class EvalSamples:
         prompts = [decode(p) for p in ids]
         index = training_index(corpus)
         held_out = figures_of(baseline, index) if baseline else None
-        return cls(backend, prompts, prompts, tokens, seed, Controls(), stop, index, held_out)
+        controls = Controls(temperature=cfg.eval_temperature)
+        return cls(backend, prompts, prompts, tokens, seed, controls, stop, index, held_out)
 
     def draw(self, iteration: int, emit: EventCallback) -> SamplesRecord:
         """Draw every sample, each piece of text emitted as it comes, then the whole; returned

@@ -37,6 +37,7 @@ WRITING: tuple[tuple[str, Callable[[Figures], float | None], str], ...] = (
     ("repeated 4-grams", lambda f: f.repeated_4, "orange"),
     ("in a loop", lambda f: f.looping / f.samples if f.samples else None, "magenta"),
     ("memorised 8-grams", lambda f: f.memorised_8, "cyan"),
+    ("invented words", lambda f: f.invented_words, "yellow"),
 )
 
 
