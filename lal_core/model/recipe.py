@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from lal_core.errors import ConfigError
+from lal_core.generation.controls import DEFAULT_TEMPERATURE
 from lal_core.model.config import ModelConfig
 
 # The recipe evaluates every 250 steps of 16 sequences. By default the cadence is kept in
@@ -50,8 +51,7 @@ class TrainConfig:
     patience: int = 4  # evals without a new best before early stopping
     eval_samples: int = 3  # samples drawn after each eval, to watch it write; 0: none
     eval_sample_tokens: int = 64  # tokens per such sample, at most
-    # Their temperature (top-k 50): lal sample's default, generation.controls.DEFAULT_TEMPERATURE.
-    eval_temperature: float = 1.0
+    eval_temperature: float = DEFAULT_TEMPERATURE  # theirs (top-k 50): lal sample's default
     seed: int = 1337  # weights, batches, dropout
     ema: float = 0.0  # the decay of the weights' moving average, evaluated beside them; 0: none
 
