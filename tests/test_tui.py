@@ -433,6 +433,8 @@ async def test_choosing_a_config_gives_untouched_fields_its_defaults(settings, t
         assert request.model_config.dropout == MODEL_CONFIGS["small"].dropout != 0.1
         assert request.train_config.max_iters == default_recipe("small").max_iters != 5000
         assert request.train_config.seed == 7
+        # every field small's recipe sets, shown or not (its beta2 has no field here)
+        assert request.train_config == replace(default_recipe("small"), seed=7)
         assert app.query_one("#field-max_iters").value == str(default_recipe("small").max_iters)
         app.query_one("#field-dropout").value = "0.3"  # typed for small: kept for tiny too
         table.move_cursor(row=list(MODEL_CONFIGS).index("tiny"))
@@ -440,7 +442,7 @@ async def test_choosing_a_config_gives_untouched_fields_its_defaults(settings, t
         await pilot.pause()
         request = app.settings.request
         assert request.model_config.dropout == 0.3
-        assert request.train_config.max_iters == default_recipe("tiny").max_iters
+        assert request.train_config == replace(default_recipe("tiny"), seed=7)
 
 
 # -- the samples drawn after each eval ------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -231,12 +231,25 @@ class SetupPane(VerticalScroll):
         if config == self.shown_config or config not in self.settings.model_configs:
             return
         old, new = self.defaults_of(self.shown_config), self.defaults_of(config)
+        self.follow_hidden_defaults(default_recipe(self.shown_config), default_recipe(config))
         self.shown_config = config
         for spec in self.fields:
             field = self.query_one(f"#field-{spec.name}", Input)
             with contextlib.suppress(LalError):
                 if old[spec.name] != new[spec.name] and spec.parse(field.value) == old[spec.name]:
                     field.value = str(new[spec.name])
+        self.validate_fields()  # a hidden field alone may have changed: post it
+
+    def follow_hidden_defaults(self, old: TrainConfig, new: TrainConfig) -> None:
+        """The recipe fields the pane does not show (small's beta2) follow the config too,
+        unless a flag of `lal-tui` set them to something else than the last config's default."""
+        shown = {spec.name for spec in self.fields}
+        hidden = {
+            f.name: getattr(new, f.name)
+            for f in fields(TrainConfig)
+            if f.name not in shown and getattr(self.train_config, f.name) == getattr(old, f.name)
+        }
+        self.train_config = replace(self.train_config, **hidden)
 
     # -- reporting ----------------------------------------------------------------------------
     @on(DataTable.RowHighlighted, "#configs")
