@@ -238,7 +238,8 @@ class SetupPane(VerticalScroll):
             with contextlib.suppress(LalError):
                 if old[spec.name] != new[spec.name] and spec.parse(field.value) == old[spec.name]:
                     field.value = str(new[spec.name])
-        self.validate_fields()  # a hidden field alone may have changed: post it
+        # `changed`, below, handles the same event next (Textual calls them in order): it posts
+        # the settings, hidden fields included.
 
     def follow_hidden_defaults(self, old: TrainConfig, new: TrainConfig) -> None:
         """The recipe fields the pane does not show (small's beta2) follow the config too,
