@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -216,23 +216,28 @@ class SetupPane(VerticalScroll):
             self.offer_devices()
 
     def defaults_of(self, config: str) -> dict[str, int | float]:
-        """The fields' values for `config` as its recipe has them (dropout, max iterations)."""
-        recipe, model = default_recipe(config), self.settings.model_configs[config]
-        return {
-            spec.name: model.dropout if spec.name == "dropout" else getattr(recipe, spec.name)
-            for spec in self.fields
-        }
+        """Every recipe field's value for `config` as its recipe has them, and its dropout."""
+        dropout = self.settings.model_configs[config].dropout
+        return default_recipe(config).to_dict() | {"dropout": dropout}
 
     @on(DataTable.RowHighlighted, "#configs")
     def config_chosen(self) -> None:
         """A field left at the last config's default takes the new config's (small trains
-        with more dropout and a shorter schedule than tiny); one the user typed stays."""
+        with more dropout, a shorter schedule and another beta2 than tiny); one the user typed
+        stays. The recipe fields the pane does not show follow it too, unless a flag of
+        `lal-tui` set them to something else than the last config's default."""
         config = self.config
         if config == self.shown_config or config not in self.settings.model_configs:
             return
         old, new = self.defaults_of(self.shown_config), self.defaults_of(config)
-        self.follow_hidden_defaults(default_recipe(self.shown_config), default_recipe(config))
         self.shown_config = config
+        shown = {spec.name for spec in self.fields}
+        hidden = {
+            name: value
+            for name, value in new.items()
+            if name not in shown and getattr(self.train_config, name) == old[name]
+        }
+        self.train_config = replace(self.train_config, **hidden)
         for spec in self.fields:
             field = self.query_one(f"#field-{spec.name}", Input)
             with contextlib.suppress(LalError):
@@ -240,17 +245,6 @@ class SetupPane(VerticalScroll):
                     field.value = str(new[spec.name])
         # `changed`, below, handles the same event next (Textual calls them in order): it posts
         # the settings, hidden fields included.
-
-    def follow_hidden_defaults(self, old: TrainConfig, new: TrainConfig) -> None:
-        """The recipe fields the pane does not show (small's beta2) follow the config too,
-        unless a flag of `lal-tui` set them to something else than the last config's default."""
-        shown = {spec.name for spec in self.fields}
-        hidden = {
-            f.name: getattr(new, f.name)
-            for f in fields(TrainConfig)
-            if f.name not in shown and getattr(self.train_config, f.name) == getattr(old, f.name)
-        }
-        self.train_config = replace(self.train_config, **hidden)
 
     # -- reporting ----------------------------------------------------------------------------
     @on(DataTable.RowHighlighted, "#configs")
