@@ -97,6 +97,11 @@ CASES = {
     "patience 0": (["train", "--patience", "0", "--data", "{corpus}"], "patience", 1),
     "dropout 1": (["train", "--dropout", "1.0", "--data", "{corpus}"], "dropout", 1),
     "dropout negative": (["train", "--dropout", "-0.1", "--data", "{corpus}"], "dropout", 1),
+    "label smoothing 1": (
+        ["train", "--label-smoothing", "1", "--data", "{corpus}"],
+        "label-smoothing must be",
+        1,
+    ),
     "top-k 0": (["sample", "good", "--top-k", "0"], "top-k", 1),
     "temperature negative": (["sample", "good", "--temperature", "-1"], "temperature", 1),
     "tokens 0": (["sample", "good", "--tokens", "0"], "at least 1", 2),

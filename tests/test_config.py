@@ -32,6 +32,9 @@ def test_defaults_follow_the_recipe():
     assert (cfg.lr, cfg.beta1, cfg.beta2, cfg.weight_decay) == (3e-4, 0.9, 0.95, 0.1)
     assert (cfg.warmup_iters, cfg.max_iters, cfg.evals_every, cfg.patience) == (100, 5000, 250, 4)
     assert cfg.grad_clip == 1.0
+    assert cfg.label_smoothing == 0.0  # the write-up's plain cross-entropy
+    # A run.json from before label smoothing trained without it, and resumes so.
+    assert TrainConfig.from_dict({"batch_size": 16}).label_smoothing == 0.0
 
 
 def test_default_eval_cadence_is_kept_in_sequences():
@@ -61,6 +64,8 @@ def test_eval_batch_holds_at_least_the_micro_batch_and_2048_tokens():
         ("eval_interval", -1, "eval-interval"),
         ("eval_tokens", -1, "eval-tokens"),
         ("max_iters", -5, "max-iters"),
+        ("label_smoothing", 1.0, "label-smoothing"),
+        ("label_smoothing", -0.1, "label-smoothing"),
     ],
 )
 def test_invalid_training_values(field, value, words):

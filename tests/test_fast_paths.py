@@ -48,25 +48,30 @@ def batch(seed=0, shape=(2, MICRO.block_size)):
 
 
 # -- the chunked linear + cross-entropy ---------------------------------------------------------
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("chunk", [7, 64, 1000])
-def test_chunked_loss_equals_plain_loss_and_gradients(chunk):
+def test_chunked_loss_equals_plain_loss_and_gradients(chunk, smoothing):
     torch.manual_seed(0)
     x = torch.randn(50, 16, requires_grad=True)
     w = (torch.randn(300, 16) * 0.5).requires_grad_()
     t = torch.randint(0, 300, (50,))
     t[[3, 10, 11]] = -1  # ignored, as SFT's prompt tokens are
-    plain = F.cross_entropy(F.linear(x, w), t, ignore_index=-1)
+    plain = F.cross_entropy(F.linear(x, w), t, ignore_index=-1, label_smoothing=smoothing)
     gx, gw = torch.autograd.grad(plain * 3.0, (x, w))
-    loss = linear_cross_entropy(x, w, t, chunk=chunk)
+    loss = linear_cross_entropy(x, w, t, chunk=chunk, label_smoothing=smoothing)
     cx, cw = torch.autograd.grad(loss * 3.0, (x, w))  # a scaled loss scales the gradients
     assert abs(loss.item() - plain.item()) < 1e-5
     assert torch.allclose(cx, gx, atol=1e-6) and torch.allclose(cw, gw, atol=1e-6)
     with torch.no_grad():
-        assert abs(linear_cross_entropy(x, w, t, chunk=chunk).item() - plain.item()) < 1e-5
+        again = linear_cross_entropy(x, w, t, chunk=chunk, label_smoothing=smoothing)
+        assert abs(again.item() - plain.item()) < 1e-5
+    if smoothing:  # and it is not the unsmoothed loss
+        assert abs(loss.item() - linear_cross_entropy(x, w, t, chunk=chunk).item()) > 1e-3
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_chunked_loss_under_autocast_matches_the_plain_loss(dtype):
+def test_chunked_loss_under_autocast_matches_the_plain_loss(dtype, smoothing):
     # Both run the matmuls in 16 bits and the softmax in float32.
     torch.manual_seed(0)
     x = torch.randn(50, 16, requires_grad=True)
@@ -74,8 +79,9 @@ def test_chunked_loss_under_autocast_matches_the_plain_loss(dtype):
     t = torch.randint(0, 300, (50,))
     t[[3, 10, 11]] = -1
     with torch.autocast("cpu", dtype=dtype):
-        plain = F.cross_entropy(F.linear(x, w).float(), t, ignore_index=-1)
-        chunked = linear_cross_entropy(x, w, t, chunk=16)
+        logits = F.linear(x, w).float()
+        plain = F.cross_entropy(logits, t, ignore_index=-1, label_smoothing=smoothing)
+        chunked = linear_cross_entropy(x, w, t, chunk=16, label_smoothing=smoothing)
     gx, gw = torch.autograd.grad(plain, (x, w))
     cx, cw = torch.autograd.grad(chunked, (x, w))
     assert abs(plain.item() - chunked.item()) < 1e-3

@@ -71,14 +71,16 @@ def twins(cfg: ModelConfig, **kwargs):
     return t, m
 
 
-def reference_loss(logits: np.ndarray, y: np.ndarray) -> float:
-    """Mean cross-entropy over the positions whose target is not -1, in float64 numpy."""
+def reference_loss(logits: np.ndarray, y: np.ndarray, smoothing: float = 0.0) -> float:
+    """Mean cross-entropy over the positions whose target is not -1, in float64 numpy; with
+    `smoothing`, against the target (1 - smoothing) onehot + smoothing / V."""
     logits = logits.astype(np.float64).reshape(-1, logits.shape[-1])
     y = y.reshape(-1)
     keep = y != -1
     z = logits[keep]
     logz = np.log(np.exp(z - z.max(-1, keepdims=True)).sum(-1)) + z.max(-1)
-    return float((logz - z[np.arange(len(z)), y[keep]]).mean())
+    target = z[np.arange(len(z)), y[keep]]
+    return float(((logz - target) + smoothing * (target - z.mean(-1))).mean())
 
 
 # -- parity --------------------------------------------------------------------------------
@@ -118,6 +120,46 @@ def test_parameter_names_and_counts_match_torch(micro_cfg):
     # A fresh model guesses uniformly, as the torch one does: loss near ln(V).
     x, y = random_tokens((2, 8), seed=3), random_tokens((2, 8), seed=4)
     assert m.eval_loss(x, y) == pytest.approx(np.log(micro_cfg.vocab_size), abs=0.1)
+
+
+@pytest.mark.parametrize("name", ["torch", "mlx"])
+def test_label_smoothing_changes_the_training_loss_and_not_the_evals(name):
+    cfg = replace(SHORT, block_size=8)
+    state = random_state(torch_fp32(cfg).state_dict(), seed=3)
+    x, y = random_tokens((2, 8), seed=50), random_tokens((2, 8), seed=51)
+    y[0, :2] = -1  # ignored, as SFT's prompt tokens are
+    losses = []
+    for smoothing in (0.0, 0.1):
+        b = torch_fp32(cfg) if name == "torch" else make_backend("mlx", cfg)
+        b.load_state_dict(state)
+        b.setup_training(TrainConfig(label_smoothing=smoothing))
+        logits, evaluated = b.logits(x), b.eval_loss(x, y)
+        assert evaluated == pytest.approx(reference_loss(logits, y), abs=1e-4)  # never smoothed
+        trained = b.train_step(x, y, 0.0)  # lr 0: the loss of these weights
+        assert trained == pytest.approx(reference_loss(logits, y, smoothing), abs=1e-4)
+        losses.append(trained)
+    assert abs(losses[1] - losses[0]) > 1e-2  # the smoothing made a difference
+
+
+def test_smoothed_gradients_match_torch():
+    # The step itself is test_train_steps_match_torch's; smoothed, the gradients must agree.
+    # (Not two steps: smoothing gives every token's embedding row a gradient, many of them near
+    # zero, where Adam's m / sqrt(v) turns the frameworks' last bits into visible steps.)
+    cfg = replace(SHORT, block_size=8)
+    t, m = twins(cfg, gain=1.0)
+    for b in (t, m):
+        b.setup_training(TrainConfig(label_smoothing=0.1))
+    x, y = random_tokens((2, 8), seed=60), random_tokens((2, 8), seed=61)
+    y[1, :3] = -1
+    gt, gm = t.gradients(x, y), m.gradients(x, y)
+    plain = torch_fp32(cfg)
+    plain.load_state_dict(t.state_dict())
+    plain.setup_training(TrainConfig())
+    unsmoothed = plain.gradients(x, y)["wte.weight"]
+    for name in gt:
+        assert np.linalg.norm(gm[name] - gt[name]) < 1e-4 * np.linalg.norm(gt[name]), name
+    # Smoothing moves the embedding's gradient by more than that tolerance, many times over.
+    assert np.linalg.norm(unsmoothed - gt["wte.weight"]) > 1e-2 * np.linalg.norm(unsmoothed)
 
 
 def test_train_steps_match_torch(micro_cfg):

@@ -189,6 +189,11 @@ RECIPE_FLAGS = {
         "keep a moving average of the weights with this decay per step, evaluated beside "
         "them: the best checkpoint is whichever scores lower; 0: none",
     ),
+    "label_smoothing": (
+        "label smoothing",
+        "share of each training target spread evenly over the vocabulary (evals score "
+        "without it); 0: none",
+    ),
 }
 
 

@@ -9,6 +9,7 @@ compiled once with `mx.compile` on the GPU, and `mx.eval` runs it at the end of 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 
@@ -54,8 +55,17 @@ class _AdamW(optim.AdamW):
         return super().apply_single(gradient, parameter, state)
 
 
-def _loss(model: GPT, x: mx.array, y: mx.array) -> mx.array:
-    return model(x, y)[1]
+def _loss(model: GPT, x: mx.array, y: mx.array, label_smoothing: float = 0.0) -> mx.array:
+    """The training loss: the model's cross-entropy, or with `label_smoothing` of the targets
+    (TrainConfig's; evals score without it) MLX's smoothed one, -1 targets ignored alike."""
+    if not label_smoothing:
+        return model(x, y)[1]
+    logits, _ = model(x)  # (B, T, V)
+    counted = y != -1  # (B, T)
+    losses = nn.losses.cross_entropy(
+        logits.astype(mx.float32), mx.where(counted, y, 0), label_smoothing=label_smoothing
+    )  # (B, T)
+    return mx.where(counted, losses, 0.0).sum() / counted.sum()
 
 
 def _accumulated(loss_and_grad, model: GPT, xs: list, ys: list, shares: mx.array):
@@ -98,6 +108,7 @@ class MLXBackend(Backend):
         self.optimizer: _AdamW | None = None
         self._grad_clip = 1.0
         self._micro = 0  # sequences per forward pass, set by setup_training
+        self._label_smoothing = 0.0  # the training loss's, set by setup_training
         # mx.compile fuses the step's elementwise work into generated kernels: quick on the
         # GPU; on the CPU each kernel is C++-compiled on first use for a modest gain, so there
         # it is opt-in (bench/README.md): LAL_MLX_COMPILE=1 (or compile=True; 0: off anywhere).
@@ -148,11 +159,16 @@ class MLXBackend(Backend):
         )
         self.optimizer.init(self.model.trainable_parameters())
         self._grad_clip = train_cfg.grad_clip
+        self._label_smoothing = train_cfg.label_smoothing
         self._micro = train_cfg.micro_per_rank(self.ranks.world)
         self._ema = train_cfg.ema
         self._average = self.model.parameters() if train_cfg.ema else None
         self._step = None
         self.model.train()
+
+    def _training_loss(self):
+        """(model, x, y) -> the training loss, with this run's label smoothing."""
+        return functools.partial(_loss, label_smoothing=self._label_smoothing)
 
     def _make_step(self):
         """loss, grads -> clip -> AdamW update: one lazy graph; compiled, it is traced once
@@ -164,7 +180,7 @@ class MLXBackend(Backend):
         random state (for dropout) are the compiled function's implicit inputs and outputs.
         """
         model, optimizer, clip = self.model, self.optimizer, self._grad_clip
-        loss_and_grad = nn.value_and_grad(model, _loss)
+        loss_and_grad = nn.value_and_grad(model, self._training_loss())
         ranks = self.ranks
 
         def step(xs: list, ys: list, shares: mx.array) -> tuple[mx.array, mx.array]:
@@ -229,7 +245,7 @@ class MLXBackend(Backend):
     def gradients(self, x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
         assert self.optimizer is not None, "call setup_training first"
         self.model.train()
-        loss_and_grad = nn.value_and_grad(self.model, _loss)
+        loss_and_grad = nn.value_and_grad(self.model, self._training_loss())
         _, grads = _accumulated(loss_and_grad, self.model, *self._passes(x, y))
         return {k: np.array(g.astype(mx.float32)) for k, g in tree_flatten(grads)}
 

@@ -20,6 +20,7 @@ import contextlib
 import functools
 import time
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -83,6 +84,7 @@ class TorchBackend(Backend):
         self.cpu_dropout = self.device == "cpu" and not self.compile and cfg.dropout > 0
         self.compile_seconds: float | None = None  # set by setup_training when compiled
         self._micro = 0  # sequences per forward pass, set by setup_training
+        self._grad_clip, self._label_smoothing = 1.0, 0.0  # the recipe's, set by setup_training
         self._ddp: torch.nn.Module | None = None  # the loss under DDP, on several ranks
         if self.device == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls on tensor cores
@@ -93,7 +95,6 @@ class TorchBackend(Backend):
         self._use_loss()
         self.optimizer: torch.optim.Optimizer | None = None
         self._scaler: torch.amp.GradScaler | None = None
-        self._grad_clip = 1.0
         self._tensor = Staging(dev)  # batches onto the device
         self._average: AveragedModel | None = None  # the weights' moving average, if kept
         self.sampler = self._make_sampler(infer_dtype, int8_head, decode_threads)
@@ -102,7 +103,8 @@ class TorchBackend(Backend):
         """The training loss for the current switches (chunked, recompute); `_compile` may
         replace `_train_loss` with its compiled form."""
         self.loss = TrainingLoss(self.chunked_loss, self.recompute, cpu_dropout=self.cpu_dropout)
-        self._train_loss = functools.partial(self.loss, self.model)
+        training = replace(self.loss, label_smoothing=self._label_smoothing)  # evals: unsmoothed
+        self._train_loss = functools.partial(training, self.model)
 
     def _make_sampler(
         self, infer_dtype: str | None, int8_head: bool | None, threads: int | None
@@ -205,6 +207,7 @@ class TorchBackend(Backend):
             self.optimizer = torch.optim.AdamW(groups, lr=train_cfg.lr, betas=betas, foreach=True)
         self._params = params
         self._grad_clip = train_cfg.grad_clip
+        self._label_smoothing = train_cfg.label_smoothing
         self._average = None
         if train_cfg.ema:  # torch's own EMA: a float32 copy of the weights, lerped to them
             average = get_ema_multi_avg_fn(train_cfg.ema)
@@ -235,7 +238,7 @@ class TorchBackend(Backend):
         try:
             # The chunked loss is called as it is, not traced: its Python loop does not pay.
             rows_loss = torch.compiler.disable(linear_cross_entropy)
-            loss_fn = TrainingLoss(self.chunked_loss, self.recompute, rows_loss)
+            loss_fn = replace(self.loss, rows_loss=rows_loss, label_smoothing=self._label_smoothing)
             compiled = torch.compile(functools.partial(loss_fn, self.model))
             x = torch.zeros(batch_size, self.cfg.block_size, dtype=torch.long).to(self.torch_device)
             with autocast(self.torch_device, self.dtype):
@@ -372,9 +375,8 @@ class TorchBackend(Backend):
         if not self.ranks.rank:  # the saved state is rank 0's; other ranks keep their own
             torch.set_rng_state(torch.from_numpy(tensors["rng.torch"].copy()))
         if "rng.cuda" in tensors and self.torch_device.type == "cuda" and not self.ranks.rank:
-            torch.cuda.set_rng_state(
-                torch.from_numpy(tensors["rng.cuda"].copy()), self.torch_device
-            )
+            cuda_rng = torch.from_numpy(tensors["rng.cuda"].copy())
+            torch.cuda.set_rng_state(cuda_rng, self.torch_device)
         if self._scaler is not None and "scaler.scale" in tensors:
             scaler = self._scaler.state_dict()
             scaler["scale"] = float(tensors["scaler.scale"][0])
@@ -444,7 +446,5 @@ def _distributed_loss(backend: TorchBackend) -> torch.nn.Module:
     from torch.nn.parallel import DistributedDataParallel
 
     on_cuda = backend.torch_device.type == "cuda"
-    return DistributedDataParallel(
-        _LossModule(backend),
-        device_ids=[backend.torch_device.index or 0] if on_cuda else None,
-    )
+    device_ids = [backend.torch_device.index or 0] if on_cuda else None
+    return DistributedDataParallel(_LossModule(backend), device_ids=device_ids)

@@ -27,7 +27,8 @@ from lal_core.backends.torch.chunked_loss import linear_cross_entropy
 from lal_core.backends.torch.cpu_dropout import CPUDropout
 from lal_core.model.gpt import GPT
 
-LossOfRows = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# x (N, C), weight (V, C), targets (N,), label_smoothing= -> the mean loss
+LossOfRows = Callable[..., torch.Tensor]
 
 
 def recomputed_hidden_states(
@@ -49,12 +50,14 @@ def recomputed_hidden_states(
 
 @dataclass(frozen=True)
 class TrainingLoss:
-    """model, idx (B, T), targets (B, T) -> the mean cross-entropy, -1 targets ignored."""
+    """model, idx (B, T), targets (B, T) -> the mean cross-entropy, -1 targets ignored, with
+    `label_smoothing` of the targets (TrainConfig's; evals score without it)."""
 
     chunked: bool
     recompute: bool
     rows_loss: LossOfRows = linear_cross_entropy  # a compiled step passes it un-traced
     cpu_dropout: bool = False
+    label_smoothing: float = 0.0
 
     def __call__(self, model: GPT, idx: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         masks = CPUDropout if self.cpu_dropout else contextlib.nullcontext
@@ -67,6 +70,16 @@ class TrainingLoss:
         else:
             x = model.hidden_states(idx)  # (B, T, C)
         if self.chunked:
-            return self.rows_loss(x.flatten(0, 1), model.wte.weight, targets.flatten())
+            return self.rows_loss(
+                x.flatten(0, 1),
+                model.wte.weight,
+                targets.flatten(),
+                label_smoothing=self.label_smoothing,
+            )
         logits = model.head(x).flatten(0, 1)  # (B*T, V)
-        return F.cross_entropy(logits.float(), targets.flatten(), ignore_index=-1)
+        return F.cross_entropy(
+            logits.float(),
+            targets.flatten(),
+            ignore_index=-1,
+            label_smoothing=self.label_smoothing,
+        )
