@@ -1,10 +1,10 @@
 """The training loss a chunk of rows at a time: cross-entropy of x @ W^T without the logits.
 
 Plainly: loss = F.cross_entropy(x @ W^T, targets, ignore_index=-1, label_smoothing=eps). That
-materialises the
-(B*T, V) logits, keeps their softmax for backward, and allocates both afresh every step: for
-tiny at batch 16, 2048 x 50,257 floats = 411 MB each, more than the rest of the step's memory
-together, and on a CPU a good part of the step goes to page faults on that fresh memory.
+materialises the (B*T, V) logits, keeps their softmax for backward, and allocates both afresh
+every step: for tiny at batch 16, 2048 x 50,257 floats = 411 MB each, more than the rest of the
+step's memory together, and on a CPU a good part of the step goes to page faults on that fresh
+memory.
 
 Instead, for each chunk of rows: its logits into one reused buffer, turned into their softmax
 in place (one fused kernel), the target's probability read for the loss, and right away the
@@ -40,9 +40,9 @@ def linear_cross_entropy(
 ) -> torch.Tensor:
     """Mean cross-entropy of the logits x @ weight^T (x: (N, C), weight: (V, C), targets: (N,),
     -1 ignored; `label_smoothing` as F.cross_entropy's), without the (N, V) logits, `chunk`
-    rows at a time (default: LOSS_CHUNK_ROWS,
-    EVAL_LOSS_CHUNK_ROWS without gradients). A compiled training step calls it outside the
-    graph (`torch.compiler.disable`), as its Python loop is not worth tracing."""
+    rows at a time (default: LOSS_CHUNK_ROWS, EVAL_LOSS_CHUNK_ROWS without gradients). A compiled
+    training step calls it outside the graph (`torch.compiler.disable`), as its Python loop is
+    not worth tracing."""
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     if chunk is None:
         chunk = LOSS_CHUNK_ROWS if needs_grad else EVAL_LOSS_CHUNK_ROWS
@@ -116,10 +116,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 logits = torch.mm(xc, wt, out=buffer[:rows])  # (rows, V)
                 if exact is not None:
                     logits = exact[:rows].copy_(logits)
-                flat, target = logits.view(-1), at[:rows] + safe[s : s + chunk]
+                target = at[:rows] + safe[s : s + chunk]
                 if smoothed is not None:  # read before the softmax overwrites the logits
                     mean = logits.mean(dim=-1, dtype=torch.float32)  # (rows,)
-                    smoothed[s : s + chunk] = flat[target].float() - mean
+                    smoothed[s : s + chunk] = logits.view(-1)[target].float() - mean
                 probs = _softmax_(logits)  # (rows, V), over the logits on a CPU
                 flat = probs.view(-1)
                 p = flat[target]  # (rows,): each row's probability of its target
